@@ -1,0 +1,331 @@
+//! Hybrid logical clocks: timestamps that follow the wall clock, never go
+//! backwards, and totally order every event of every region.
+//!
+//! A timestamp is `(wall_ms, logical, origin)`, compared in that order. The
+//! clock keeps the largest timestamp it has issued or seen; a new one is the
+//! later of that and the wall clock, bumping the logical counter when the wall
+//! clock has not moved past it. The clock refuses to run more than
+//! `max_ahead_ms` ahead of its own wall clock: a remote timestamp from a region
+//! whose clock is far in the future, or a local clock stepped far back, is an
+//! error instead of silent drift.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Default bound on how far ahead of the wall clock a clock may run.
+pub const DEFAULT_MAX_AHEAD_MS: u64 = 60_000;
+
+/// A hybrid logical clock timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Hlc {
+    /// Physical part, milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+    /// Logical counter within one `wall_ms`.
+    pub logical: u32,
+    /// Region that issued the timestamp; breaks ties between regions.
+    pub origin: String,
+}
+
+impl Hlc {
+    pub fn new(wall_ms: u64, logical: u32, origin: impl Into<String>) -> Self {
+        Self {
+            wall_ms,
+            logical,
+            origin: origin.into(),
+        }
+    }
+
+    /// The smallest timestamp of a region, below anything it issues.
+    pub fn zero(origin: impl Into<String>) -> Self {
+        Self::new(0, 0, origin)
+    }
+}
+
+impl Ord for Hlc {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.wall_ms, self.logical, self.origin.as_str()).cmp(&(
+            other.wall_ms,
+            other.logical,
+            other.origin.as_str(),
+        ))
+    }
+}
+
+impl PartialOrd for Hlc {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}@{}", self.wall_ms, self.logical, self.origin)
+    }
+}
+
+/// Why a clock refused to issue a timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HlcError {
+    #[error(
+        "clock of region {origin} would run {ahead_ms} ms ahead of the wall clock \
+         (bound {max_ahead_ms} ms): {cause}"
+    )]
+    TooFarAhead {
+        origin: String,
+        ahead_ms: u64,
+        max_ahead_ms: u64,
+        cause: &'static str,
+    },
+}
+
+/// Where a clock reads physical time; a seam so tests can step time at will.
+pub trait WallClock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        // A clock before 1970 reads as 0; the HLC stays monotonic regardless.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// A hybrid logical clock for one region. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct HybridClock<C: WallClock = SystemClock> {
+    origin: String,
+    max_ahead_ms: u64,
+    wall: C,
+    /// Largest (wall_ms, logical) issued or seen.
+    last: Mutex<(u64, u32)>,
+}
+
+impl HybridClock<SystemClock> {
+    /// A clock on the system time with the default bound.
+    pub fn system(origin: impl Into<String>) -> Self {
+        Self::new(origin, SystemClock, DEFAULT_MAX_AHEAD_MS)
+    }
+}
+
+impl<C: WallClock> HybridClock<C> {
+    pub fn new(origin: impl Into<String>, wall: C, max_ahead_ms: u64) -> Self {
+        Self {
+            origin: origin.into(),
+            max_ahead_ms,
+            wall,
+            last: Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// A timestamp for a local event, later than every one issued or seen.
+    pub fn now(&self) -> Result<Hlc, HlcError> {
+        let pt = self.wall.now_ms();
+        let mut last = self.lock();
+        let next = if pt > last.0 {
+            (pt, 0)
+        } else {
+            bump(*last)
+        };
+        self.check_ahead(next.0, pt, "the wall clock stepped backwards")?;
+        *last = next;
+        Ok(Hlc::new(next.0, next.1, self.origin.clone()))
+    }
+
+    /// Merges a timestamp received from another region, so that every later
+    /// local timestamp orders after it. Refuses timestamps too far ahead of
+    /// this region's wall clock and leaves the clock untouched then.
+    pub fn observe(&self, remote: &Hlc) -> Result<(), HlcError> {
+        let pt = self.wall.now_ms();
+        self.check_ahead(remote.wall_ms, pt, "a remote timestamp is in the future")?;
+        let mut last = self.lock();
+        if (remote.wall_ms, remote.logical) > *last {
+            *last = (remote.wall_ms, remote.logical);
+        }
+        Ok(())
+    }
+
+    fn check_ahead(&self, wall_ms: u64, pt: u64, cause: &'static str) -> Result<(), HlcError> {
+        let ahead_ms = wall_ms.saturating_sub(pt);
+        if ahead_ms > self.max_ahead_ms {
+            return Err(HlcError::TooFarAhead {
+                origin: self.origin.clone(),
+                ahead_ms,
+                max_ahead_ms: self.max_ahead_ms,
+                cause,
+            });
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u32)> {
+        // The guarded pair is always consistent, so a poisoned lock is safe to reuse.
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The next timestamp after `last` on the same wall tick, carrying into the
+/// next millisecond if the logical counter is exhausted.
+fn bump((wall, logical): (u64, u32)) -> (u64, u32) {
+    match logical.checked_add(1) {
+        Some(l) => (wall, l),
+        None => (wall + 1, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+    #[derive(Debug, Default)]
+    struct ManualClock(AtomicU64);
+
+    impl ManualClock {
+        fn set(&self, ms: u64) {
+            self.0.store(ms, AtomicOrdering::SeqCst);
+        }
+    }
+
+    impl WallClock for &ManualClock {
+        fn now_ms(&self) -> u64 {
+            self.0.load(AtomicOrdering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn follows_the_wall_clock_when_it_moves() {
+        let wall = ManualClock::default();
+        wall.set(1_000);
+        let clock = HybridClock::new("us-east", &wall, 100);
+        assert_eq!(clock.now().unwrap(), Hlc::new(1_000, 0, "us-east"));
+        assert_eq!(clock.now().unwrap(), Hlc::new(1_000, 1, "us-east"));
+        wall.set(1_005);
+        assert_eq!(clock.now().unwrap(), Hlc::new(1_005, 0, "us-east"));
+    }
+
+    #[test]
+    fn stays_monotonic_when_the_wall_clock_steps_back_within_the_bound() {
+        let wall = ManualClock::default();
+        wall.set(10_000);
+        let clock = HybridClock::new("us-east", &wall, 100);
+        let before = clock.now().unwrap();
+        wall.set(9_950);
+        let after = clock.now().unwrap();
+        assert!(after > before);
+        assert_eq!(after.wall_ms, 10_000);
+    }
+
+    #[test]
+    fn refuses_to_run_past_the_bound_after_a_large_step_back() {
+        let wall = ManualClock::default();
+        wall.set(10_000);
+        let clock = HybridClock::new("us-east", &wall, 100);
+        clock.now().unwrap();
+        wall.set(5_000);
+        let err = clock.now().unwrap_err();
+        assert!(err.to_string().contains("5000 ms ahead"), "{err}");
+        wall.set(10_001);
+        assert_eq!(clock.now().unwrap(), Hlc::new(10_001, 0, "us-east"));
+    }
+
+    #[test]
+    fn observed_remote_timestamps_order_before_later_local_ones() {
+        let wall = ManualClock::default();
+        wall.set(1_000);
+        let clock = HybridClock::new("eu-west", &wall, 100);
+        let remote = Hlc::new(1_050, 7, "us-east");
+        clock.observe(&remote).unwrap();
+        let local = clock.now().unwrap();
+        assert!(local > remote);
+        assert_eq!((local.wall_ms, local.logical), (1_050, 8));
+    }
+
+    #[test]
+    fn refuses_remote_timestamps_beyond_the_bound_and_keeps_its_state() {
+        let wall = ManualClock::default();
+        wall.set(1_000);
+        let clock = HybridClock::new("eu-west", &wall, 100);
+        let err = clock.observe(&Hlc::new(2_000, 0, "us-east")).unwrap_err();
+        assert!(matches!(err, HlcError::TooFarAhead { ahead_ms: 1_000, .. }));
+        assert_eq!(clock.now().unwrap(), Hlc::new(1_000, 0, "eu-west"));
+    }
+
+    #[test]
+    fn logical_overflow_carries_into_the_next_millisecond() {
+        assert_eq!(bump((5, u32::MAX)), (6, 0));
+    }
+
+    #[test]
+    fn origin_breaks_ties_last() {
+        let a = Hlc::new(5, 1, "eu-west");
+        let b = Hlc::new(5, 1, "us-east");
+        assert!(a < b);
+        assert!(Hlc::new(5, 2, "a") > b);
+        assert!(Hlc::new(6, 0, "a") > Hlc::new(5, 9, "z"));
+    }
+
+    proptest! {
+        /// Whatever the wall clock does, every timestamp a clock issues is
+        /// strictly greater than the previous one and greater than every remote
+        /// timestamp it accepted; refusals only happen past the bound.
+        #[test]
+        fn monotonic_under_random_clock_steps(
+            steps in proptest::collection::vec((-500i64..500, any::<bool>(), 0u32..3), 1..200)
+        ) {
+            let wall = ManualClock::default();
+            let mut pt: i64 = 1_000_000;
+            wall.set(pt as u64);
+            let clock = HybridClock::new("r1", &wall, 300);
+            let mut last: Option<Hlc> = None;
+            for (step, remote, logical) in steps {
+                pt = (pt + step).max(0);
+                wall.set(pt as u64);
+                if remote {
+                    let r = Hlc::new((pt + step / 2).max(0) as u64, logical, "r2");
+                    match clock.observe(&r) {
+                        Ok(()) => last = last.max(Some(r)),
+                        Err(HlcError::TooFarAhead { ahead_ms, .. }) => prop_assert!(ahead_ms > 300),
+                    }
+                }
+                match clock.now() {
+                    Ok(t) => {
+                        if let Some(prev) = &last {
+                            prop_assert!(&t > prev, "{t} after {prev}");
+                        }
+                        prop_assert!(t.wall_ms <= pt as u64 + 300);
+                        last = Some(t);
+                    }
+                    Err(HlcError::TooFarAhead { ahead_ms, .. }) => prop_assert!(ahead_ms > 300),
+                }
+            }
+        }
+
+        /// The order is total: exactly one of <, ==, > holds, consistently.
+        #[test]
+        fn order_is_total(
+            a in (0u64..4, 0u32..4, "[ab]"), b in (0u64..4, 0u32..4, "[ab]"), c in (0u64..4, 0u32..4, "[ab]")
+        ) {
+            let (a, b, c) = (Hlc::new(a.0, a.1, a.2), Hlc::new(b.0, b.1, b.2), Hlc::new(c.0, c.1, c.2));
+            prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
+            prop_assert_eq!(a.cmp(&b) == Ordering::Equal, a == b);
+            if a <= b && b <= c {
+                prop_assert!(a <= c);
+            }
+        }
+    }
+}
