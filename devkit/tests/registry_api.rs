@@ -31,8 +31,7 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16
 /// for an older published version.
 fn schema_without_codebook_id() -> String {
     let mut schema: Value = serde_json::from_str(DELTA_EVENT_SCHEMA).unwrap();
-    let upsert = &mut schema["fields"][1]["type"][0];
-    let vector = &mut upsert["fields"][2]["type"][0];
+    let vector = &mut schema["fields"][4]["type"][1];
     assert_eq!(vector["name"], "Vector");
     let fields = vector["fields"].as_array_mut().unwrap();
     fields.retain(|f| f["name"] != "codebook_id");
@@ -80,7 +79,8 @@ async fn an_incompatible_schema_is_refused_with_409_under_backward() {
 
     // With a default, the field is a compatible change.
     let mut compatible = incompatible.clone();
-    compatible["fields"][2]["default"] = json!("");
+    let fields = compatible["fields"].as_array_mut().unwrap();
+    fields.last_mut().unwrap()["default"] = json!("");
     let id = registry.register(&subject, &compatible.to_string()).await.unwrap();
     assert_eq!(id, 2);
     running.stop().await;

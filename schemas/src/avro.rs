@@ -8,7 +8,7 @@
 //! left, and never panics on malformed input.
 
 use crate::event::{
-    Body, Delete, DeltaEvent, Heartbeat, PayloadPatch, PointId, Upsert, VectorData,
+    Body, Delete, DeltaEvent, Heartbeat, Operation, PayloadPatch, PointId, Upsert, VectorData,
 };
 use crate::hlc::Hlc;
 use crate::payload::{Compression, Payload};
@@ -121,11 +121,11 @@ fn put_hlc(out: &mut Vec<u8>, h: &Hlc) {
 fn put_id(out: &mut Vec<u8>, id: &PointId) {
     match id {
         PointId::Num(n) => {
-            put_long(out, 0);
+            put_long(out, 1);
             put_long(out, *n as i64);
         }
         PointId::Uuid(u) => {
-            put_long(out, 1);
+            put_long(out, 2);
             let mut buf = Uuid::encode_buffer();
             put_str(out, u.hyphenated().encode_lower(&mut buf));
         }
@@ -148,130 +148,163 @@ fn encoding_index(e: Encoding) -> i32 {
     }
 }
 
+fn put_optional<T>(out: &mut Vec<u8>, value: Option<&T>, put: impl FnOnce(&mut Vec<u8>, &T)) {
+    match value {
+        None => put_long(out, 0),
+        Some(v) => {
+            put_long(out, 1);
+            put(out, v);
+        }
+    }
+}
+
+fn put_vector(out: &mut Vec<u8>, v: &EncodedVector) {
+    put_int(out, encoding_index(v.encoding));
+    put_int(out, v.dim as i32);
+    put_bytes(out, &v.data);
+    put_float(out, v.scale);
+    put_float(out, v.offset);
+    put_optional(out, v.codebook_id.as_ref(), |out, id| put_str(out, id));
+}
+
+fn put_sparse(out: &mut Vec<u8>, d: &SparseDelta) {
+    put_int(out, d.dim as i32);
+    if !d.indices.is_empty() {
+        put_len(out, d.indices.len());
+        d.indices.iter().for_each(|&i| put_int(out, i as i32));
+    }
+    put_long(out, 0);
+    if !d.values.is_empty() {
+        put_len(out, d.values.len());
+        d.values.iter().for_each(|&v| put_float(out, v));
+    }
+    put_long(out, 0);
+}
+
+/// The op enum's symbols, in schema order.
+const OPS: [Operation; 4] = [
+    Operation::Upsert,
+    Operation::Delete,
+    Operation::PayloadPatch,
+    Operation::Heartbeat,
+];
+
 impl AvroRecord for DeltaEvent {
     const SCHEMA: &'static str = DELTA_EVENT_SCHEMA;
     const NAME: &'static str = "DeltaEvent";
 
     fn write_avro(&self, out: &mut Vec<u8>) {
         put_hlc(out, &self.hlc);
-        match &self.body {
-            Body::Upsert(u) => {
-                put_long(out, 0);
-                put_str(out, &u.collection);
-                put_id(out, &u.id);
-                match &u.vector {
-                    VectorData::Full(v) => {
-                        put_long(out, 0);
-                        put_int(out, encoding_index(v.encoding));
-                        put_int(out, v.dim as i32);
-                        put_bytes(out, &v.data);
-                        put_float(out, v.scale);
-                        put_float(out, v.offset);
-                        match &v.codebook_id {
-                            None => put_long(out, 0),
-                            Some(id) => {
-                                put_long(out, 1);
-                                put_str(out, id);
-                            }
-                        }
-                    }
-                    VectorData::Sparse(d) => {
-                        put_long(out, 1);
-                        put_hlc(out, &d.base_version);
-                        put_int(out, d.dim as i32);
-                        if !d.indices.is_empty() {
-                            put_len(out, d.indices.len());
-                            d.indices.iter().for_each(|&i| put_int(out, i as i32));
-                        }
-                        put_long(out, 0);
-                        if !d.values.is_empty() {
-                            put_len(out, d.values.len());
-                            d.values.iter().for_each(|&v| put_float(out, v));
-                        }
-                        put_long(out, 0);
-                    }
-                }
-                match &u.payload {
-                    None => put_long(out, 0),
-                    Some(p) => {
-                        put_long(out, 1);
-                        put_payload(out, p);
-                    }
-                }
-            }
-            Body::Delete(d) => {
-                put_long(out, 1);
-                put_str(out, &d.collection);
-                put_id(out, &d.id);
-            }
-            Body::PayloadPatch(p) => {
-                put_long(out, 2);
-                put_str(out, &p.collection);
-                put_id(out, &p.id);
-                put_hlc(out, &p.base_version);
-                put_payload(out, &p.payload);
-            }
-            Body::Heartbeat(h) => {
-                put_long(out, 3);
-                put_int(out, h.interval_ms as i32);
-            }
+        let op = self.operation();
+        put_int(out, OPS.iter().position(|o| *o == op).unwrap_or_default() as i32);
+        let (collection, id) = self.target().unzip();
+        put_str(out, collection.unwrap_or_default());
+        // `id` is one three-way union: null, long, string.
+        match &id {
+            None => put_long(out, 0),
+            Some(id) => put_id(out, id),
         }
+        let (vector, sparse, base, payload, interval) = match &self.body {
+            Body::Upsert(u) => match &u.vector {
+                VectorData::Full(v) => (Some(v), None, None, u.payload.as_ref(), None),
+                VectorData::Sparse(d) => (None, Some(d), Some(&d.base_version), u.payload.as_ref(), None),
+            },
+            Body::Delete(_) => (None, None, None, None, None),
+            Body::PayloadPatch(p) => (None, None, Some(&p.base_version), Some(&p.payload), None),
+            Body::Heartbeat(h) => (None, None, None, None, Some(&h.interval_ms)),
+        };
+        put_optional(out, vector, put_vector);
+        put_optional(out, sparse, put_sparse);
+        put_optional(out, base, put_hlc);
+        put_optional(out, payload, put_payload);
+        put_optional(out, interval, |out, &ms| put_int(out, ms as i32));
     }
 
     fn read_avro(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, Self::NAME);
         let hlc = r.hlc("hlc")?;
-        let body = match r.union("body", 4)? {
-            0 => {
-                let collection = r.string("body.collection")?;
-                let id = r.point_id("body.id")?;
-                let vector = match r.union("body.vector", 2)? {
-                    0 => VectorData::Full(EncodedVector {
-                        encoding: Encoding::ALL[r.enum_index("vector.encoding", 6)?],
-                        dim: r.non_negative("vector.dim")?,
-                        data: r.bytes("vector.data")?.to_vec(),
-                        scale: r.float("vector.scale")?,
-                        offset: r.float("vector.offset")?,
-                        codebook_id: match r.union("vector.codebook_id", 2)? {
-                            0 => None,
-                            _ => Some(r.string("vector.codebook_id")?),
-                        },
-                    }),
-                    _ => VectorData::Sparse(SparseDelta {
-                        base_version: r.hlc("sparse.base_version")?,
-                        dim: r.non_negative("sparse.dim")?,
-                        indices: r.array("sparse.indices", 1, |r| {
-                            r.non_negative("sparse.indices")
-                        })?,
-                        values: r.array("sparse.values", 4, |r| r.float("sparse.values"))?,
-                    }),
-                };
-                let payload = match r.union("body.payload", 2)? {
-                    0 => None,
-                    _ => Some(r.payload("body.payload")?),
-                };
-                Body::Upsert(Upsert {
-                    collection,
-                    id,
-                    vector,
-                    payload,
-                })
+        let op = OPS[r.enum_index("op", OPS.len())?];
+        let collection = r.string("collection")?;
+        let id = match r.union("id", 3)? {
+            0 => None,
+            1 => Some(PointId::Num(r.long("id")? as u64)),
+            _ => {
+                let s = r.string("id")?;
+                let u = Uuid::try_parse(&s)
+                    .map_err(|e| r.malformed("id", format!("{s:?} is not a UUID: {e}")))?;
+                Some(PointId::Uuid(u))
             }
-            1 => Body::Delete(Delete {
-                collection: r.string("body.collection")?,
-                id: r.point_id("body.id")?,
-            }),
-            2 => Body::PayloadPatch(PayloadPatch {
-                collection: r.string("body.collection")?,
-                id: r.point_id("body.id")?,
-                base_version: r.hlc("body.base_version")?,
-                payload: r.payload("body.payload")?,
-            }),
-            _ => Body::Heartbeat(Heartbeat {
-                interval_ms: r.non_negative("heartbeat.interval_ms")?,
+        };
+        let vector = match r.union("vector", 2)? {
+            0 => None,
+            _ => Some(EncodedVector {
+                encoding: Encoding::ALL[r.enum_index("vector.encoding", 6)?],
+                dim: r.non_negative("vector.dim")?,
+                data: r.bytes("vector.data")?.to_vec(),
+                scale: r.float("vector.scale")?,
+                offset: r.float("vector.offset")?,
+                codebook_id: match r.union("vector.codebook_id", 2)? {
+                    0 => None,
+                    _ => Some(r.string("vector.codebook_id")?),
+                },
             }),
         };
+        let sparse = match r.union("sparse_delta", 2)? {
+            0 => None,
+            _ => Some((
+                r.non_negative::<u32>("sparse_delta.dim")?,
+                r.array("sparse_delta.indices", 1, |r| r.non_negative("sparse_delta.indices"))?,
+                r.array("sparse_delta.values", 4, |r| r.float("sparse_delta.values"))?,
+            )),
+        };
+        let base_version = match r.union("base_version", 2)? {
+            0 => None,
+            _ => Some(r.hlc("base_version")?),
+        };
+        let payload = match r.union("payload", 2)? {
+            0 => None,
+            _ => Some(r.payload("payload")?),
+        };
+        let interval = match r.union("heartbeat_interval_ms", 2)? {
+            0 => None,
+            _ => Some(r.non_negative::<u32>("heartbeat_interval_ms")?),
+        };
         r.finish()?;
+
+        // Which fields an op needs; anything else is a malformed event.
+        let missing = |field: &'static str| r.malformed(field, format!("required for {}", op.as_str()));
+        let body = match op {
+            Operation::Upsert => {
+                let id = id.ok_or_else(|| missing("id"))?;
+                let vector = match (vector, sparse, base_version) {
+                    (Some(v), None, None) => VectorData::Full(v),
+                    (None, Some((dim, indices, values)), Some(base_version)) => {
+                        VectorData::Sparse(SparseDelta { base_version, dim, indices, values })
+                    }
+                    (None, Some(_), None) => return Err(missing("base_version")),
+                    _ => {
+                        return Err(r.malformed(
+                            "vector",
+                            "an upsert carries either a vector or a sparse_delta with its base_version",
+                        ));
+                    }
+                };
+                Body::Upsert(Upsert { collection, id, vector, payload })
+            }
+            Operation::Delete => Body::Delete(Delete {
+                collection,
+                id: id.ok_or_else(|| missing("id"))?,
+            }),
+            Operation::PayloadPatch => Body::PayloadPatch(PayloadPatch {
+                collection,
+                id: id.ok_or_else(|| missing("id"))?,
+                base_version: base_version.ok_or_else(|| missing("base_version"))?,
+                payload: payload.ok_or_else(|| missing("payload"))?,
+            }),
+            Operation::Heartbeat => Body::Heartbeat(Heartbeat {
+                interval_ms: interval.ok_or_else(|| missing("heartbeat_interval_ms"))?,
+            }),
+        };
         Ok(DeltaEvent { hlc, body })
     }
 }
@@ -472,18 +505,6 @@ impl<'a> Reader<'a> {
             logical,
             origin,
         })
-    }
-
-    fn point_id(&mut self, field: &'static str) -> Result<PointId, DecodeError> {
-        match self.union(field, 2)? {
-            0 => Ok(PointId::Num(self.long(field)? as u64)),
-            _ => {
-                let s = self.string(field)?;
-                Uuid::try_parse(&s)
-                    .map(PointId::Uuid)
-                    .map_err(|e| self.malformed(field, format!("{s:?} is not a UUID: {e}")))
-            }
-        }
     }
 
     fn payload(&mut self, field: &'static str) -> Result<Payload, DecodeError> {

@@ -31,6 +31,7 @@ pub mod avro;
 pub mod event;
 pub mod hlc;
 pub mod payload;
+pub mod quality;
 pub mod registry;
 #[doc(hidden)]
 pub mod testing;
