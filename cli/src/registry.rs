@@ -7,7 +7,11 @@ use vecsync_devkit::registry::DevRegistry;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8081", env = "VECSYNC_REGISTRY_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8081",
+        env = "VECSYNC_REGISTRY_LISTEN"
+    )]
     listen: String,
     /// JSON file that keeps subjects and ids across restarts (in memory if absent).
     #[arg(long, env = "VECSYNC_REGISTRY_DATA")]

@@ -1,6 +1,8 @@
 //! The development registry through real HTTP clients: vecsync's own
 //! registry client (schema_registry_converter) and plain REST calls.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +20,18 @@ fn client(url: &str) -> Arc<RegistryClient> {
 }
 
 async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, url).header("content-type", CT);
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .header("content-type", CT);
     if let Some(b) = body {
         req = req.body(b.to_string());
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
-    (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null),
+    )
 }
 
 /// The delta schema with one field of the Vector record removed: a stand-in
@@ -43,16 +50,23 @@ async fn registered_events_round_trip_through_the_wire_format() {
     let running = DevRegistry::in_memory().spawn("127.0.0.1:0").await.unwrap();
     let registry = client(&running.url());
     let subject = value_subject("roundtrip.deltas");
-    let encoder = Encoder::<DeltaEvent>::register(&registry, &subject).await.unwrap();
+    let encoder = Encoder::<DeltaEvent>::register(&registry, &subject)
+        .await
+        .unwrap();
     let decoder = Decoder::<DeltaEvent>::new(registry.clone());
     for event in sample_events() {
         let bytes = encoder.encode(&event);
         assert_eq!(bytes[0], 0);
-        assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), encoder.schema_id());
+        assert_eq!(
+            u32::from_be_bytes(bytes[1..5].try_into().unwrap()),
+            encoder.schema_id()
+        );
         assert_eq!(decoder.decode(&bytes).await.unwrap(), event);
     }
     // Registering the same schema again gives the same id.
-    let again = Encoder::<DeltaEvent>::register(&registry, &subject).await.unwrap();
+    let again = Encoder::<DeltaEvent>::register(&registry, &subject)
+        .await
+        .unwrap();
     assert_eq!(again.schema_id(), encoder.schema_id());
     running.stop().await;
 }
@@ -62,26 +76,45 @@ async fn an_incompatible_schema_is_refused_with_409_under_backward() {
     let running = DevRegistry::in_memory().spawn("127.0.0.1:0").await.unwrap();
     let subject = value_subject("compat.deltas");
     let registry = client(&running.url());
-    Encoder::<DeltaEvent>::register(&registry, &subject).await.unwrap();
+    Encoder::<DeltaEvent>::register(&registry, &subject)
+        .await
+        .unwrap();
 
     // A new required field without a default cannot read old events.
     let mut incompatible: Value = serde_json::from_str(DELTA_EVENT_SCHEMA).unwrap();
-    incompatible["fields"].as_array_mut().unwrap().push(json!({"name": "tenant", "type": "string"}));
+    incompatible["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "tenant", "type": "string"}));
     let url = format!("{}/subjects/{subject}/versions", running.url());
-    let (status, body) = call(reqwest::Method::POST, url, Some(json!({"schema": incompatible.to_string()}))).await;
+    let (status, body) = call(
+        reqwest::Method::POST,
+        url,
+        Some(json!({"schema": incompatible.to_string()})),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error_code"], 409);
-    assert!(body["message"].as_str().unwrap().contains("incompatible"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("incompatible"),
+        "{body}"
+    );
 
     // The same refusal through vecsync's client is an error, and not a retriable one.
-    let err = registry.register(&subject, &incompatible.to_string()).await.unwrap_err();
+    let err = registry
+        .register(&subject, &incompatible.to_string())
+        .await
+        .unwrap_err();
     assert!(!err.is_retriable(), "{err}");
 
     // With a default, the field is a compatible change.
     let mut compatible = incompatible.clone();
     let fields = compatible["fields"].as_array_mut().unwrap();
     fields.last_mut().unwrap()["default"] = json!("");
-    let id = registry.register(&subject, &compatible.to_string()).await.unwrap();
+    let id = registry
+        .register(&subject, &compatible.to_string())
+        .await
+        .unwrap();
     assert_eq!(id, 2);
     running.stop().await;
 }
@@ -111,13 +144,22 @@ async fn events_written_with_an_older_schema_decode_with_the_current_one() {
     framed.extend_from_slice(&old_body);
 
     // The new encoder gets its own id, not the subject's cached old one.
-    let encoder = Encoder::<DeltaEvent>::register(&registry, &subject).await.unwrap();
+    let encoder = Encoder::<DeltaEvent>::register(&registry, &subject)
+        .await
+        .unwrap();
     assert_ne!(encoder.schema_id(), old_id);
 
-    let decoded = Decoder::<DeltaEvent>::new(registry).decode(&framed).await.unwrap();
+    let decoded = Decoder::<DeltaEvent>::new(registry)
+        .decode(&framed)
+        .await
+        .unwrap();
     assert_eq!(&decoded, event);
-    let Body::Upsert(u) = decoded.body else { panic!("not an upsert") };
-    let VectorData::Full(v) = u.vector else { panic!("not a full vector") };
+    let Body::Upsert(u) = decoded.body else {
+        panic!("not an upsert")
+    };
+    let VectorData::Full(v) = u.vector else {
+        panic!("not a full vector")
+    };
     assert_eq!(v.codebook_id, None);
     running.stop().await;
 }
@@ -161,34 +203,111 @@ async fn rest_api_answers_like_confluent() {
     let running = DevRegistry::in_memory().spawn("127.0.0.1:0").await.unwrap();
     let base = running.url();
     use reqwest::Method as M;
-    let schema = json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#});
+    let schema =
+        json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#});
     let v2 = json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"b","type":"int","default":1}]}"#});
 
-    assert_eq!(call(M::POST, format!("{base}/subjects/s/versions"), Some(schema.clone())).await, (200, json!({"id": 1})));
-    assert_eq!(call(M::POST, format!("{base}/subjects/s/versions"), Some(v2.clone())).await, (200, json!({"id": 2})));
-    assert_eq!(call(M::GET, format!("{base}/subjects"), None).await, (200, json!(["s"])));
-    assert_eq!(call(M::GET, format!("{base}/subjects/s/versions"), None).await, (200, json!([1, 2])));
+    assert_eq!(
+        call(
+            M::POST,
+            format!("{base}/subjects/s/versions"),
+            Some(schema.clone())
+        )
+        .await,
+        (200, json!({"id": 1}))
+    );
+    assert_eq!(
+        call(
+            M::POST,
+            format!("{base}/subjects/s/versions"),
+            Some(v2.clone())
+        )
+        .await,
+        (200, json!({"id": 2}))
+    );
+    assert_eq!(
+        call(M::GET, format!("{base}/subjects"), None).await,
+        (200, json!(["s"]))
+    );
+    assert_eq!(
+        call(M::GET, format!("{base}/subjects/s/versions"), None).await,
+        (200, json!([1, 2]))
+    );
     let (status, latest) = call(M::GET, format!("{base}/subjects/s/versions/latest"), None).await;
-    assert_eq!((status, &latest["version"], &latest["id"]), (200, &json!(2), &json!(2)));
+    assert_eq!(
+        (status, &latest["version"], &latest["id"]),
+        (200, &json!(2), &json!(2))
+    );
     let (status, by_id) = call(M::GET, format!("{base}/schemas/ids/1"), None).await;
     assert_eq!(status, 200);
     assert_eq!(by_id["schema"], schema["schema"]);
     let (_, lookup) = call(M::POST, format!("{base}/subjects/s"), Some(schema.clone())).await;
     assert_eq!(lookup["version"], 1);
 
-    let (status, compat) = call(M::POST, format!("{base}/compatibility/subjects/s/versions/1"), Some(v2.clone())).await;
+    let (status, compat) = call(
+        M::POST,
+        format!("{base}/compatibility/subjects/s/versions/1"),
+        Some(v2.clone()),
+    )
+    .await;
     assert_eq!((status, compat), (200, json!({"is_compatible": true})));
-    let breaking = json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"c","type":"int"}]}"#});
-    let (_, compat) = call(M::POST, format!("{base}/compatibility/subjects/s/versions/latest?verbose=true"), Some(breaking.clone())).await;
+    let breaking =
+        json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"c","type":"int"}]}"#});
+    let (_, compat) = call(
+        M::POST,
+        format!("{base}/compatibility/subjects/s/versions/latest?verbose=true"),
+        Some(breaking.clone()),
+    )
+    .await;
     assert_eq!(compat["is_compatible"], false);
     assert!(!compat["messages"].as_array().unwrap().is_empty());
 
-    assert_eq!(call(M::GET, format!("{base}/config"), None).await, (200, json!({"compatibilityLevel": "BACKWARD"})));
-    assert_eq!(call(M::PUT, format!("{base}/config/s"), Some(json!({"compatibility": "NONE"}))).await, (200, json!({"compatibility": "NONE"})));
-    assert_eq!(call(M::GET, format!("{base}/config/s"), None).await, (200, json!({"compatibilityLevel": "NONE"})));
-    assert_eq!(call(M::POST, format!("{base}/subjects/s/versions"), Some(breaking)).await, (200, json!({"id": 3})));
-    assert_eq!(call(M::PUT, format!("{base}/config"), Some(json!({"compatibility": "FULL_TRANSITIVE"}))).await.0, 200);
-    assert_eq!(call(M::GET, format!("{base}/config/other?defaultToGlobal=true"), None).await.1["compatibilityLevel"], "FULL_TRANSITIVE");
+    assert_eq!(
+        call(M::GET, format!("{base}/config"), None).await,
+        (200, json!({"compatibilityLevel": "BACKWARD"}))
+    );
+    assert_eq!(
+        call(
+            M::PUT,
+            format!("{base}/config/s"),
+            Some(json!({"compatibility": "NONE"}))
+        )
+        .await,
+        (200, json!({"compatibility": "NONE"}))
+    );
+    assert_eq!(
+        call(M::GET, format!("{base}/config/s"), None).await,
+        (200, json!({"compatibilityLevel": "NONE"}))
+    );
+    assert_eq!(
+        call(
+            M::POST,
+            format!("{base}/subjects/s/versions"),
+            Some(breaking)
+        )
+        .await,
+        (200, json!({"id": 3}))
+    );
+    assert_eq!(
+        call(
+            M::PUT,
+            format!("{base}/config"),
+            Some(json!({"compatibility": "FULL_TRANSITIVE"}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            M::GET,
+            format!("{base}/config/other?defaultToGlobal=true"),
+            None
+        )
+        .await
+        .1["compatibilityLevel"],
+        "FULL_TRANSITIVE"
+    );
 
     // Errors carry Confluent's codes.
     let errors = [
@@ -197,14 +316,42 @@ async fn rest_api_answers_like_confluent() {
         (M::GET, "/subjects/s/versions/zero", None, 422, 42202),
         (M::GET, "/schemas/ids/42", None, 404, 40403),
         (M::GET, "/config/other", None, 404, 40408),
-        (M::PUT, "/config", Some(json!({"compatibility": "SIDEWAYS"})), 422, 42203),
-        (M::POST, "/subjects/s/versions", Some(json!({"schema": "{nope"})), 422, 42201),
-        (M::POST, "/subjects/s/versions", Some(json!({"schema": "\"int\"", "schemaType": "PROTOBUF"})), 422, 42201),
-        (M::POST, "/subjects/s/versions", Some(json!({"wrong": 1})), 422, 422),
+        (
+            M::PUT,
+            "/config",
+            Some(json!({"compatibility": "SIDEWAYS"})),
+            422,
+            42203,
+        ),
+        (
+            M::POST,
+            "/subjects/s/versions",
+            Some(json!({"schema": "{nope"})),
+            422,
+            42201,
+        ),
+        (
+            M::POST,
+            "/subjects/s/versions",
+            Some(json!({"schema": "\"int\"", "schemaType": "PROTOBUF"})),
+            422,
+            42201,
+        ),
+        (
+            M::POST,
+            "/subjects/s/versions",
+            Some(json!({"wrong": 1})),
+            422,
+            422,
+        ),
     ];
     for (method, path, body, status, code) in errors {
         let (got, body) = call(method, format!("{base}{path}"), body).await;
-        assert_eq!((got, &body["error_code"]), (status, &json!(code)), "{path}: {body}");
+        assert_eq!(
+            (got, &body["error_code"]),
+            (status, &json!(code)),
+            "{path}: {body}"
+        );
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     running.stop().await;
@@ -218,18 +365,36 @@ async fn ids_survive_a_restart_with_a_data_file() {
     let _ = std::fs::remove_file(&path);
     let subject = value_subject("restart.deltas");
 
-    let running = DevRegistry::open(&path).unwrap().spawn("127.0.0.1:0").await.unwrap();
+    let running = DevRegistry::open(&path)
+        .unwrap()
+        .spawn("127.0.0.1:0")
+        .await
+        .unwrap();
     let registry = client(&running.url());
-    registry.register("filler-value", r#""string""#).await.unwrap();
-    let first = Encoder::<DeltaEvent>::register(&registry, &subject).await.unwrap();
+    registry
+        .register("filler-value", r#""string""#)
+        .await
+        .unwrap();
+    let first = Encoder::<DeltaEvent>::register(&registry, &subject)
+        .await
+        .unwrap();
     let bytes = first.encode(&sample_events()[3]);
     running.stop().await;
 
-    let running = DevRegistry::open(&path).unwrap().spawn("127.0.0.1:0").await.unwrap();
+    let running = DevRegistry::open(&path)
+        .unwrap()
+        .spawn("127.0.0.1:0")
+        .await
+        .unwrap();
     let registry = client(&running.url());
-    let decoded = Decoder::<DeltaEvent>::new(registry.clone()).decode(&bytes).await.unwrap();
+    let decoded = Decoder::<DeltaEvent>::new(registry.clone())
+        .decode(&bytes)
+        .await
+        .unwrap();
     assert_eq!(decoded, sample_events()[3]);
-    let again = Encoder::<DeltaEvent>::register(&registry, &subject).await.unwrap();
+    let again = Encoder::<DeltaEvent>::register(&registry, &subject)
+        .await
+        .unwrap();
     assert_eq!(again.schema_id(), first.schema_id());
     running.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();

@@ -7,6 +7,8 @@
 //!
 //!     cargo bench -p vecsync-schemas --bench codecs
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::Array2;
 use std::hint::black_box;
@@ -21,8 +23,15 @@ fn codebook(dim: usize) -> PqCodebook {
     let n = 512;
     let data: Vec<f32> = (0..n).flat_map(|i| vector(dim, i as u64)).collect();
     let data = Array2::from_shape_vec((n, dim), data).unwrap_or_else(|e| panic!("{e}"));
-    let trainer = PqTrainer { subspaces: dim / 8, centroids: 256, iterations: 2, seed: 1 };
-    trainer.train("bench", 1, data.view()).unwrap_or_else(|e| panic!("{e}"))
+    let trainer = PqTrainer {
+        subspaces: dim / 8,
+        centroids: 256,
+        iterations: 2,
+        seed: 1,
+    };
+    trainer
+        .train("bench", 1, data.view())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn event(vector: EncodedVector) -> DeltaEvent {
@@ -53,12 +62,17 @@ fn bench(c: &mut Criterion) {
             let mut buf = Vec::with_capacity(8 * 1024);
             group.bench_function(BenchmarkId::new("encode", encoding), |b| {
                 b.iter(|| {
-                    let Body::Upsert(u) = &mut ev.body else { unreachable!() };
-                    let VectorData::Full(e) = &mut u.vector else { unreachable!() };
+                    let Body::Upsert(u) = &mut ev.body else {
+                        unreachable!()
+                    };
+                    let VectorData::Full(e) = &mut u.vector else {
+                        unreachable!()
+                    };
                     if encoding == Encoding::Pq {
                         *e = book.encode(black_box(&v)).unwrap_or_else(|e| panic!("{e}"));
                     } else {
-                        e.encode_from(encoding, black_box(&v)).unwrap_or_else(|e| panic!("{e}"));
+                        e.encode_from(encoding, black_box(&v))
+                            .unwrap_or_else(|e| panic!("{e}"));
                     }
                     buf.clear();
                     framer.encode_into(&ev, &mut buf);
@@ -69,11 +83,17 @@ fn bench(c: &mut Criterion) {
             let mut out = Vec::with_capacity(dim);
             group.bench_function(BenchmarkId::new("decode", encoding), |b| {
                 b.iter(|| {
-                    let (_, body) = split_header(black_box(&framed)).unwrap_or_else(|e| panic!("{e}"));
+                    let (_, body) =
+                        split_header(black_box(&framed)).unwrap_or_else(|e| panic!("{e}"));
                     let ev = DeltaEvent::read_avro(body).unwrap_or_else(|e| panic!("{e}"));
-                    let Body::Upsert(u) = ev.body else { unreachable!() };
-                    let VectorData::Full(e) = u.vector else { unreachable!() };
-                    e.decode_into(Some(&book), &mut out).unwrap_or_else(|e| panic!("{e}"));
+                    let Body::Upsert(u) = ev.body else {
+                        unreachable!()
+                    };
+                    let VectorData::Full(e) = u.vector else {
+                        unreachable!()
+                    };
+                    e.decode_into(Some(&book), &mut out)
+                        .unwrap_or_else(|e| panic!("{e}"));
                     black_box(out.len())
                 })
             });

@@ -17,11 +17,16 @@ fn main() -> Result<(), String> {
     let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
     let training = Array2::from_shape_vec((n, dim), flat).map_err(|e| e.to_string())?;
     let trainer = PqTrainer::default();
-    let codebook = trainer.train("docs", 1, training.view()).map_err(|e| e.to_string())?;
+    let codebook = trainer
+        .train("docs", 1, training.view())
+        .map_err(|e| e.to_string())?;
     let framer = Encoder::<DeltaEvent>::with_id(1);
 
     println!("fixture: {n} vectors, {dim}-d; queries: all {n}, each left out of its own results");
-    println!("pq: {} sub-spaces x {} centroids, trained on the fixture itself\n", trainer.subspaces, trainer.centroids);
+    println!(
+        "pq: {} sub-spaces x {} centroids, trained on the fixture itself\n",
+        trainer.subspaces, trainer.centroids
+    );
     println!("| encoding | vector bytes | framed event bytes | % of f32 event | recall@10 |");
     println!("|---|---:|---:|---:|---:|");
     let mut f32_event = 0;

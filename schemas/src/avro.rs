@@ -196,7 +196,10 @@ impl AvroRecord for DeltaEvent {
     fn write_avro(&self, out: &mut Vec<u8>) {
         put_hlc(out, &self.hlc);
         let op = self.operation();
-        put_int(out, OPS.iter().position(|o| *o == op).unwrap_or_default() as i32);
+        put_int(
+            out,
+            OPS.iter().position(|o| *o == op).unwrap_or_default() as i32,
+        );
         let (collection, id) = self.target().unzip();
         put_str(out, collection.unwrap_or_default());
         // `id` is one three-way union: null, long, string.
@@ -207,7 +210,13 @@ impl AvroRecord for DeltaEvent {
         let (vector, sparse, base, payload, interval) = match &self.body {
             Body::Upsert(u) => match &u.vector {
                 VectorData::Full(v) => (Some(v), None, None, u.payload.as_ref(), None),
-                VectorData::Sparse(d) => (None, Some(d), Some(&d.base_version), u.payload.as_ref(), None),
+                VectorData::Sparse(d) => (
+                    None,
+                    Some(d),
+                    Some(&d.base_version),
+                    u.payload.as_ref(),
+                    None,
+                ),
             },
             Body::Delete(_) => (None, None, None, None, None),
             Body::PayloadPatch(p) => (None, None, Some(&p.base_version), Some(&p.payload), None),
@@ -253,7 +262,9 @@ impl AvroRecord for DeltaEvent {
             0 => None,
             _ => Some((
                 r.non_negative::<u32>("sparse_delta.dim")?,
-                r.array("sparse_delta.indices", 1, |r| r.non_negative("sparse_delta.indices"))?,
+                r.array("sparse_delta.indices", 1, |r| {
+                    r.non_negative("sparse_delta.indices")
+                })?,
                 r.array("sparse_delta.values", 4, |r| r.float("sparse_delta.values"))?,
             )),
         };
@@ -272,14 +283,20 @@ impl AvroRecord for DeltaEvent {
         r.finish()?;
 
         // Which fields an op needs; anything else is a malformed event.
-        let missing = |field: &'static str| r.malformed(field, format!("required for {}", op.as_str()));
+        let missing =
+            |field: &'static str| r.malformed(field, format!("required for {}", op.as_str()));
         let body = match op {
             Operation::Upsert => {
                 let id = id.ok_or_else(|| missing("id"))?;
                 let vector = match (vector, sparse, base_version) {
                     (Some(v), None, None) => VectorData::Full(v),
                     (None, Some((dim, indices, values)), Some(base_version)) => {
-                        VectorData::Sparse(SparseDelta { base_version, dim, indices, values })
+                        VectorData::Sparse(SparseDelta {
+                            base_version,
+                            dim,
+                            indices,
+                            values,
+                        })
                     }
                     (None, Some(_), None) => return Err(missing("base_version")),
                     _ => {
@@ -289,7 +306,12 @@ impl AvroRecord for DeltaEvent {
                         ));
                     }
                 };
-                Body::Upsert(Upsert { collection, id, vector, payload })
+                Body::Upsert(Upsert {
+                    collection,
+                    id,
+                    vector,
+                    payload,
+                })
             }
             Operation::Delete => Body::Delete(Delete {
                 collection,
@@ -333,7 +355,7 @@ impl AvroRecord for PqCodebook {
         let subspaces: u32 = r.non_negative("subspaces")?;
         let centroids: u32 = r.non_negative("centroids")?;
         let data = r.bytes("data")?;
-        if data.len() % 4 != 0 {
+        if !data.len().is_multiple_of(4) {
             return Err(r.malformed("data", format!("{} bytes is not whole f32s", data.len())));
         }
         let values = data
@@ -376,7 +398,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8], record: &'static str) -> Self {
-        Self { buf, pos: 0, record }
+        Self {
+            buf,
+            pos: 0,
+            record,
+        }
     }
 
     fn malformed(&self, field: &'static str, reason: impl Into<String>) -> DecodeError {
@@ -481,7 +507,9 @@ impl<'a> Reader<'a> {
             }
             let n = count.unsigned_abs();
             if n.saturating_mul(min_item_bytes as u64) > self.left() as u64 {
-                return Err(self.malformed(field, format!("{n} items with {} bytes left", self.left())));
+                return Err(
+                    self.malformed(field, format!("{n} items with {} bytes left", self.left()))
+                );
             }
             out.reserve(n as usize);
             for _ in 0..n {
@@ -550,7 +578,15 @@ mod tests {
     #[test]
     fn codebook_bytes_match_apache_avro() {
         let schema = Schema::parse_str(PQ_CODEBOOK_SCHEMA).unwrap();
-        let book = PqCodebook::new("docs", 3, 4, 2, 2, vec![0.5, 1.0, -1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let book = PqCodebook::new(
+            "docs",
+            3,
+            4,
+            2,
+            2,
+            vec![0.5, 1.0, -1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        )
+        .unwrap();
         let mut ours = Vec::new();
         book.write_avro(&mut ours);
         let value = from_avro_datum(&schema, &mut &ours[..], None).unwrap();
@@ -565,10 +601,16 @@ mod tests {
             event.write_avro(&mut bytes);
             for cut in 0..bytes.len() {
                 let err = DeltaEvent::read_avro(&bytes[..cut]).unwrap_err();
-                assert!(err.to_string().starts_with("malformed DeltaEvent at field"), "{err}");
+                assert!(
+                    err.to_string().starts_with("malformed DeltaEvent at field"),
+                    "{err}"
+                );
             }
             bytes.push(0);
-            assert!(matches!(DeltaEvent::read_avro(&bytes), Err(DecodeError::Trailing(1, _))));
+            assert!(matches!(
+                DeltaEvent::read_avro(&bytes),
+                Err(DecodeError::Trailing(1, _))
+            ));
         }
     }
 

@@ -135,11 +135,7 @@ impl<C: WallClock> HybridClock<C> {
     pub fn now(&self) -> Result<Hlc, HlcError> {
         let pt = self.wall.now_ms();
         let mut last = self.lock();
-        let next = if pt > last.0 {
-            (pt, 0)
-        } else {
-            bump(*last)
-        };
+        let next = if pt > last.0 { (pt, 0) } else { bump(*last) };
         self.check_ahead(next.0, pt, "the wall clock stepped backwards")?;
         *last = next;
         Ok(Hlc::new(next.0, next.1, self.origin.clone()))
@@ -261,7 +257,13 @@ mod tests {
         wall.set(1_000);
         let clock = HybridClock::new("eu-west", &wall, 100);
         let err = clock.observe(&Hlc::new(2_000, 0, "us-east")).unwrap_err();
-        assert!(matches!(err, HlcError::TooFarAhead { ahead_ms: 1_000, .. }));
+        assert!(matches!(
+            err,
+            HlcError::TooFarAhead {
+                ahead_ms: 1_000,
+                ..
+            }
+        ));
         assert_eq!(clock.now().unwrap(), Hlc::new(1_000, 0, "eu-west"));
     }
 

@@ -30,7 +30,8 @@ impl Payload {
         object: &serde_json::Map<String, serde_json::Value>,
         lz4_threshold_bytes: usize,
     ) -> Result<Self, CodecError> {
-        let json = serde_json::to_vec(object).map_err(|e| CodecError::InvalidPayload(e.to_string()))?;
+        let json =
+            serde_json::to_vec(object).map_err(|e| CodecError::InvalidPayload(e.to_string()))?;
         if json.len() > MAX_PAYLOAD_BYTES {
             return Err(CodecError::InvalidPayload(format!(
                 "{} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}",
@@ -40,10 +41,16 @@ impl Payload {
         if json.len() > lz4_threshold_bytes {
             let packed = lz4_flex::compress_prepend_size(&json);
             if packed.len() < json.len() {
-                return Ok(Self { compression: Compression::Lz4, data: packed });
+                return Ok(Self {
+                    compression: Compression::Lz4,
+                    data: packed,
+                });
             }
         }
-        Ok(Self { compression: Compression::None, data: json })
+        Ok(Self {
+            compression: Compression::None,
+            data: json,
+        })
     }
 
     /// The JSON text, decompressed if needed.
@@ -105,7 +112,12 @@ mod tests {
     fn a_size_bomb_is_refused_before_allocating() {
         let mut data = u32::MAX.to_le_bytes().to_vec();
         data.extend_from_slice(&[0; 8]);
-        let err = Payload { compression: Compression::Lz4, data }.json_bytes().unwrap_err();
+        let err = Payload {
+            compression: Compression::Lz4,
+            data,
+        }
+        .json_bytes()
+        .unwrap_err();
         assert!(err.to_string().contains("over the limit"), "{err}");
     }
 

@@ -43,7 +43,9 @@ pub struct RegistryClient {
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryClient").field("url", &self.url).finish()
+        f.debug_struct("RegistryClient")
+            .field("url", &self.url)
+            .finish()
     }
 }
 

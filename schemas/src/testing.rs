@@ -1,6 +1,8 @@
 //! Sample events shared by tests, fixtures and benchmarks.
 
-use crate::event::{Body, Delete, DeltaEvent, Heartbeat, PayloadPatch, PointId, Upsert, VectorData};
+use crate::event::{
+    Body, Delete, DeltaEvent, Heartbeat, PayloadPatch, PointId, Upsert, VectorData,
+};
 use crate::hlc::Hlc;
 use crate::payload::Payload;
 use crate::vector::{EncodedVector, Encoding, SparseDelta};
@@ -26,21 +28,27 @@ fn payload(v: serde_json::Value, lz4_threshold: usize) -> Payload {
 
 /// An upsert of a `dim`-dimensional vector with `encoding` (not PQ).
 pub fn upsert(id: u64, dim: usize, encoding: Encoding) -> DeltaEvent {
-    let v = EncodedVector::encode(encoding, &vector(dim, id)).unwrap_or_else(|e| panic!("sample vector: {e}"));
+    let v = EncodedVector::encode(encoding, &vector(dim, id))
+        .unwrap_or_else(|e| panic!("sample vector: {e}"));
     DeltaEvent {
         hlc: Hlc::new(1_763_700_000_000 + id, 0, "us-east"),
         body: Body::Upsert(Upsert {
             collection: "docs".into(),
             id: PointId::Num(id),
             vector: VectorData::Full(v),
-            payload: Some(payload(json!({"title": format!("doc {id}"), "lang": "en"}), 1024)),
+            payload: Some(payload(
+                json!({"title": format!("doc {id}"), "lang": "en"}),
+                1024,
+            )),
         }),
     }
 }
 
 /// One event of every kind and shape the schema allows.
 pub fn sample_events() -> Vec<DeltaEvent> {
-    let uuid = PointId::Uuid(uuid::Uuid::from_u128(0x5c56_c793_69f3_4fbf_87e6_c4bf_54c2_8c26));
+    let uuid = PointId::Uuid(uuid::Uuid::from_u128(
+        0x5c56_c793_69f3_4fbf_87e6_c4bf_54c2_8c26,
+    ));
     let mut pq = EncodedVector::encode(Encoding::Sq8, &[0.0; 4]).unwrap_or_else(|e| panic!("{e}"));
     pq.encoding = Encoding::Pq;
     pq.codebook_id = Some("docs@1".into());
@@ -71,7 +79,10 @@ pub fn sample_events() -> Vec<DeltaEvent> {
         },
         DeltaEvent {
             hlc: Hlc::new(1_763_700_000_300, 0, "us-east"),
-            body: Body::Delete(Delete { collection: "docs".into(), id: PointId::Num(7) }),
+            body: Body::Delete(Delete {
+                collection: "docs".into(),
+                id: PointId::Num(7),
+            }),
         },
         DeltaEvent {
             hlc: Hlc::new(1_763_700_000_400, 1, "us-east"),

@@ -101,7 +101,9 @@ pub struct Decoder<R> {
 
 impl<R> std::fmt::Debug for Decoder<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decoder").field("registry", &self.registry).finish()
+        f.debug_struct("Decoder")
+            .field("registry", &self.registry)
+            .finish()
     }
 }
 
@@ -193,8 +195,10 @@ mod tests {
         put_header(&mut out, 0x01020304);
         out.push(42);
         assert_eq!(split_header(&out).unwrap(), (0x01020304, &[42u8][..]));
-        assert_eq!(split_header(&out[..4]).unwrap_err().to_string(),
-            "record of 4 bytes is shorter than the 5-byte Confluent wire header");
+        assert_eq!(
+            split_header(&out[..4]).unwrap_err().to_string(),
+            "record of 4 bytes is shorter than the 5-byte Confluent wire header"
+        );
         out[0] = 1;
         assert!(matches!(split_header(&out), Err(DecodeError::BadMagic(1))));
     }

@@ -3,6 +3,8 @@
 //! `sample_events()` as v1 wrote them; never regenerate it after a schema
 //! change (set VECSYNC_WRITE_FIXTURES=1 only to create it when missing).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use apache_avro::Schema;
 use std::path::PathBuf;
 use vecsync_schemas::avro::{AvroRecord, DELTA_EVENT_SCHEMA};
@@ -32,7 +34,10 @@ fn read_bodies(bytes: &[u8]) -> Vec<&[u8]> {
 fn v1_bytes_decode_with_the_current_schema() {
     let path = fixture_path();
     if !path.exists() && std::env::var_os("VECSYNC_WRITE_FIXTURES").is_some() {
-        assert_eq!(DELTA_EVENT_SCHEMA, V1, "the v1 fixture must be written by the v1 schema");
+        assert_eq!(
+            DELTA_EVENT_SCHEMA, V1,
+            "the v1 fixture must be written by the v1 schema"
+        );
         let mut out = Vec::new();
         for event in sample_events() {
             let mut body = Vec::new();

@@ -43,12 +43,22 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"error_code": self.error_code, "message": self.message});
-        (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, CONTENT_TYPE)],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
 fn ok(body: Value) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -76,7 +86,9 @@ fn schema_request(body: &Bytes) -> Result<SchemaRequest, ApiError> {
             return Err(ApiError::new(
                 422,
                 42201,
-                format!("Invalid schema: schemaType {other} is not supported by the development registry (AVRO only)"),
+                format!(
+                    "Invalid schema: schemaType {other} is not supported by the development registry (AVRO only)"
+                ),
             ));
         }
     }
@@ -117,18 +129,32 @@ impl DevRegistry {
             .route("/", get(|| async { ok(json!({})) }))
             .route("/subjects", get(list_subjects))
             .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-            .route("/subjects/{subject}/versions", get(list_versions).post(register))
+            .route(
+                "/subjects/{subject}/versions",
+                get(list_versions).post(register),
+            )
             .route("/subjects/{subject}/versions/{version}", get(get_version))
-            .route("/subjects/{subject}/versions/{version}/schema", get(get_version_schema))
+            .route(
+                "/subjects/{subject}/versions/{version}/schema",
+                get(get_version_schema),
+            )
             .route("/schemas/ids/{id}", get(get_by_id))
             .route("/schemas/ids/{id}/schema", get(get_raw_by_id))
             .route("/schemas/ids/{id}/subjects", get(subjects_of))
-            .route("/compatibility/subjects/{subject}/versions", post(check_all))
-            .route("/compatibility/subjects/{subject}/versions/{version}", post(check_one))
+            .route(
+                "/compatibility/subjects/{subject}/versions",
+                post(check_all),
+            )
+            .route(
+                "/compatibility/subjects/{subject}/versions/{version}",
+                post(check_one),
+            )
             .route("/config", get(get_global_config).put(put_global_config))
             .route(
                 "/config/{subject}",
-                get(get_subject_config).put(put_subject_config).delete(delete_subject_config),
+                get(get_subject_config)
+                    .put(put_subject_config)
+                    .delete(delete_subject_config),
             )
             .with_state(self)
     }
@@ -215,7 +241,12 @@ async fn get_version_schema(
     Path((subject, version)): Path<(String, String)>,
 ) -> ApiResult {
     let info = r.lock().version(&subject, &version)?;
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], info.schema).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        info.schema,
+    )
+        .into_response())
 }
 
 fn parse_id(id: &str) -> Result<u32, ApiError> {
@@ -231,7 +262,12 @@ async fn get_by_id(State(r): State<DevRegistry>, Path(id): Path<String>) -> ApiR
 async fn get_raw_by_id(State(r): State<DevRegistry>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id(&id)?;
     let schema = r.lock().schema_by_id(id)?.to_owned();
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], schema).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        schema,
+    )
+        .into_response())
 }
 
 async fn subjects_of(State(r): State<DevRegistry>, Path(id): Path<String>) -> ApiResult {
@@ -307,7 +343,9 @@ fn parse_level(body: &Bytes) -> Result<Compatibility, ApiError> {
 }
 
 async fn get_global_config(State(r): State<DevRegistry>) -> ApiResult {
-    Ok(ok(json!({"compatibilityLevel": r.lock().global_compatibility().as_str()})))
+    Ok(ok(
+        json!({"compatibilityLevel": r.lock().global_compatibility().as_str()}),
+    ))
 }
 
 async fn put_global_config(State(r): State<DevRegistry>, body: Bytes) -> ApiResult {
@@ -348,7 +386,10 @@ async fn put_subject_config(
     Ok(ok(json!({"compatibility": level.as_str()})))
 }
 
-async fn delete_subject_config(State(r): State<DevRegistry>, Path(subject): Path<String>) -> ApiResult {
+async fn delete_subject_config(
+    State(r): State<DevRegistry>,
+    Path(subject): Path<String>,
+) -> ApiResult {
     let mut store = r.lock();
     let previous = store
         .subject_compatibility(&subject)

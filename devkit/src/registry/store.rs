@@ -110,7 +110,11 @@ impl ApiError {
         Self::new(404, 40401, format!("Subject '{subject}' not found."))
     }
     pub fn version_not_found(subject: &str, version: &str) -> Self {
-        Self::new(404, 40402, format!("Version {version} not found for subject '{subject}'."))
+        Self::new(
+            404,
+            40402,
+            format!("Version {version} not found for subject '{subject}'."),
+        )
     }
     pub fn schema_not_found(what: impl fmt::Display) -> Self {
         Self::new(404, 40403, format!("Schema {what} not found."))
@@ -122,14 +126,18 @@ impl ApiError {
         Self::new(
             422,
             42202,
-            format!("The specified version '{version}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""),
+            format!(
+                "The specified version '{version}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+            ),
         )
     }
     pub fn invalid_compatibility(level: &str) -> Self {
         Self::new(
             422,
             42203,
-            format!("Invalid compatibility level {level:?}. Valid values are none, backward, forward, full, backward_transitive, forward_transitive and full_transitive"),
+            format!(
+                "Invalid compatibility level {level:?}. Valid values are none, backward, forward, full, backward_transitive, forward_transitive and full_transitive"
+            ),
         )
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -182,9 +190,8 @@ pub struct Store {
 }
 
 fn parse(schema: &str) -> Result<(Schema, String), ApiError> {
-    let json: serde_json::Value =
-        serde_json::from_str(schema).map_err(|e| ApiError::invalid_schema(e))?;
-    let parsed = Schema::parse(&json).map_err(|e| ApiError::invalid_schema(e))?;
+    let json: serde_json::Value = serde_json::from_str(schema).map_err(ApiError::invalid_schema)?;
+    let parsed = Schema::parse(&json).map_err(ApiError::invalid_schema)?;
     Ok((parsed, json.to_string()))
 }
 
@@ -209,7 +216,12 @@ impl Store {
                 next_id: 1,
                 ..State::default()
             },
-            Err(e) => return Err(format!("cannot read registry data file {}: {e}", path.display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read registry data file {}: {e}",
+                    path.display()
+                ));
+            }
         };
         Ok(Self {
             state,
@@ -241,7 +253,11 @@ impl Store {
     }
 
     pub fn versions(&self, subject: &str) -> Result<Vec<u32>, ApiError> {
-        Ok(self.versions_of(subject)?.iter().map(|v| v.version).collect())
+        Ok(self
+            .versions_of(subject)?
+            .iter()
+            .map(|v| v.version)
+            .collect())
     }
 
     fn info(&self, subject: &str, v: &SubjectVersion) -> VersionInfo {
@@ -327,7 +343,10 @@ impl Store {
         level: Option<Compatibility>,
     ) -> Result<(), ApiError> {
         match level {
-            Some(l) => self.state.subject_compatibility.insert(subject.to_owned(), l),
+            Some(l) => self
+                .state
+                .subject_compatibility
+                .insert(subject.to_owned(), l),
             None => self.state.subject_compatibility.remove(subject),
         };
         self.persist()
@@ -339,12 +358,16 @@ impl Store {
         if level.needs_backward()
             && let Err(e) = SchemaCompatibility::can_read(old, new)
         {
-            problems.push(format!("the new schema cannot read data written with the old one: {e}"));
+            problems.push(format!(
+                "the new schema cannot read data written with the old one: {e}"
+            ));
         }
         if level.needs_forward()
             && let Err(e) = SchemaCompatibility::can_read(new, old)
         {
-            problems.push(format!("the old schema cannot read data written with the new one: {e}"));
+            problems.push(format!(
+                "the old schema cannot read data written with the new one: {e}"
+            ));
         }
         (!problems.is_empty()).then(|| problems.join("; "))
     }
@@ -369,7 +392,10 @@ impl Store {
         let olds: Vec<&SubjectVersion> = match against {
             Some(v) => {
                 let info = self.version(subject, v)?;
-                versions.iter().filter(|sv| sv.version == info.version).collect()
+                versions
+                    .iter()
+                    .filter(|sv| sv.version == info.version)
+                    .collect()
             }
             None if level.transitive() => versions.iter().collect(),
             None => versions.last().into_iter().collect(),
@@ -453,7 +479,8 @@ mod tests {
     fn compatibility_levels_follow_confluent() {
         let v1 = record(r#"{"name":"a","type":"int"}"#);
         // Adds a field with a default: backward and forward compatible.
-        let with_default = record(r#"{"name":"a","type":"int"},{"name":"b","type":"string","default":""}"#);
+        let with_default =
+            record(r#"{"name":"a","type":"int"},{"name":"b","type":"string","default":""}"#);
         // Adds a field without a default: forward compatible only.
         let without_default = record(r#"{"name":"a","type":"int"},{"name":"b","type":"string"}"#);
         // Drops the only field and adds another without default: neither.
@@ -503,19 +530,34 @@ mod tests {
     #[test]
     fn same_schema_same_id_across_layout_and_subjects() {
         let mut store = Store::in_memory();
-        let a = store.register("s", r#"{"type": "record", "name": "R", "fields": []}"#).unwrap();
-        let b = store.register("s", r#"{"fields":[],"name":"R","type":"record"}"#).unwrap();
-        let c = store.register("t", r#"{"type":"record","name":"R","fields":[]}"#).unwrap();
+        let a = store
+            .register("s", r#"{"type": "record", "name": "R", "fields": []}"#)
+            .unwrap();
+        let b = store
+            .register("s", r#"{"fields":[],"name":"R","type":"record"}"#)
+            .unwrap();
+        let c = store
+            .register("t", r#"{"type":"record","name":"R","fields":[]}"#)
+            .unwrap();
         assert_eq!((a, b, c), (1, 1, 1));
         assert_eq!(store.versions("s").unwrap(), vec![1]);
-        assert_eq!(store.subjects_of(1).unwrap(), vec!["s".to_owned(), "t".to_owned()]);
+        assert_eq!(
+            store.subjects_of(1).unwrap(),
+            vec!["s".to_owned(), "t".to_owned()]
+        );
     }
 
     #[test]
     fn bad_requests_get_confluent_codes() {
         let mut store = Store::in_memory();
         assert_eq!(store.register("s", "{").unwrap_err().error_code, 42201);
-        assert_eq!(store.register("s", r#"{"type":"nope"}"#).unwrap_err().error_code, 42201);
+        assert_eq!(
+            store
+                .register("s", r#"{"type":"nope"}"#)
+                .unwrap_err()
+                .error_code,
+            42201
+        );
         assert_eq!(store.versions("missing").unwrap_err().error_code, 40401);
         store.register("s", r#""int""#).unwrap();
         assert_eq!(store.version("s", "7").unwrap_err().error_code, 40402);
@@ -534,7 +576,9 @@ mod tests {
             let mut store = Store::open(&path).unwrap();
             store.register("a", r#""int""#).unwrap();
             store.register("b", r#""string""#).unwrap();
-            store.set_subject_compatibility("b", Some(Compatibility::Full)).unwrap();
+            store
+                .set_subject_compatibility("b", Some(Compatibility::Full))
+                .unwrap();
         }
         let mut store = Store::open(&path).unwrap();
         assert_eq!(store.version("b", "latest").unwrap().id, 2);

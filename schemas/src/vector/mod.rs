@@ -191,7 +191,8 @@ impl EncodedVector {
             Encoding::Sq8 => self.encode_scalar(v, 255)?,
             Encoding::Sq4 => self.encode_scalar(v, 15)?,
             Encoding::Binary => {
-                let mean_abs = v.iter().map(|x| x.abs() as f64).sum::<f64>() / v.len().max(1) as f64;
+                let mean_abs =
+                    v.iter().map(|x| x.abs() as f64).sum::<f64>() / v.len().max(1) as f64;
                 self.scale = mean_abs as f32;
                 for chunk in v.chunks(8) {
                     let byte = chunk
@@ -215,7 +216,9 @@ impl EncodedVector {
     fn encode_scalar(&mut self, v: &[f32], levels: u8) -> Result<(), CodecError> {
         let (min, max) = v
             .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
         if v.is_empty() {
             return Ok(());
         }
@@ -404,9 +407,18 @@ mod tests {
 
     #[test]
     fn encoders_refuse_non_finite_values() {
-        for enc in [Encoding::F32, Encoding::F16, Encoding::Sq8, Encoding::Sq4, Encoding::Binary] {
+        for enc in [
+            Encoding::F32,
+            Encoding::F16,
+            Encoding::Sq8,
+            Encoding::Sq4,
+            Encoding::Binary,
+        ] {
             let err = EncodedVector::encode(enc, &[0.0, f32::NAN]).unwrap_err();
-            assert_eq!(err.to_string(), "vector has a non-finite value NaN at dimension 1");
+            assert_eq!(
+                err.to_string(),
+                "vector has a non-finite value NaN at dimension 1"
+            );
             let err = EncodedVector::encode(enc, &[f32::INFINITY]).unwrap_err();
             assert!(matches!(err, CodecError::NonFinite { index: 0, .. }));
         }
@@ -415,7 +427,13 @@ mod tests {
     #[test]
     fn f16_refuses_values_it_cannot_hold() {
         let err = EncodedVector::encode(Encoding::F16, &[1.0, 1.0e6]).unwrap_err();
-        assert_eq!(err, CodecError::OutOfF16Range { index: 1, value: 1.0e6 });
+        assert_eq!(
+            err,
+            CodecError::OutOfF16Range {
+                index: 1,
+                value: 1.0e6
+            }
+        );
     }
 
     #[test]
@@ -438,7 +456,10 @@ mod tests {
             offset: 0.0,
             codebook_id: Some("docs@1".into()),
         };
-        assert_eq!(e.decode(None).unwrap_err(), CodecError::UnknownCodebook("docs@1".into()));
+        assert_eq!(
+            e.decode(None).unwrap_err(),
+            CodecError::UnknownCodebook("docs@1".into())
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl PqCodebook {
             id: id.clone(),
             reason,
         };
-        if subspaces == 0 || dim == 0 || dim % subspaces != 0 {
+        if subspaces == 0 || dim == 0 || !dim.is_multiple_of(subspaces) {
             return Err(invalid(format!(
                 "dimension {dim} is not a positive multiple of {subspaces} sub-spaces"
             )));
@@ -215,7 +215,7 @@ impl PqTrainer {
             id: PqCodebook::make_id(collection, version),
             reason,
         };
-        if self.subspaces == 0 || dim == 0 || dim % self.subspaces != 0 {
+        if self.subspaces == 0 || dim == 0 || !dim.is_multiple_of(self.subspaces) {
             return Err(invalid(format!(
                 "dimension {dim} is not a positive multiple of {} sub-spaces",
                 self.subspaces
@@ -228,20 +228,33 @@ impl PqTrainer {
             )));
         }
         if let Some(bad) = data.iter().find(|x| !x.is_finite()) {
-            return Err(invalid(format!("training data holds a non-finite value {bad}")));
+            return Err(invalid(format!(
+                "training data holds a non-finite value {bad}"
+            )));
         }
         let d = dim / self.subspaces;
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut out = Vec::with_capacity(self.subspaces * self.centroids * d);
         for j in 0..self.subspaces {
             // A contiguous copy of the sub-space keeps every row a plain slice.
-            let sub: Vec<f32> = data.slice_axis(Axis(1), Slice::from(j * d..(j + 1) * d)).iter().copied().collect();
+            let sub: Vec<f32> = data
+                .slice_axis(Axis(1), Slice::from(j * d..(j + 1) * d))
+                .iter()
+                .copied()
+                .collect();
             let sub = Array2::from_shape_vec((n, d), sub)
                 .map_err(|e| invalid(format!("sub-space {j}: {e}")))?;
             let centroids = self.kmeans(sub.view(), &mut rng);
             out.extend(centroids.iter());
         }
-        PqCodebook::new(collection, version, dim, self.subspaces, self.centroids, out)
+        PqCodebook::new(
+            collection,
+            version,
+            dim,
+            self.subspaces,
+            self.centroids,
+            out,
+        )
     }
 
     /// k-means++ seeding: each next centroid is drawn with probability
@@ -253,7 +266,9 @@ impl PqTrainer {
         let mut centroids = Array2::<f32>::zeros((k, x.ncols()));
         let first = rng.random_range(0..n);
         centroids.row_mut(0).assign(&x.row(first));
-        let mut d2: Vec<f32> = (0..n).map(|i| squared_distance(row(i), row(first))).collect();
+        let mut d2: Vec<f32> = (0..n)
+            .map(|i| squared_distance(row(i), row(first)))
+            .collect();
         for c in 1..k {
             let total: f64 = d2.iter().map(|&d| f64::from(d)).sum();
             let pick = if total > 0.0 {
@@ -298,13 +313,13 @@ impl PqTrainer {
                 s += &x.row(i);
                 counts[c] += 1;
             }
-            for c in 0..k {
-                if counts[c] == 0 {
+            for (c, &count) in counts.iter().enumerate() {
+                if count == 0 {
                     // An empty cluster restarts at a random training vector.
                     let row = rng.random_range(0..n);
                     centroids.row_mut(c).assign(&x.row(row));
                 } else {
-                    let mean = &sums.row(c) / counts[c] as f32;
+                    let mean = &sums.row(c) / count as f32;
                     centroids.row_mut(c).assign(&mean);
                 }
             }
@@ -324,7 +339,9 @@ mod tests {
         let centers: Vec<Vec<f32>> = (0..4)
             .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
             .collect();
-        Array2::from_shape_fn((n, dim), |(i, j)| centers[i % 4][j] + rng.random_range(-0.01..0.01))
+        Array2::from_shape_fn((n, dim), |(i, j)| {
+            centers[i % 4][j] + rng.random_range(-0.01..0.01)
+        })
     }
 
     fn small_trainer() -> PqTrainer {
@@ -353,18 +370,30 @@ mod tests {
     #[test]
     fn decoding_refuses_another_codebook_and_bad_indices() {
         let data = clustered(64, 8, 3);
-        let trainer = PqTrainer { subspaces: 2, ..small_trainer() };
+        let trainer = PqTrainer {
+            subspaces: 2,
+            ..small_trainer()
+        };
         let v1 = trainer.train("docs", 1, data.view()).unwrap();
         let v2 = trainer.train("docs", 2, data.view()).unwrap();
         let mut e = v1.encode(&data.row(0).to_vec()).unwrap();
         assert_eq!(
             e.decode(Some(&v2)).unwrap_err(),
-            CodecError::CodebookMismatch { named: "docs@1".into(), given: "docs@2".into() }
+            CodecError::CodebookMismatch {
+                named: "docs@1".into(),
+                given: "docs@2".into()
+            }
         );
         e.data[1] = 200;
-        assert!(matches!(e.decode(Some(&v1)), Err(CodecError::InvalidParameters { .. })));
+        assert!(matches!(
+            e.decode(Some(&v1)),
+            Err(CodecError::InvalidParameters { .. })
+        ));
         e.data.push(0);
-        assert!(matches!(e.decode(Some(&v1)), Err(CodecError::WrongLength { .. })));
+        assert!(matches!(
+            e.decode(Some(&v1)),
+            Err(CodecError::WrongLength { .. })
+        ));
     }
 
     #[test]
@@ -372,7 +401,11 @@ mod tests {
         let data = clustered(5, 10, 1);
         assert!(small_trainer().train("docs", 1, data.view()).is_err());
         let data = clustered(50, 16, 1);
-        let err = PqTrainer { centroids: 300, ..small_trainer() }.train("docs", 1, data.view());
+        let err = PqTrainer {
+            centroids: 300,
+            ..small_trainer()
+        }
+        .train("docs", 1, data.view());
         assert!(err.is_err());
     }
 

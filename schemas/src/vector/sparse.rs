@@ -113,10 +113,21 @@ mod tests {
 
     #[test]
     fn malformed_deltas_are_named() {
-        let mut d = SparseDelta { base_version: Hlc::zero("r"), dim: 4, indices: vec![1, 1], values: vec![0.0, 0.0] };
-        assert_eq!(d.validate().unwrap_err().to_string(), "sparse delta: indices not increasing at 1 then 1");
+        let mut d = SparseDelta {
+            base_version: Hlc::zero("r"),
+            dim: 4,
+            indices: vec![1, 1],
+            values: vec![0.0, 0.0],
+        };
+        assert_eq!(
+            d.validate().unwrap_err().to_string(),
+            "sparse delta: indices not increasing at 1 then 1"
+        );
         d.indices = vec![1, 4];
-        assert_eq!(d.validate().unwrap_err().to_string(), "sparse delta: index 4 beyond dimension 4");
+        assert_eq!(
+            d.validate().unwrap_err().to_string(),
+            "sparse delta: index 4 beyond dimension 4"
+        );
         d.indices = vec![1];
         assert!(d.validate().is_err());
         d.indices = vec![0, 1];
