@@ -8,12 +8,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(port: u16, data: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vecsync"))
-        .args(["registry", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .args([
+            "registry",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+        ])
         .arg(data)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -33,7 +42,10 @@ async fn wait_ready(base: &str) {
 }
 
 fn terminate(child: Child) -> String {
-    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit status {:?}", out.status);
@@ -62,16 +74,30 @@ async fn registry_command_keeps_ids_across_restarts_and_stops_on_sigterm() {
 
     let child = start(port, &data);
     wait_ready(&base).await;
-    assert_eq!(register(&base, "a-value", r#""string""#).await, json!({"id": 1}));
-    assert_eq!(register(&base, "b-value", r#""long""#).await, json!({"id": 2}));
+    assert_eq!(
+        register(&base, "a-value", r#""string""#).await,
+        json!({"id": 1})
+    );
+    assert_eq!(
+        register(&base, "b-value", r#""long""#).await,
+        json!({"id": 2})
+    );
     let log = terminate(child);
     assert!(log.contains("not for production"), "{log}");
 
     let child = start(port, &data);
     wait_ready(&base).await;
-    assert_eq!(register(&base, "b-value", r#""long""#).await, json!({"id": 2}));
+    assert_eq!(
+        register(&base, "b-value", r#""long""#).await,
+        json!({"id": 2})
+    );
     let by_id: Value = serde_json::from_str(
-        &reqwest::get(format!("{base}/schemas/ids/1")).await.unwrap().text().await.unwrap(),
+        &reqwest::get(format!("{base}/schemas/ids/1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(by_id["schema"], r#""string""#);
@@ -81,8 +107,14 @@ async fn registry_command_keeps_ids_across_restarts_and_stops_on_sigterm() {
 
 #[test]
 fn help_says_it_is_for_development() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vecsync")).args(["registry", "--help"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vecsync"))
+        .args(["registry", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("DEVELOPMENT"), "{help}");
-    assert!(help.contains("Confluent Schema Registry, Karapace, Apicurio or Redpanda"), "{help}");
+    assert!(
+        help.contains("Confluent Schema Registry, Karapace, Apicurio or Redpanda"),
+        "{help}"
+    );
 }

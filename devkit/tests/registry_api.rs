@@ -207,32 +207,29 @@ async fn rest_api_answers_like_confluent() {
         json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#});
     let v2 = json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"b","type":"int","default":1}]}"#});
 
-    assert_eq!(
-        call(
+    let steps = [
+        (
             M::POST,
-            format!("{base}/subjects/s/versions"),
-            Some(schema.clone())
-        )
-        .await,
-        (200, json!({"id": 1}))
-    );
-    assert_eq!(
-        call(
+            "/subjects/s/versions",
+            Some(schema.clone()),
+            json!({"id": 1}),
+        ),
+        (
             M::POST,
-            format!("{base}/subjects/s/versions"),
-            Some(v2.clone())
-        )
-        .await,
-        (200, json!({"id": 2}))
-    );
-    assert_eq!(
-        call(M::GET, format!("{base}/subjects"), None).await,
-        (200, json!(["s"]))
-    );
-    assert_eq!(
-        call(M::GET, format!("{base}/subjects/s/versions"), None).await,
-        (200, json!([1, 2]))
-    );
+            "/subjects/s/versions",
+            Some(v2.clone()),
+            json!({"id": 2}),
+        ),
+        (M::GET, "/subjects", None, json!(["s"])),
+        (M::GET, "/subjects/s/versions", None, json!([1, 2])),
+    ];
+    for (method, path, body, want) in steps {
+        assert_eq!(
+            call(method, format!("{base}{path}"), body).await,
+            (200, want),
+            "{path}"
+        );
+    }
     let (status, latest) = call(M::GET, format!("{base}/subjects/s/versions/latest"), None).await;
     assert_eq!(
         (status, &latest["version"], &latest["id"]),
@@ -244,13 +241,6 @@ async fn rest_api_answers_like_confluent() {
     let (_, lookup) = call(M::POST, format!("{base}/subjects/s"), Some(schema.clone())).await;
     assert_eq!(lookup["version"], 1);
 
-    let (status, compat) = call(
-        M::POST,
-        format!("{base}/compatibility/subjects/s/versions/1"),
-        Some(v2.clone()),
-    )
-    .await;
-    assert_eq!((status, compat), (200, json!({"is_compatible": true})));
     let breaking =
         json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"c","type":"int"}]}"#});
     let (_, compat) = call(
@@ -262,52 +252,58 @@ async fn rest_api_answers_like_confluent() {
     assert_eq!(compat["is_compatible"], false);
     assert!(!compat["messages"].as_array().unwrap().is_empty());
 
-    assert_eq!(
-        call(M::GET, format!("{base}/config"), None).await,
-        (200, json!({"compatibilityLevel": "BACKWARD"}))
-    );
-    assert_eq!(
-        call(
-            M::PUT,
-            format!("{base}/config/s"),
-            Some(json!({"compatibility": "NONE"}))
-        )
-        .await,
-        (200, json!({"compatibility": "NONE"}))
-    );
-    assert_eq!(
-        call(M::GET, format!("{base}/config/s"), None).await,
-        (200, json!({"compatibilityLevel": "NONE"}))
-    );
-    assert_eq!(
-        call(
+    let steps = [
+        (
             M::POST,
-            format!("{base}/subjects/s/versions"),
-            Some(breaking)
-        )
-        .await,
-        (200, json!({"id": 3}))
-    );
-    assert_eq!(
-        call(
-            M::PUT,
-            format!("{base}/config"),
-            Some(json!({"compatibility": "FULL_TRANSITIVE"}))
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        call(
+            "/compatibility/subjects/s/versions/1",
+            Some(v2.clone()),
+            json!({"is_compatible": true}),
+        ),
+        (
             M::GET,
-            format!("{base}/config/other?defaultToGlobal=true"),
-            None
-        )
-        .await
-        .1["compatibilityLevel"],
-        "FULL_TRANSITIVE"
-    );
+            "/config",
+            None,
+            json!({"compatibilityLevel": "BACKWARD"}),
+        ),
+        (
+            M::PUT,
+            "/config/s",
+            Some(json!({"compatibility": "NONE"})),
+            json!({"compatibility": "NONE"}),
+        ),
+        (
+            M::GET,
+            "/config/s",
+            None,
+            json!({"compatibilityLevel": "NONE"}),
+        ),
+        // Under NONE the breaking schema registers.
+        (
+            M::POST,
+            "/subjects/s/versions",
+            Some(breaking),
+            json!({"id": 3}),
+        ),
+        (
+            M::PUT,
+            "/config",
+            Some(json!({"compatibility": "FULL_TRANSITIVE"})),
+            json!({"compatibility": "FULL_TRANSITIVE"}),
+        ),
+        (
+            M::GET,
+            "/config/other?defaultToGlobal=true",
+            None,
+            json!({"compatibilityLevel": "FULL_TRANSITIVE"}),
+        ),
+    ];
+    for (method, path, body, want) in steps {
+        assert_eq!(
+            call(method, format!("{base}{path}"), body).await,
+            (200, want),
+            "{path}"
+        );
+    }
 
     // Errors carry Confluent's codes.
     let errors = [

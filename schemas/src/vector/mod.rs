@@ -146,6 +146,34 @@ pub fn check_finite(v: &[f32]) -> Result<(), CodecError> {
     }
 }
 
+/// Minimum and maximum of a non-empty vector in one pass, refusing NaN and
+/// infinite values. Eight independent lanes let the compiler vectorize it.
+fn min_max_finite(v: &[f32]) -> Result<(f32, f32), CodecError> {
+    let mut lo = [f32::INFINITY; 8];
+    let mut hi = [f32::NEG_INFINITY; 8];
+    // x - x is 0 for finite x and NaN for NaN or ±inf.
+    let mut poison = [0.0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+            poison[i] += c[i] - c[i];
+        }
+    }
+    for (i, &x) in chunks.remainder().iter().enumerate() {
+        lo[i] = lo[i].min(x);
+        hi[i] = hi[i].max(x);
+        poison[i] += x - x;
+    }
+    if poison.iter().any(|p| p.is_nan()) {
+        check_finite(v)?;
+    }
+    let min = lo.into_iter().fold(f32::INFINITY, f32::min);
+    let max = hi.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    Ok((min, max))
+}
+
 impl EncodedVector {
     /// Encodes `v` with any encoding but PQ (which needs a codebook: use
     /// [`PqCodebook::encode`]).
@@ -164,7 +192,9 @@ impl EncodedVector {
 
     /// Like [`EncodedVector::encode`], reusing this vector's buffer.
     pub fn encode_from(&mut self, encoding: Encoding, v: &[f32]) -> Result<(), CodecError> {
-        check_finite(v)?;
+        if !matches!(encoding, Encoding::Sq8 | Encoding::Sq4) {
+            check_finite(v)?;
+        }
         self.encoding = encoding;
         self.dim = u32::try_from(v.len()).map_err(|_| CodecError::DimensionMismatch {
             expected: u32::MAX as usize,
@@ -214,14 +244,10 @@ impl EncodedVector {
 
     /// Uniform scalar quantization to `levels + 1` levels between min and max.
     fn encode_scalar(&mut self, v: &[f32], levels: u8) -> Result<(), CodecError> {
-        let (min, max) = v
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-                (lo.min(x), hi.max(x))
-            });
         if v.is_empty() {
             return Ok(());
         }
+        let (min, max) = min_max_finite(v)?;
         let step = (max - min) / f32::from(levels);
         if !step.is_finite() {
             return Err(CodecError::InvalidParameters {
@@ -232,13 +258,20 @@ impl EncodedVector {
         self.offset = min;
         self.scale = step;
         let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
-        let quantize = |x: f32| ((x - min) * inv).round().clamp(0.0, f32::from(levels)) as u8;
+        // (x - min) * inv is in [0, levels]: adding 0.5 and truncating rounds
+        // to the nearest level without a call to `round`, and the saturating
+        // cast keeps float error from spilling past the top level.
+        let quantize = |x: f32| ((x - min) * inv + 0.5) as u8;
         if levels == 255 {
-            self.data.extend(v.iter().map(|&x| quantize(x)));
+            let start = self.data.len();
+            self.data.resize(start + v.len(), 0);
+            for (q, &x) in self.data[start..].iter_mut().zip(v) {
+                *q = quantize(x);
+            }
         } else {
             for pair in v.chunks(2) {
-                let lo = quantize(pair[0]);
-                let hi = pair.get(1).map_or(0, |&x| quantize(x));
+                let lo = quantize(pair[0]).min(levels);
+                let hi = pair.get(1).map_or(0, |&x| quantize(x).min(levels));
                 self.data.push(lo | (hi << 4));
             }
         }
