@@ -44,16 +44,7 @@ fn main() -> Result<(), String> {
             .map(|e| e.decode(Some(&codebook)))
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?;
-        let event = DeltaEvent {
-            hlc: Hlc::new(1_763_700_000_000, 0, "us-east"),
-            body: Body::Upsert(Upsert {
-                collection: "docs".into(),
-                id: PointId::Num(123_456),
-                vector: VectorData::Full(encoded[0].clone()),
-                payload: None,
-            }),
-        };
-        let event_bytes = framer.encode(&event).len();
+        let event_bytes = framed_len(&framer, encoded[0].clone());
         if encoding == Encoding::F32 {
             f32_event = event_bytes;
         }
@@ -64,5 +55,42 @@ fn main() -> Result<(), String> {
             100.0 * event_bytes as f64 / f32_event as f64
         );
     }
+
+    println!("\nframed upsert bytes (no payload) by dimension, % of f32:\n");
+    println!("| dim | f32 | f16 | sq8 | sq4 | binary |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for dim in [384, 768, 1536] {
+        let v = vecsync_schemas::testing::vector(dim, 1);
+        let sizes: Vec<usize> = [
+            Encoding::F32,
+            Encoding::F16,
+            Encoding::Sq8,
+            Encoding::Sq4,
+            Encoding::Binary,
+        ]
+        .into_iter()
+        .map(|e| EncodedVector::encode(e, &v).map(|ev| framed_len(&framer, ev)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+        let cells: Vec<String> = sizes
+            .iter()
+            .map(|&b| format!("{b} ({:.1}%)", 100.0 * b as f64 / sizes[0] as f64))
+            .collect();
+        println!("| {dim} | {} |", cells.join(" | "));
+    }
     Ok(())
+}
+
+/// Bytes of the Kafka record value for an upsert of `vector` without payload.
+fn framed_len(framer: &Encoder<DeltaEvent>, vector: EncodedVector) -> usize {
+    let event = DeltaEvent {
+        hlc: Hlc::new(1_763_700_000_000, 0, "us-east"),
+        body: Body::Upsert(Upsert {
+            collection: "docs".into(),
+            id: PointId::Num(123_456),
+            vector: VectorData::Full(vector),
+            payload: None,
+        }),
+    };
+    framer.encode(&event).len()
 }

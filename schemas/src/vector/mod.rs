@@ -148,6 +148,7 @@ pub fn check_finite(v: &[f32]) -> Result<(), CodecError> {
 
 /// Minimum and maximum of a non-empty vector in one pass, refusing NaN and
 /// infinite values. Eight independent lanes let the compiler vectorize it.
+#[allow(clippy::eq_op)] // `x - x` is the point: it turns non-finite values into NaN.
 fn min_max_finite(v: &[f32]) -> Result<(f32, f32), CodecError> {
     let mut lo = [f32::INFINITY; 8];
     let mut hi = [f32::NEG_INFINITY; 8];
