@@ -13,9 +13,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ndarray::Array2;
 use std::hint::black_box;
 use vecsync_schemas::avro::AvroRecord;
-use vecsync_schemas::event::{Body, DeltaEvent, PointId, Upsert, VectorData};
-use vecsync_schemas::hlc::Hlc;
-use vecsync_schemas::testing::vector;
+use vecsync_schemas::event::{Body, DeltaEvent, VectorData};
+use vecsync_schemas::testing::{upsert_of, vector};
 use vecsync_schemas::vector::{EncodedVector, Encoding, PqCodebook, PqTrainer};
 use vecsync_schemas::wire::{Encoder, split_header};
 
@@ -34,18 +33,6 @@ fn codebook(dim: usize) -> PqCodebook {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn event(vector: EncodedVector) -> DeltaEvent {
-    DeltaEvent {
-        hlc: Hlc::new(1_763_700_000_000, 0, "us-east"),
-        body: Body::Upsert(Upsert {
-            collection: "docs".into(),
-            id: PointId::Num(123_456),
-            vector: VectorData::Full(vector),
-            payload: None,
-        }),
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let framer = Encoder::<DeltaEvent>::with_id(1);
     for dim in [384, 768, 1536] {
@@ -58,7 +45,7 @@ fn bench(c: &mut Criterion) {
                 Encoding::Pq => book.encode(v),
                 e => EncodedVector::encode(e, v),
             };
-            let mut ev = event(encode(&v).unwrap_or_else(|e| panic!("{e}")));
+            let mut ev = upsert_of(encode(&v).unwrap_or_else(|e| panic!("{e}")));
             let mut buf = Vec::with_capacity(8 * 1024);
             group.bench_function(BenchmarkId::new("encode", encoding), |b| {
                 b.iter(|| {

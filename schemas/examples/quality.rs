@@ -5,9 +5,9 @@
 //!     cargo run --release -p vecsync-schemas --example quality
 
 use ndarray::Array2;
-use vecsync_schemas::event::{Body, DeltaEvent, PointId, Upsert, VectorData};
-use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::event::DeltaEvent;
 use vecsync_schemas::quality::{fixture_embeddings, recall_at_k};
+use vecsync_schemas::testing::upsert_of;
 use vecsync_schemas::vector::{EncodedVector, Encoding, PqTrainer};
 use vecsync_schemas::wire::Encoder;
 
@@ -83,14 +83,5 @@ fn main() -> Result<(), String> {
 
 /// Bytes of the Kafka record value for an upsert of `vector` without payload.
 fn framed_len(framer: &Encoder<DeltaEvent>, vector: EncodedVector) -> usize {
-    let event = DeltaEvent {
-        hlc: Hlc::new(1_763_700_000_000, 0, "us-east"),
-        body: Body::Upsert(Upsert {
-            collection: "docs".into(),
-            id: PointId::Num(123_456),
-            vector: VectorData::Full(vector),
-            payload: None,
-        }),
-    };
-    framer.encode(&event).len()
+    framer.encode(&upsert_of(vector)).len()
 }

@@ -26,6 +26,19 @@ fn payload(v: serde_json::Value, lz4_threshold: usize) -> Payload {
     Payload::from_json(&object, lz4_threshold).unwrap_or_else(|e| panic!("sample payload: {e}"))
 }
 
+/// An upsert of `vector` to point 123456 of `docs`, without payload.
+pub fn upsert_of(vector: EncodedVector) -> DeltaEvent {
+    DeltaEvent {
+        hlc: Hlc::new(1_763_700_000_000, 0, "us-east"),
+        body: Body::Upsert(Upsert {
+            collection: "docs".into(),
+            id: PointId::Num(123_456),
+            vector: VectorData::Full(vector),
+            payload: None,
+        }),
+    }
+}
+
 /// An upsert of a `dim`-dimensional vector with `encoding` (not PQ).
 pub fn upsert(id: u64, dim: usize, encoding: Encoding) -> DeltaEvent {
     let v = EncodedVector::encode(encoding, &vector(dim, id))
