@@ -36,6 +36,7 @@ async fn wait_ready(base: &str) {
         if reqwest::get(format!("{base}/subjects")).await.is_ok() {
             return;
         }
+        // Poll interval of a wait that ends as soon as the server answers.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("registry at {base} did not come up");

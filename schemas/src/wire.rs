@@ -95,6 +95,8 @@ enum Plan {
 pub struct Decoder<R> {
     registry: Arc<RegistryClient>,
     reader: Schema,
+    /// The reader's Parsing Canonical Form, computed once.
+    reader_canonical: String,
     plans: Mutex<HashMap<u32, Arc<Plan>>>,
     _record: PhantomData<fn() -> R>,
 }
@@ -109,9 +111,11 @@ impl<R> std::fmt::Debug for Decoder<R> {
 
 impl<R: AvroRecord> Decoder<R> {
     pub fn new(registry: Arc<RegistryClient>) -> Self {
+        let reader = reader_schema::<R>();
         Self {
             registry,
-            reader: reader_schema::<R>(),
+            reader_canonical: reader.canonical_form(),
+            reader,
             plans: Mutex::new(HashMap::new()),
             _record: PhantomData,
         }
@@ -142,7 +146,7 @@ impl<R: AvroRecord> Decoder<R> {
     }
 
     fn plan_for(&self, id: u32, writer: Arc<Schema>) -> Result<Plan, DecodeError> {
-        if writer.canonical_form() == self.reader.canonical_form() {
+        if writer.canonical_form() == self.reader_canonical {
             return Ok(Plan::Direct);
         }
         apache_avro::schema_compatibility::SchemaCompatibility::can_read(&writer, &self.reader)

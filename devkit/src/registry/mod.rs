@@ -43,22 +43,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"error_code": self.error_code, "message": self.message});
-        (
-            status,
-            [(header::CONTENT_TYPE, CONTENT_TYPE)],
-            body.to_string(),
-        )
-            .into_response()
+        respond(status, body.to_string())
     }
 }
 
+/// Every answer carries the registry's content type.
+fn respond(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
 fn ok(body: Value) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        body.to_string(),
-    )
-        .into_response()
+    respond(StatusCode::OK, body.to_string())
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -241,12 +236,7 @@ async fn get_version_schema(
     Path((subject, version)): Path<(String, String)>,
 ) -> ApiResult {
     let info = r.lock().version(&subject, &version)?;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        info.schema,
-    )
-        .into_response())
+    Ok(respond(StatusCode::OK, info.schema))
 }
 
 fn parse_id(id: &str) -> Result<u32, ApiError> {
@@ -262,12 +252,7 @@ async fn get_by_id(State(r): State<DevRegistry>, Path(id): Path<String>) -> ApiR
 async fn get_raw_by_id(State(r): State<DevRegistry>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id(&id)?;
     let schema = r.lock().schema_by_id(id)?.to_owned();
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        schema,
-    )
-        .into_response())
+    Ok(respond(StatusCode::OK, schema))
 }
 
 async fn subjects_of(State(r): State<DevRegistry>, Path(id): Path<String>) -> ApiResult {

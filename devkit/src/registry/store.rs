@@ -150,7 +150,6 @@ impl ApiError {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSchema {
-    id: u32,
     /// The text as first registered; served back unchanged.
     schema: String,
     /// The JSON re-serialized with sorted keys and no spaces: two texts that
@@ -311,12 +310,20 @@ impl Store {
     /// The version of `subject` that holds exactly `schema`.
     pub fn lookup(&self, subject: &str, schema: &str) -> Result<VersionInfo, ApiError> {
         let (_, normalized) = parse(schema)?;
-        let versions = self.versions_of(subject)?;
-        versions
-            .iter()
-            .find(|v| self.state.schemas[&v.id].normalized == normalized)
+        self.find_version(subject, &normalized)?
             .map(|v| self.info(subject, v))
             .ok_or_else(|| ApiError::schema_not_found("under this subject"))
+    }
+
+    fn find_version(
+        &self,
+        subject: &str,
+        normalized: &str,
+    ) -> Result<Option<&SubjectVersion>, ApiError> {
+        Ok(self
+            .versions_of(subject)?
+            .iter()
+            .find(|v| self.state.schemas[&v.id].normalized == normalized))
     }
 
     pub fn global_compatibility(&self) -> Compatibility {
@@ -382,6 +389,15 @@ impl Store {
         against: Option<&str>,
     ) -> Result<Vec<String>, ApiError> {
         let (new, _) = parse(schema)?;
+        self.check_parsed(subject, &new, against)
+    }
+
+    fn check_parsed(
+        &self,
+        subject: &str,
+        new: &Schema,
+        against: Option<&str>,
+    ) -> Result<Vec<String>, ApiError> {
         let level = self.effective_compatibility(subject);
         let Some(versions) = self.state.subjects.get(subject) else {
             if against.is_some() {
@@ -403,7 +419,7 @@ impl Store {
         let mut reasons = Vec::new();
         for old in olds {
             let (old_schema, _) = parse(&self.state.schemas[&old.id].schema)?;
-            if let Some(why) = Self::incompatibility(level, &old_schema, &new) {
+            if let Some(why) = Self::incompatibility(level, &old_schema, new) {
                 reasons.push(format!("version {} ({level}): {why}", old.version));
             }
         }
@@ -413,11 +429,11 @@ impl Store {
     /// Registers `schema` under `subject`: the same schema gets the id it
     /// already has; a new one must pass the subject's compatibility level.
     pub fn register(&mut self, subject: &str, schema: &str) -> Result<u32, ApiError> {
-        let (_, normalized) = parse(schema)?;
-        if let Ok(existing) = self.lookup(subject, schema) {
+        let (parsed, normalized) = parse(schema)?;
+        if let Ok(Some(existing)) = self.find_version(subject, &normalized) {
             return Ok(existing.id);
         }
-        let reasons = self.check(subject, schema, None)?;
+        let reasons = self.check_parsed(subject, &parsed, None)?;
         if !reasons.is_empty() {
             return Err(ApiError::new(
                 409,
@@ -431,17 +447,16 @@ impl Store {
         let id = match self
             .state
             .schemas
-            .values()
-            .find(|s| s.normalized == normalized)
+            .iter()
+            .find(|(_, s)| s.normalized == normalized)
         {
-            Some(s) => s.id,
+            Some((&id, _)) => id,
             None => {
                 let id = self.state.next_id;
                 self.state.next_id += 1;
                 self.state.schemas.insert(
                     id,
                     StoredSchema {
-                        id,
                         schema: schema.to_owned(),
                         normalized,
                     },
