@@ -3,5 +3,10 @@
 //! - [`registry`]: a development Schema Registry speaking the subset of
 //!   Confluent's REST API that clients use. For development and tests only;
 //!   production uses Confluent, Karapace, Apicurio or Redpanda.
+//! - [`broker`]: a real Kafka-protocol broker (tansu) started on a free
+//!   loopback port, topics, unique names, and reading a topic back.
+//! - [`testbed`]: a broker, a registry and a region config to test against.
 
+pub mod broker;
 pub mod registry;
+pub mod testbed;

@@ -65,6 +65,24 @@ impl fmt::Display for Hlc {
     }
 }
 
+impl std::str::FromStr for Hlc {
+    type Err = String;
+    /// Parses the form [`Hlc`]'s `Display` writes: `wall_ms.logical@origin`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("version {s:?} is not of the form <wall_ms>.<logical>@<origin>");
+        let (clock, origin) = s.split_once('@').ok_or_else(bad)?;
+        let (wall, logical) = clock.split_once('.').ok_or_else(bad)?;
+        if origin.is_empty() {
+            return Err(bad());
+        }
+        Ok(Hlc::new(
+            wall.parse().map_err(|_| bad())?,
+            logical.parse().map_err(|_| bad())?,
+            origin,
+        ))
+    }
+}
+
 /// Why a clock refused to issue a timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HlcError {
@@ -187,6 +205,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+    #[test]
+    fn versions_print_and_parse_back() {
+        let v = Hlc::new(1_763_700_000_123, 4, "eu-west");
+        assert_eq!(v.to_string().parse::<Hlc>().unwrap(), v);
+        for bad in ["", "12@x", "12.3", "12.3@", "a.3@x", "12.-1@x"] {
+            assert!(
+                bad.parse::<Hlc>().unwrap_err().contains("<wall_ms>"),
+                "{bad}"
+            );
+        }
+    }
 
     #[derive(Debug, Default)]
     struct ManualClock(AtomicU64);

@@ -4,10 +4,12 @@
 //! - [`hlc`]: hybrid logical clock timestamps that totally order all events;
 //! - [`vector`]: vector codecs (f32, f16, sq8, sq4, pq, binary, sparse deltas);
 //! - [`payload`]: JSON payloads, lz4-compressed when large;
+//! - [`config`]: a region's TOML config, shared by producers and consumers;
 //! - [`avro`] and [`wire`]: Avro bodies in Confluent's wire format, through a
 //!   Schema Registry ([`registry`]).
 //!
-//! This crate does no IO but the registry client's requests.
+//! This crate does no IO but the registry client's requests and reading a
+//! config file.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +30,7 @@
 //! ```
 
 pub mod avro;
+pub mod config;
 pub mod event;
 pub mod hlc;
 pub mod payload;

@@ -4,7 +4,9 @@
 
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_all_subjects, post_schema,
+};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use std::sync::Arc;
@@ -82,6 +84,13 @@ impl RegistryClient {
         post_schema(&self.settings, subject.to_owned(), supplied)
             .await
             .map(|registered| registered.id)
+            .map_err(|e| Self::error(&self.url, &e))
+    }
+
+    /// Every subject the registry holds; also a cheap reachability check.
+    pub async fn subjects(&self) -> Result<Vec<String>, RegistryError> {
+        get_all_subjects(&self.settings)
+            .await
             .map_err(|e| Self::error(&self.url, &e))
     }
 

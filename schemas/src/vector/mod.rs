@@ -23,7 +23,10 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How a vector's values are written on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Encoding {
     F32,
     F16,

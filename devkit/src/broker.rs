@@ -1,0 +1,266 @@
+//! A real Kafka-protocol broker for tests and the demo: tansu, started as a
+//! child process on a free loopback port (DESIGN.md §6).
+//!
+//! `.ci/run` installs tansu, so in CI ([`Tansu::start`] sees `CI` set) a
+//! missing binary fails the test. Elsewhere the test is skipped with a loud
+//! message on stderr, so a developer without tansu still runs the rest.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the broker keeps its data.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Lost when the broker stops.
+    Memory,
+    /// A SQLite file; survives restarts.
+    Sqlite(PathBuf),
+}
+
+/// A running tansu broker, stopped when dropped.
+#[derive(Debug)]
+pub struct Tansu {
+    binary: PathBuf,
+    port: u16,
+    storage: Storage,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Finds the tansu binary: `TANSU_BIN`, then `PATH`, then cargo's bin dir.
+pub fn tansu_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|d| d.join("bin"));
+    std::env::split_paths(&path)
+        .chain(cargo_bin)
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file())
+}
+
+impl Tansu {
+    /// Starts an in-memory broker, or returns `None` after a loud message
+    /// when tansu is not installed and this is not CI. In CI it panics then.
+    pub fn start() -> Option<Self> {
+        Self::start_with(Storage::Memory)
+    }
+
+    /// Like [`Tansu::start`], with the given storage.
+    pub fn start_with(storage: Storage) -> Option<Self> {
+        let Some(binary) = tansu_binary() else {
+            let msg = "tansu is not installed (cargo install tansu --version 0.6.0 --locked \
+                       --features dynostore,libsql; or set TANSU_BIN)";
+            if std::env::var_os("CI").is_some() {
+                panic!("{msg}: CI must run the broker tests");
+            }
+            eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
+            return None;
+        };
+        let port = free_port().unwrap_or_else(|e| panic!("no free loopback port: {e}"));
+        let log = std::env::temp_dir().join(format!("vecsync-tansu-{port}.log"));
+        let mut broker = Self {
+            binary,
+            port,
+            storage,
+            log,
+            child: None,
+        };
+        broker
+            .launch()
+            .unwrap_or_else(|e| panic!("failed to start tansu: {e}"));
+        Some(broker)
+    }
+
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker's own log, to read when a test fails.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Creates a topic with tansu's own admin command.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> io::Result<()> {
+        let out = Command::new(&self.binary)
+            .args(["topic", "create", name, "--partitions"])
+            .arg(partitions.to_string())
+            .arg("--broker")
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "tansu topic create {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    }
+
+    /// Kills the broker, as a crash or a cut link would look to clients.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port (and, with SQLite storage,
+    /// the same data).
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    fn launch(&mut self) -> io::Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        // tansu reads a sqlite URL's path as relative to its working
+        // directory, so it runs beside the file.
+        let (storage, dir) = match &self.storage {
+            Storage::Memory => ("memory://tansu/".to_owned(), std::env::temp_dir()),
+            Storage::Sqlite(path) => {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let dir = path.parent().map(Path::to_owned).unwrap_or_default();
+                (format!("sqlite://{name}"), dir)
+            }
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.binary)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &storage])
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Err(io::Error::other(format!(
+                    "tansu exited with {status}; see {}",
+                    self.log.display()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "tansu did not listen on {addr} within 20 s; see {}",
+                    self.log.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A name no other test of this run uses: `<prefix>-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+/// Reads `topic` from the start of every partition until `wanted` records
+/// for which `keep` holds have arrived or `timeout` passes, and returns
+/// those records. Blocking; call it from `spawn_blocking` in async tests.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    wanted: usize,
+    timeout: Duration,
+    keep: impl Fn(&ReadRecord) -> bool,
+) -> Result<Vec<ReadRecord>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique_name("vecsync-read"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut assignment = TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            assignment
+                .add_partition_offset(topic, p.id(), Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    if assignment.count() == 0 {
+        return Err(format!("topic {topic} has no partitions"));
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < wanted && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let record = ReadRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                };
+                if keep(&record) {
+                    out.push(record);
+                }
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {}
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,79 @@
+//! What can go wrong while publishing.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use vecsync_schemas::hlc::HlcError;
+use vecsync_schemas::registry::RegistryError;
+
+/// Why a publish (or connecting the publisher) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// The config cannot be used (see `RegionConfig::problems`).
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// The collection is not in the region's config.
+    #[error("unknown collection {0:?}")]
+    UnknownCollection(String),
+    /// One mutation of a batch is invalid; nothing of the batch was sent.
+    #[error("point {index} (id {id}): {reason}")]
+    Invalid {
+        /// Position of the mutation in its batch.
+        index: usize,
+        id: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Clock(#[from] HlcError),
+    #[error("schema registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// The broker did not accept or acknowledge events. Some events of the
+    /// batch may have been written; publishing the batch again is safe, since
+    /// consumers apply by version.
+    #[error("{failed} of {total} events were not acknowledged by the broker: {first}")]
+    Delivery {
+        failed: usize,
+        total: usize,
+        first: KafkaError,
+    },
+    /// A Kafka client or admin call failed.
+    #[error("kafka: {what}: {source}")]
+    Kafka { what: String, source: KafkaError },
+    #[error("codebook {path}: {reason}")]
+    Codebook { path: String, reason: String },
+    /// The publisher is closing and takes no more events.
+    #[error("the publisher is shut down")]
+    Closed,
+}
+
+impl ProducerError {
+    pub(crate) fn kafka(what: impl Into<String>, source: KafkaError) -> Self {
+        Self::Kafka {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Whether trying again later may succeed (broker or registry trouble),
+    /// as opposed to a request that will never be accepted.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Delivery { .. } | Self::Kafka { .. } | Self::Closed => true,
+            Self::Registry(e) => e.is_retriable(),
+            Self::UnknownCollection(_)
+            | Self::Invalid { .. }
+            | Self::Config(_)
+            | Self::Clock(_)
+            | Self::Codebook { .. } => false,
+        }
+    }
+}
+
+/// A small fixed set of labels for Kafka errors, for metrics.
+pub(crate) fn error_label(e: &KafkaError) -> &'static str {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageTimedOut) => "timeout",
+        Some(RDKafkaErrorCode::QueueFull) => "queue_full",
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => "too_large",
+        Some(RDKafkaErrorCode::Fatal) => "fatal",
+        _ => "broker",
+    }
+}

@@ -1,0 +1,538 @@
+//! The publisher an ingestion job embeds.
+
+use crate::error::{ProducerError, error_label};
+use crate::kafka;
+use crate::metrics::{
+    BatchSent, CodebookPublished, HeartbeatsSent, QueueFull, Rejected, SendFailed,
+};
+use crate::rate::TokenBucket;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OnceCell};
+use tokio::task::JoinHandle;
+use vecsync_schemas::avro::AvroRecord;
+use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::event::{
+    Body, Delete, DeltaEvent, Heartbeat, Operation, PayloadPatch, PointId, Upsert, VectorData,
+};
+use vecsync_schemas::hlc::{Hlc, HybridClock, SystemClock};
+use vecsync_schemas::payload::Payload;
+use vecsync_schemas::registry::{RegistryClient, value_subject};
+use vecsync_schemas::vector::{EncodedVector, Encoding, PqCodebook};
+use vecsync_schemas::wire::Encoder;
+
+/// One change to one point, as an ingestion job states it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Insert or replace the point's vector and payload.
+    Upsert {
+        id: PointId,
+        vector: Vec<f32>,
+        payload: Option<Map<String, Value>>,
+    },
+    /// Remove the point (a versioned tombstone).
+    Delete { id: PointId },
+    /// Set payload keys on top of the version the job last saw
+    /// (`base_version`, as [`Publisher::publish`] returned it).
+    PatchPayload {
+        id: PointId,
+        base_version: Hlc,
+        payload: Map<String, Value>,
+    },
+}
+
+impl Mutation {
+    pub fn id(&self) -> PointId {
+        match self {
+            Mutation::Upsert { id, .. }
+            | Mutation::Delete { id }
+            | Mutation::PatchPayload { id, .. } => *id,
+        }
+    }
+}
+
+/// Publishes mutations of a region's collections to its delta topic.
+///
+/// Cheap to share behind an `Arc`; every method takes `&self`. Heartbeats
+/// run in the background until the publisher is closed or dropped.
+#[derive(Debug)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+    heartbeats: JoinHandle<()>,
+}
+
+struct Inner {
+    region: String,
+    topic: String,
+    codebook_topic: String,
+    partitions: u32,
+    producer: FutureProducer,
+    registry: Arc<RegistryClient>,
+    clock: HybridClock<SystemClock>,
+    encoder: Encoder<DeltaEvent>,
+    codebook_encoder: Option<Encoder<PqCodebook>>,
+    collections: HashMap<String, Collection>,
+    /// Held while events are stamped and queued, so that every partition
+    /// receives this publisher's timestamps in ascending order.
+    order: Mutex<()>,
+    rate: Option<TokenBucket>,
+    payload_lz4_threshold_bytes: usize,
+    heartbeat_interval_ms: u32,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("region", &self.region)
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Collection {
+    dimension: usize,
+    encoding: Encoding,
+    codebook: Option<Codebook>,
+}
+
+#[derive(Debug)]
+struct Codebook {
+    book: PqCodebook,
+    /// Set once the codebook topic has acknowledged the codebook.
+    published: OnceCell<()>,
+}
+
+/// An event about to be queued: its key, an explicit partition for
+/// heartbeats, and its body.
+struct Outgoing {
+    key: String,
+    partition: Option<i32>,
+    body: Body,
+}
+
+impl Publisher {
+    /// Connects to the region's broker and registry: creates missing topics
+    /// (when `kafka.create_topics`), registers the event schemas, loads PQ
+    /// codebooks, and starts the heartbeats.
+    pub async fn connect(config: &RegionConfig) -> Result<Self, ProducerError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ProducerError::Config(problems.join("; ")));
+        }
+        let mut collections = HashMap::new();
+        for (name, c) in &config.collections {
+            let codebook = match &c.codebook_file {
+                Some(path) => Some(Codebook {
+                    book: load_codebook(path, name, c.dimension as usize)?,
+                    published: OnceCell::new(),
+                }),
+                None => None,
+            };
+            collections.insert(
+                name.clone(),
+                Collection {
+                    dimension: c.dimension as usize,
+                    encoding: c.encoding,
+                    codebook,
+                },
+            );
+        }
+        if config.kafka.create_topics {
+            kafka::ensure_topics(config).await?;
+        }
+        let producer: FutureProducer = kafka::producer_config(config)
+            .create()
+            .map_err(|e| ProducerError::kafka("failed to create the producer", e))?;
+        let partitions = kafka::partition_count(&producer, &config.kafka.topic).await?;
+        if partitions != config.kafka.partitions {
+            tracing::warn!(
+                topic = config.kafka.topic,
+                partitions,
+                configured = config.kafka.partitions,
+                "the delta topic's partition count differs from kafka.partitions; \
+                 every region's topic needs the same count to co-partition"
+            );
+        }
+        let registry = Arc::new(RegistryClient::new(
+            &config.registry.url,
+            Duration::from_millis(config.registry.timeout_ms),
+        )?);
+        let encoder = Encoder::register(&registry, &value_subject(&config.kafka.topic)).await?;
+        let codebook_encoder = if collections.values().any(|c| c.codebook.is_some()) {
+            Some(Encoder::register(&registry, &value_subject(&config.kafka.codebook_topic)).await?)
+        } else {
+            None
+        };
+        let p = &config.producer;
+        let rate = p
+            .rate_limit_events_per_sec
+            .map(|rate| TokenBucket::new(rate, p.rate_limit_burst.unwrap_or(rate)));
+        let inner = Arc::new(Inner {
+            region: config.region.clone(),
+            topic: config.kafka.topic.clone(),
+            codebook_topic: config.kafka.codebook_topic.clone(),
+            partitions,
+            producer,
+            registry,
+            clock: HybridClock::new(config.region.clone(), SystemClock, p.max_clock_ahead_ms),
+            encoder,
+            codebook_encoder,
+            collections,
+            order: Mutex::new(()),
+            rate,
+            payload_lz4_threshold_bytes: p.payload_lz4_threshold_bytes,
+            heartbeat_interval_ms: p.heartbeat_interval_ms,
+        });
+        let heartbeats = tokio::spawn(Arc::clone(&inner).heartbeat_loop());
+        tracing::info!(
+            region = inner.region,
+            topic = inner.topic,
+            partitions,
+            "publisher connected"
+        );
+        Ok(Self { inner, heartbeats })
+    }
+
+    /// Publishes a batch of mutations of one collection and returns the
+    /// version (HLC timestamp) each point was given, in order.
+    ///
+    /// Returns only once the broker has acknowledged every event. Invalid
+    /// mutations fail the batch before anything is sent. Waits while the
+    /// local queue is full or the rate limit is reached; never drops.
+    pub async fn publish(
+        &self,
+        collection: &str,
+        mutations: &[Mutation],
+    ) -> Result<Vec<Hlc>, ProducerError> {
+        let inner = &self.inner;
+        let c = inner.collections.get(collection).ok_or_else(|| {
+            Rejected {
+                reason: "unknown_collection",
+            }
+            .emit();
+            ProducerError::UnknownCollection(collection.to_owned())
+        })?;
+        let mut outgoing = Vec::with_capacity(mutations.len());
+        let mut op_counts = [
+            (Operation::Upsert, 0),
+            (Operation::Delete, 0),
+            (Operation::PayloadPatch, 0),
+        ];
+        for (index, m) in mutations.iter().enumerate() {
+            let body = inner.body(collection, c, m).map_err(|reason| {
+                Rejected { reason: "invalid" }.emit();
+                ProducerError::Invalid {
+                    index,
+                    id: m.id().to_string(),
+                    reason,
+                }
+            })?;
+            let slot = match m {
+                Mutation::Upsert { .. } => 0,
+                Mutation::Delete { .. } => 1,
+                Mutation::PatchPayload { .. } => 2,
+            };
+            op_counts[slot].1 += 1;
+            outgoing.push(Outgoing {
+                key: m.id().key(),
+                partition: None,
+                body,
+            });
+        }
+        if outgoing.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(cb) = &c.codebook {
+            cb.published
+                .get_or_try_init(|| inner.publish_codebook(&cb.book))
+                .await?;
+        }
+        if let Some(rate) = &inner.rate {
+            rate.acquire(u32::try_from(outgoing.len()).unwrap_or(u32::MAX))
+                .await;
+        }
+        let started = Instant::now();
+        let (stamps, bytes, deliveries) = inner.enqueue(outgoing).await?;
+        inner.await_deliveries(deliveries).await?;
+        BatchSent {
+            collection,
+            op_counts,
+            bytes,
+            elapsed: started.elapsed(),
+        }
+        .emit();
+        Ok(stamps)
+    }
+
+    /// The region this publisher stamps its events with.
+    pub fn region(&self) -> &str {
+        &self.inner.region
+    }
+
+    /// Partitions of the delta topic, as the broker reported them.
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    /// The dimension and encoding of a configured collection.
+    pub fn collection(&self, name: &str) -> Option<(usize, Encoding)> {
+        self.inner
+            .collections
+            .get(name)
+            .map(|c| (c.dimension, c.encoding))
+    }
+
+    /// Checks that the broker answers (metadata of the delta topic) and the
+    /// registry answers (its subject list), for readiness probes.
+    pub async fn check_ready(&self) -> Result<(), String> {
+        kafka::partition_count(&self.inner.producer, &self.inner.topic)
+            .await
+            .map_err(|e| format!("broker: {e}"))?;
+        self.inner
+            .registry
+            .subjects()
+            .await
+            .map_err(|e| format!("registry: {e}"))?;
+        Ok(())
+    }
+
+    /// Stops the heartbeats and waits up to `timeout` for queued events to
+    /// be acknowledged.
+    pub async fn close(self, timeout: Duration) -> Result<(), ProducerError> {
+        self.heartbeats.abort();
+        let producer = self.inner.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .map_err(|e| ProducerError::kafka("failed to flush queued events", e))
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.heartbeats.abort();
+    }
+}
+
+impl Inner {
+    /// Validates one mutation against its collection and encodes it.
+    fn body(&self, collection: &str, c: &Collection, m: &Mutation) -> Result<Body, String> {
+        let payload = |p: &Map<String, Value>| {
+            Payload::from_json(p, self.payload_lz4_threshold_bytes).map_err(|e| e.to_string())
+        };
+        Ok(match m {
+            Mutation::Upsert {
+                id,
+                vector,
+                payload: p,
+            } => {
+                if vector.len() != c.dimension {
+                    return Err(format!(
+                        "vector has {} dimensions; collection {collection} has {}",
+                        vector.len(),
+                        c.dimension
+                    ));
+                }
+                let encoded = match &c.codebook {
+                    Some(cb) => cb.book.encode(vector),
+                    None => EncodedVector::encode(c.encoding, vector),
+                }
+                .map_err(|e| e.to_string())?;
+                Body::Upsert(Upsert {
+                    collection: collection.to_owned(),
+                    id: *id,
+                    vector: VectorData::Full(encoded),
+                    payload: p.as_ref().map(payload).transpose()?,
+                })
+            }
+            Mutation::Delete { id } => Body::Delete(Delete {
+                collection: collection.to_owned(),
+                id: *id,
+            }),
+            Mutation::PatchPayload {
+                id,
+                base_version,
+                payload: p,
+            } => Body::PayloadPatch(PayloadPatch {
+                collection: collection.to_owned(),
+                id: *id,
+                base_version: base_version.clone(),
+                payload: payload(p)?,
+            }),
+        })
+    }
+
+    /// Stamps, frames and queues events in order. Waits while the local
+    /// queue is full. Returns the stamps, the bytes queued and a delivery
+    /// future per event.
+    async fn enqueue(
+        &self,
+        outgoing: Vec<Outgoing>,
+    ) -> Result<(Vec<Hlc>, u64, Vec<DeliveryFuture>), ProducerError> {
+        let mut stamps = Vec::with_capacity(outgoing.len());
+        let mut deliveries = Vec::with_capacity(outgoing.len());
+        let mut bytes = 0u64;
+        let mut buf = Vec::with_capacity(1024);
+        let _order = self.order.lock().await;
+        for Outgoing {
+            key,
+            partition,
+            body,
+        } in outgoing
+        {
+            let event = DeltaEvent {
+                hlc: self.clock.now()?,
+                body,
+            };
+            buf.clear();
+            self.encoder.encode_into(&event, &mut buf);
+            bytes += buf.len() as u64;
+            let mut record = FutureRecord::to(&self.topic).key(&key).payload(&buf);
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            deliveries.push(self.send(record).await?);
+            stamps.push(event.hlc);
+        }
+        Ok((stamps, bytes, deliveries))
+    }
+
+    /// Queues one record, waiting while the queue is full.
+    async fn send(
+        &self,
+        mut record: FutureRecord<'_, String, Vec<u8>>,
+    ) -> Result<DeliveryFuture, ProducerError> {
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    QueueFull.emit();
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => {
+                    SendFailed {
+                        failed: 1,
+                        reason: error_label(&e),
+                    }
+                    .emit(&e);
+                    return Err(ProducerError::kafka(
+                        format!("failed to queue an event for {}", self.topic),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Waits for every delivery report; fails if any event was not
+    /// acknowledged.
+    async fn await_deliveries(&self, deliveries: Vec<DeliveryFuture>) -> Result<(), ProducerError> {
+        let total = deliveries.len();
+        let mut failed = 0;
+        let mut first = None;
+        for d in deliveries {
+            let error = match d.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e,
+                // The producer went away with the event still queued.
+                Err(_) => KafkaError::Canceled,
+            };
+            failed += 1;
+            first.get_or_insert(error);
+        }
+        match first {
+            None => Ok(()),
+            Some(first) => {
+                SendFailed {
+                    failed,
+                    reason: error_label(&first),
+                }
+                .emit(&first);
+                Err(ProducerError::Delivery {
+                    failed,
+                    total,
+                    first,
+                })
+            }
+        }
+    }
+
+    /// Writes a codebook to the codebook topic, keyed by its id, and waits
+    /// for the acknowledgement.
+    async fn publish_codebook(&self, book: &PqCodebook) -> Result<(), ProducerError> {
+        let Some(encoder) = &self.codebook_encoder else {
+            unreachable!("an encoder is registered whenever a collection has a codebook")
+        };
+        let bytes = encoder.encode(book);
+        let key = book.id().to_owned();
+        let record = FutureRecord::to(&self.codebook_topic)
+            .key(&key)
+            .payload(&bytes);
+        let delivery = self.send(record).await?;
+        self.await_deliveries(vec![delivery]).await?;
+        CodebookPublished { id: book.id() }.emit();
+        Ok(())
+    }
+
+    /// Sends a heartbeat to every partition each interval, so consumers'
+    /// watermarks move when no mutations arrive.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let interval = Duration::from_millis(u64::from(self.heartbeat_interval_ms));
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let outgoing = (0..self.partitions as i32)
+                .map(|p| Outgoing {
+                    key: format!("__heartbeat.{}.{p}", self.region),
+                    partition: Some(p),
+                    body: Body::Heartbeat(Heartbeat {
+                        interval_ms: self.heartbeat_interval_ms,
+                    }),
+                })
+                .collect();
+            let sent = match self.enqueue(outgoing).await {
+                Ok((_, _, deliveries)) => self.await_deliveries(deliveries).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => HeartbeatsSent {
+                    partitions: self.partitions,
+                }
+                .emit(),
+                Err(e) => tracing::warn!("heartbeat failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Reads a codebook file (the Avro body `vecsync produce train-codebook`
+/// writes) and checks it fits the collection.
+pub fn load_codebook(
+    path: &Path,
+    collection: &str,
+    dimension: usize,
+) -> Result<PqCodebook, ProducerError> {
+    let err = |reason: String| ProducerError::Codebook {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let book = PqCodebook::read_avro(&bytes).map_err(|e| err(e.to_string()))?;
+    if book.collection() != collection || book.dim() != dimension {
+        return Err(err(format!(
+            "it is for collection {} with {} dimensions, not {collection} with {dimension}",
+            book.collection(),
+            book.dim()
+        )));
+    }
+    Ok(book)
+}

@@ -1,0 +1,392 @@
+//! The publisher against a real broker (tansu) and the development registry:
+//! what is sent is what consumers read, on the partition Java would pick.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use vecsync_devkit::broker::{ReadRecord, Storage, read_topic};
+use vecsync_devkit::testbed::TestRegion;
+use vecsync_producer::partition::partition_for;
+use vecsync_producer::{Mutation, ProducerError, Publisher};
+use vecsync_schemas::avro::AvroRecord;
+use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
+use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::registry::RegistryClient;
+use vecsync_schemas::testing::vector;
+use vecsync_schemas::vector::{Encoding, PqCodebook, PqTrainer};
+use vecsync_schemas::wire::Decoder;
+
+const DIM: usize = 16;
+
+fn is_heartbeat(r: &ReadRecord) -> bool {
+    r.key
+        .as_deref()
+        .is_some_and(|k| k.starts_with(b"__heartbeat."))
+}
+
+/// Reads until `wanted` records are in, for up to 20 s.
+async fn read(
+    region: &TestRegion,
+    topic: &str,
+    wanted: usize,
+    keep: fn(&ReadRecord) -> bool,
+) -> Vec<ReadRecord> {
+    read_for(region, topic, wanted, Duration::from_secs(20), keep).await
+}
+
+/// Reads for `timeout` at most: to show that no more than some records
+/// arrive, ask for one more and wait a while.
+async fn read_for(
+    region: &TestRegion,
+    topic: &str,
+    wanted: usize,
+    timeout: Duration,
+    keep: fn(&ReadRecord) -> bool,
+) -> Vec<ReadRecord> {
+    let brokers = region.broker.brokers();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, wanted, timeout, keep))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn decode_all(region: &TestRegion, records: &[ReadRecord]) -> Vec<DeltaEvent> {
+    let registry =
+        Arc::new(RegistryClient::new(&region.registry.url(), Duration::from_secs(5)).unwrap());
+    let decoder = Decoder::<DeltaEvent>::new(registry);
+    let mut out = Vec::new();
+    for r in records {
+        out.push(decoder.decode(&r.value).await.unwrap());
+    }
+    out
+}
+
+fn upserts(ids: impl Iterator<Item = u64>) -> Vec<Mutation> {
+    ids.map(|i| Mutation::Upsert {
+        id: PointId::Num(i),
+        vector: vector(DIM, i),
+        payload: Some(
+            json!({"title": format!("doc {i}"), "n": i})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ),
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn what_is_published_reads_back_equal_on_the_java_partition() {
+    let Some(region) = TestRegion::start(DIM as u32, "sq8", "").await else {
+        return;
+    };
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let uuid = PointId::Uuid("5c56c793-69f3-4fbf-87e6-c4bf54c28c26".parse().unwrap());
+    let mut batch = upserts(0..60);
+    batch.push(Mutation::Upsert {
+        id: uuid,
+        vector: vector(DIM, 99),
+        payload: None,
+    });
+    batch.push(Mutation::Delete {
+        id: PointId::Num(3),
+    });
+    let versions = publisher.publish("docs", &batch).await.unwrap();
+    assert_eq!(versions.len(), batch.len());
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "versions ascend");
+    let patch = Mutation::PatchPayload {
+        id: PointId::Num(5),
+        base_version: versions[5].clone(),
+        payload: json!({"title": "patched"}).as_object().unwrap().clone(),
+    };
+    let patch_version = publisher
+        .publish("docs", std::slice::from_ref(&patch))
+        .await
+        .unwrap();
+    batch.push(patch);
+
+    let topic = &region.config.kafka.topic;
+    let records = read(&region, topic, batch.len(), |r| !is_heartbeat(r)).await;
+    assert_eq!(records.len(), batch.len());
+    let events = decode_all(&region, &records).await;
+    let sent_at: HashMap<&Hlc, &Mutation> =
+        versions.iter().chain(&patch_version).zip(&batch).collect();
+    for (record, event) in records.iter().zip(&events) {
+        let (_, id) = event.target().unwrap();
+        let key = record.key.as_deref().unwrap();
+        assert_eq!(key, id.key().as_bytes());
+        assert_eq!(
+            record.partition,
+            partition_for(key, 3),
+            "id {id} on the Java partition"
+        );
+        let sent = sent_at[&event.hlc];
+        assert_eq!(sent.id(), id);
+        match (sent, &event.body) {
+            (
+                Mutation::Upsert {
+                    vector, payload, ..
+                },
+                Body::Upsert(u),
+            ) => {
+                let VectorData::Full(v) = &u.vector else {
+                    panic!("full vector expected")
+                };
+                let decoded = v.decode(None).unwrap();
+                // sq8: every value within half a quantization step (plus rounding).
+                for (a, b) in vector.iter().zip(&decoded) {
+                    assert!((a - b).abs() <= v.scale * 0.5 + 1e-6, "{a} vs {b}");
+                }
+                let got = u.payload.as_ref().map(|p| p.to_json().unwrap());
+                assert_eq!(&got, payload);
+            }
+            (Mutation::Delete { .. }, Body::Delete(_)) => {}
+            (
+                Mutation::PatchPayload {
+                    base_version,
+                    payload,
+                    ..
+                },
+                Body::PayloadPatch(p),
+            ) => {
+                assert_eq!(&p.base_version, base_version);
+                assert_eq!(&p.payload.to_json().unwrap(), payload);
+            }
+            (sent, got) => panic!("sent {sent:?}, read {got:?}"),
+        }
+        assert_eq!(event.origin(), "us-east");
+    }
+    publisher.close(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn heartbeats_reach_every_partition_in_timestamp_order() {
+    let extra = "[producer]\nheartbeat_interval_ms = 100";
+    let Some(region) = TestRegion::start(DIM as u32, "sq8", extra).await else {
+        return;
+    };
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    publisher.publish("docs", &upserts(0..30)).await.unwrap();
+    // Three rounds of heartbeats on each of the three partitions.
+    let topic = &region.config.kafka.topic;
+    let heartbeats = read(&region, topic, 9, is_heartbeat).await;
+    drop(publisher);
+    let mut per_partition = [0; 3];
+    for h in &heartbeats {
+        per_partition[h.partition as usize] += 1;
+    }
+    assert!(per_partition.iter().all(|&n| n >= 2), "{per_partition:?}");
+    let all = read(&region, topic, 30 + heartbeats.len(), |_| true).await;
+    let events = decode_all(&region, &all).await;
+    for p in 0..3 {
+        let stamps: Vec<(i64, &Hlc)> = all
+            .iter()
+            .zip(&events)
+            .filter(|(r, _)| r.partition == p)
+            .map(|(r, e)| (r.offset, &e.hlc))
+            .collect();
+        let mut by_offset = stamps.clone();
+        by_offset.sort_by_key(|(o, _)| *o);
+        assert!(
+            by_offset.windows(2).all(|w| w[0].1 < w[1].1),
+            "partition {p} is in HLC order"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.body, Body::Heartbeat(h) if h.interval_ms == 100))
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_makes_senders_wait_and_nothing_is_dropped() {
+    let extra = "[producer]\nqueue_max_messages = 8\nlinger_ms = 0";
+    let Some(region) = TestRegion::start(DIM as u32, "f16", extra).await else {
+        return;
+    };
+    let metrics = vecsync_producer::metrics::prometheus();
+    let publisher = Arc::new(Publisher::connect(&region.config).await.unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let publisher = publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            publisher
+                .publish("docs", &upserts(t * 100..t * 100 + 100))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().len(), 100);
+    }
+    let records = read(&region, &region.config.kafka.topic, 400, |r| {
+        !is_heartbeat(r)
+    })
+    .await;
+    let mut keys: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            std::str::from_utf8(r.key.as_deref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, (0..400).collect::<Vec<_>>());
+    let waits = metrics.render().lines().find_map(|l| {
+        l.strip_prefix("vecsync_producer_backpressure_waits_total ")?
+            .parse::<f64>()
+            .ok()
+    });
+    assert!(
+        waits.unwrap_or(0.0) > 0.0,
+        "the queue filled up and senders waited"
+    );
+}
+
+#[tokio::test]
+async fn invalid_mutations_fail_the_batch_before_anything_is_sent() {
+    let Some(region) = TestRegion::start(DIM as u32, "sq8", "").await else {
+        return;
+    };
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let mut batch = upserts(0..3);
+    batch.push(Mutation::Upsert {
+        id: PointId::Num(9),
+        vector: vec![0.5; DIM + 1],
+        payload: None,
+    });
+    match publisher.publish("docs", &batch).await {
+        Err(ProducerError::Invalid {
+            index: 3,
+            id,
+            reason,
+        }) => {
+            assert_eq!(id, "9");
+            assert!(reason.contains("17 dimensions"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut nan = vector(DIM, 1);
+    nan[4] = f32::NAN;
+    let err = publisher
+        .publish(
+            "docs",
+            &[Mutation::Upsert {
+                id: PointId::Num(1),
+                vector: nan,
+                payload: None,
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NaN at dimension 4"), "{err}");
+    let err = publisher.publish("nope", &upserts(0..1)).await.unwrap_err();
+    assert!(matches!(err, ProducerError::UnknownCollection(ref c) if c == "nope"));
+    assert!(!err.is_retriable());
+    // Nothing of the refused batches is on the topic: the next publish is
+    // the first record.
+    publisher.publish("docs", &upserts(42..43)).await.unwrap();
+    let topic = &region.config.kafka.topic;
+    let records = read_for(&region, topic, 2, Duration::from_secs(3), |r| {
+        !is_heartbeat(r)
+    })
+    .await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key.as_deref(), Some(&b"42"[..]));
+}
+
+#[tokio::test]
+async fn a_broker_that_goes_away_fails_sends_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::Sqlite(dir.path().join("broker.db"));
+    let extra = "[producer]\nmessage_timeout_ms = 2000";
+    let Some(mut region) = TestRegion::start_with(storage, DIM as u32, "sq8", extra).await else {
+        return;
+    };
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let sent = publisher.publish("docs", &upserts(0..20)).await.unwrap();
+    region.broker.stop();
+    let err = publisher
+        .publish("docs", &upserts(100..110))
+        .await
+        .unwrap_err();
+    match &err {
+        ProducerError::Delivery { failed, total, .. } => {
+            assert_eq!((*failed, *total), (10, 10), "{err}");
+        }
+        other => panic!("expected a delivery failure, got {other:?}"),
+    }
+    assert!(err.is_retriable());
+    // Everything reported as sent is on the broker once it is back.
+    region.broker.restart().unwrap();
+    let records = read(&region, &region.config.kafka.topic, 20, |r| {
+        !is_heartbeat(r) && r.key.as_deref().is_some_and(|k| k.len() <= 2)
+    })
+    .await;
+    let events = decode_all(&region, &records).await;
+    let mut got: Vec<Hlc> = events.into_iter().map(|e| e.hlc).collect();
+    got.sort();
+    assert_eq!(got, sent);
+}
+
+#[tokio::test]
+async fn pq_collections_publish_their_codebook_first() {
+    let data: Vec<f32> = (0..64).flat_map(|i| vector(DIM, i)).collect();
+    let data = ndarray_view(&data);
+    let trainer = PqTrainer {
+        subspaces: 4,
+        centroids: 16,
+        iterations: 4,
+        seed: 1,
+    };
+    let book = trainer.train("docs", 1, data.view()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docs@1.pqcb");
+    let mut bytes = Vec::new();
+    book.write_avro(&mut bytes);
+    std::fs::write(&path, bytes).unwrap();
+    let Some(mut region) = TestRegion::start(DIM as u32, "sq8", "").await else {
+        return;
+    };
+    let docs = region.config.collections.get_mut("docs").unwrap();
+    docs.encoding = Encoding::Pq;
+    docs.codebook_file = Some(path);
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    publisher.publish("docs", &upserts(0..5)).await.unwrap();
+    publisher.publish("docs", &upserts(5..10)).await.unwrap();
+
+    let codebook_topic = &region.config.kafka.codebook_topic;
+    let books = read_for(&region, codebook_topic, 2, Duration::from_secs(3), |_| true).await;
+    assert_eq!(books.len(), 1, "published once");
+    assert_eq!(books[0].key.as_deref(), Some(&b"docs@1"[..]));
+    let registry =
+        Arc::new(RegistryClient::new(&region.registry.url(), Duration::from_secs(5)).unwrap());
+    let on_topic = Decoder::<PqCodebook>::new(registry)
+        .decode(&books[0].value)
+        .await
+        .unwrap();
+    assert_eq!(on_topic, book);
+    let records = read(&region, &region.config.kafka.topic, 10, |r| {
+        !is_heartbeat(r)
+    })
+    .await;
+    for event in decode_all(&region, &records).await {
+        let Body::Upsert(u) = event.body else {
+            panic!()
+        };
+        let VectorData::Full(v) = u.vector else {
+            panic!()
+        };
+        assert_eq!(v.codebook_id.as_deref(), Some("docs@1"));
+        assert_eq!(v.decode(Some(&on_topic)).unwrap().len(), DIM);
+    }
+}
+
+fn ndarray_view(data: &[f32]) -> ndarray::Array2<f32> {
+    ndarray::Array2::from_shape_vec((data.len() / DIM, DIM), data.to_vec()).unwrap()
+}
