@@ -10,7 +10,7 @@ use std::time::Duration;
 use vecsync_schemas::config::RegionConfig;
 
 /// How long admin and metadata calls may take.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings every client of the region shares: brokers, then the user's
 /// pass-through options (security), which win.
@@ -80,7 +80,11 @@ pub async fn ensure_topics(config: &RegionConfig) -> Result<(), ProducerError> {
 }
 
 /// The number of partitions `topic` has, from the broker's metadata.
-pub async fn partition_count(producer: &FutureProducer, topic: &str) -> Result<u32, ProducerError> {
+pub async fn partition_count(
+    producer: &FutureProducer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<u32, ProducerError> {
     let producer = producer.clone();
     let name = topic.to_owned();
     let metadata = tokio::task::spawn_blocking(move || {

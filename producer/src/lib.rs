@@ -24,6 +24,7 @@
 //! ```
 
 pub mod error;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod partition;

@@ -120,3 +120,21 @@ impl CodebookPublished<'_> {
         tracing::info!(codebook = self.id, "codebook published");
     }
 }
+
+/// One answered request of the ingest API.
+pub(crate) struct IngestRequest {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+impl IngestRequest {
+    pub fn emit(&self) {
+        let class = match self.status {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        counter!("vecsync_ingest_requests_total", "route" => self.route, "status" => class)
+            .increment(1);
+    }
+}

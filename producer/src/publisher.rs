@@ -150,7 +150,8 @@ impl Publisher {
         let producer: FutureProducer = kafka::producer_config(config)
             .create()
             .map_err(|e| ProducerError::kafka("failed to create the producer", e))?;
-        let partitions = kafka::partition_count(&producer, &config.kafka.topic).await?;
+        let partitions =
+            kafka::partition_count(&producer, &config.kafka.topic, kafka::ADMIN_TIMEOUT).await?;
         if partitions != config.kafka.partitions {
             tracing::warn!(
                 topic = config.kafka.topic,
@@ -290,17 +291,17 @@ impl Publisher {
     }
 
     /// Checks that the broker answers (metadata of the delta topic) and the
-    /// registry answers (its subject list), for readiness probes.
-    pub async fn check_ready(&self) -> Result<(), String> {
-        kafka::partition_count(&self.inner.producer, &self.inner.topic)
+    /// registry answers (its subject list), for readiness probes: each
+    /// within `timeout`.
+    pub async fn check_ready(&self, timeout: Duration) -> Result<(), String> {
+        kafka::partition_count(&self.inner.producer, &self.inner.topic, timeout)
             .await
             .map_err(|e| format!("broker: {e}"))?;
-        self.inner
-            .registry
-            .subjects()
-            .await
-            .map_err(|e| format!("registry: {e}"))?;
-        Ok(())
+        match tokio::time::timeout(timeout, self.inner.registry.subjects()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("registry: {e}")),
+            Err(_) => Err(format!("registry: no answer within {timeout:?}")),
+        }
     }
 
     /// Stops the heartbeats and waits up to `timeout` for queued events to

@@ -1,0 +1,380 @@
+//! The HTTP ingest API, for ingestion jobs in any language.
+//!
+//! | Method and path | Body | Answer |
+//! |---|---|---|
+//! | `POST /v1/collections/{c}/points` | `{"points": [{"id": 7, "vector": [..], "payload": {..}}]}` | `{"versions": [{"id": 7, "version": "1763700000123.0@us-east"}]}` |
+//! | `POST /v1/collections/{c}/points/delete` | `{"points": [7, "5c56c793-…"]}` | the same |
+//! | `POST /v1/collections/{c}/points/payload` | `{"points": [{"id": 7, "base_version": "…", "payload": {..}}]}` | the same |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | | |
+//!
+//! A request is answered only when the broker has acknowledged all of its
+//! events; the version of each point is its HLC timestamp, which a payload
+//! patch names as `base_version`. Errors are JSON, `{"error": "..."}`, with
+//! 400 (not JSON of the right shape), 401 (bearer token), 404 (unknown
+//! collection), 413 (too large), 422 (a point is invalid: the message names
+//! its index and id) and 503 (broker or registry unavailable: retry).
+
+use crate::error::ProducerError;
+use crate::metrics::IngestRequest;
+use crate::publisher::{Mutation, Publisher};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use std::future::Future;
+use std::sync::Arc;
+use vecsync_schemas::config::IngestConfig;
+use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
+
+#[derive(Debug)]
+struct AppState {
+    publisher: Arc<Publisher>,
+    bearer_token: Option<String>,
+    max_points: usize,
+    max_body_bytes: usize,
+    metrics: PrometheusHandle,
+}
+
+type Shared = Arc<AppState>;
+
+/// How long `/readyz` waits for the broker, so a probe gets an answer in time.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The API's routes over `publisher`.
+pub fn router(
+    publisher: Arc<Publisher>,
+    config: &IngestConfig,
+    metrics: PrometheusHandle,
+) -> Router {
+    let state = Arc::new(AppState {
+        publisher,
+        bearer_token: config.bearer_token.clone(),
+        max_points: config.max_points_per_request,
+        max_body_bytes: config.max_body_bytes,
+        metrics,
+    });
+    Router::new()
+        .route("/v1/collections/{collection}/points", post(upsert))
+        .route("/v1/collections/{collection}/points/delete", post(delete))
+        .route("/v1/collections/{collection}/points/payload", post(patch))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serves the API on `config.listen` until `shutdown` resolves, then lets
+/// requests in flight finish.
+pub async fn serve(
+    publisher: Arc<Publisher>,
+    config: &IngestConfig,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, "ingest API listening");
+    axum::serve(listener, router(publisher, config, metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error answer.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ProducerError> for ApiError {
+    fn from(e: ProducerError) -> Self {
+        let status = match &e {
+            ProducerError::UnknownCollection(_) => StatusCode::NOT_FOUND,
+            ProducerError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ if e.is_retriable() => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsertRequest {
+    points: Vec<UpsertPoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsertPoint {
+    id: Value,
+    vector: Vec<f32>,
+    #[serde(default)]
+    payload: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteRequest {
+    points: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRequest {
+    points: Vec<PatchPoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchPoint {
+    id: Value,
+    base_version: String,
+    payload: Map<String, Value>,
+}
+
+async fn upsert(
+    State(app): State<Shared>,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(
+        &app,
+        "upsert",
+        &collection,
+        &headers,
+        body,
+        |r: UpsertRequest| {
+            r.points
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    Ok(Mutation::Upsert {
+                        id: point_id(i, &p.id)?,
+                        vector: p.vector,
+                        payload: p.payload,
+                    })
+                })
+                .collect()
+        },
+    )
+    .await
+}
+
+async fn delete(
+    State(app): State<Shared>,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(
+        &app,
+        "delete",
+        &collection,
+        &headers,
+        body,
+        |r: DeleteRequest| {
+            r.points
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    Ok(Mutation::Delete {
+                        id: point_id(i, id)?,
+                    })
+                })
+                .collect()
+        },
+    )
+    .await
+}
+
+async fn patch(
+    State(app): State<Shared>,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(
+        &app,
+        "payload",
+        &collection,
+        &headers,
+        body,
+        |r: PatchRequest| {
+            r.points
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let id = point_id(i, &p.id)?;
+                    let base_version = p.base_version.parse::<Hlc>().map_err(|e| {
+                        ApiError(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            format!("point {i} (id {id}): {e}"),
+                        )
+                    })?;
+                    Ok(Mutation::PatchPayload {
+                        id,
+                        base_version,
+                        payload: p.payload,
+                    })
+                })
+                .collect()
+        },
+    )
+    .await
+}
+
+/// What every mutation route does: authenticate, parse, check the size,
+/// publish and answer with the versions.
+async fn handle<R: DeserializeOwned>(
+    app: &AppState,
+    route: &'static str,
+    collection: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    to_mutations: impl FnOnce(R) -> Result<Vec<Mutation>, ApiError>,
+) -> Response {
+    let result = async {
+        authorize(app, headers)?;
+        if app.publisher.collection(collection).is_none() {
+            return Err(ProducerError::UnknownCollection(collection.to_owned()).into());
+        }
+        let body = body.map_err(|r| {
+            let limit = app.max_body_bytes;
+            ApiError(
+                r.status(),
+                format!("{} (ingest.max_body_bytes is {limit})", r.body_text()),
+            )
+        })?;
+        let request: R = parse_json(&body)?;
+        let mutations = to_mutations(request)?;
+        if mutations.is_empty() {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "\"points\" is empty".into(),
+            ));
+        }
+        if mutations.len() > app.max_points {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{} points in one request; the limit is {} (ingest.max_points_per_request)",
+                    mutations.len(),
+                    app.max_points
+                ),
+            ));
+        }
+        let versions = app.publisher.publish(collection, &mutations).await?;
+        let versions: Vec<Value> = mutations
+            .iter()
+            .zip(versions)
+            .map(|(m, v)| json!({ "id": id_json(m.id()), "version": v.to_string() }))
+            .collect();
+        Ok(axum::Json(json!({ "versions": versions })))
+    }
+    .await;
+    let response = match result {
+        Ok(ok) => ok.into_response(),
+        Err(e) => e.into_response(),
+    };
+    IngestRequest {
+        route,
+        status: response.status().as_u16(),
+    }
+    .emit();
+    response
+}
+
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &app.bearer_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is not valid".into(),
+        )),
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this API needs an Authorization: Bearer <token> header".into(),
+        )),
+    }
+}
+
+/// Compares without stopping at the first difference, so response times do
+/// not reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_json<R: DeserializeOwned>(body: &[u8]) -> Result<R, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        // Python's json module writes NaN and Infinity unless told not to.
+        let hint = if e.is_syntax() && (contains(body, b"NaN") || contains(body, b"Infinity")) {
+            "; vector values must be finite numbers (NaN and Infinity are not JSON)"
+        } else {
+            ""
+        };
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}{hint}"),
+        )
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A point id from JSON: an unsigned integer or a UUID string.
+fn point_id(index: usize, v: &Value) -> Result<PointId, ApiError> {
+    let parsed = match v {
+        Value::Number(n) => n.as_u64().map(PointId::Num),
+        Value::String(s) => s.parse::<uuid::Uuid>().ok().map(PointId::Uuid),
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("point {index}: id {v} is neither an unsigned integer nor a UUID string"),
+        )
+    })
+}
+
+fn id_json(id: PointId) -> Value {
+    match id {
+        PointId::Num(n) => json!(n),
+        PointId::Uuid(u) => json!(u.hyphenated().to_string()),
+    }
+}
+
+async fn ready(State(app): State<Shared>) -> Response {
+    match app.publisher.check_ready(READY_TIMEOUT).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => ApiError(StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn render_metrics(State(app): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,302 @@
+//! The HTTP ingest API against a real broker and registry.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use vecsync_devkit::broker::read_topic;
+use vecsync_devkit::testbed::TestRegion;
+use vecsync_producer::{Publisher, http, metrics};
+use vecsync_schemas::event::{Body, DeltaEvent, VectorData};
+use vecsync_schemas::registry::RegistryClient;
+use vecsync_schemas::wire::Decoder;
+
+const TOKEN: &str = "t0ken";
+
+struct Api {
+    region: TestRegion,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn start(extra: &str) -> Option<Self> {
+        let extra = format!("[ingest]\nbearer_token = \"{TOKEN}\"\n{extra}");
+        let region = TestRegion::start(4, "f32", &extra).await?;
+        let publisher = Arc::new(Publisher::connect(&region.config).await.unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = http::router(publisher, &region.config.ingest, metrics::prometheus());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Some(Self {
+            region,
+            url,
+            client: reqwest::Client::new(),
+        })
+    }
+
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// The non-heartbeat events on the topic, decoded, waiting for `wanted`
+    /// at most `timeout`.
+    async fn events(&self, wanted: usize, timeout: Duration) -> Vec<DeltaEvent> {
+        let brokers = self.region.broker.brokers();
+        let topic = self.region.config.kafka.topic.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            read_topic(&brokers, &topic, wanted, timeout, |r| {
+                !r.key
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with(b"__heartbeat.")
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let registry =
+            RegistryClient::new(&self.region.registry.url(), Duration::from_secs(5)).unwrap();
+        let decoder = Decoder::<DeltaEvent>::new(Arc::new(registry));
+        let mut out = Vec::new();
+        for r in records {
+            out.push(decoder.decode(&r.value).await.unwrap());
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn mutations_are_answered_with_versions_after_the_broker_acknowledged_them() {
+    let Some(api) = Api::start("").await else {
+        return;
+    };
+    let uuid = "5c56c793-69f3-4fbf-87e6-c4bf54c28c26";
+    let body = json!({"points": [
+        {"id": 7, "vector": [0.1, 0.2, 0.3, 0.4], "payload": {"lang": "en"}},
+        {"id": uuid, "vector": [1.0, 0.0, -1.0, 0.5]}
+    ]});
+    let (status, answer) = api
+        .post("/v1/collections/docs/points", body.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let versions = answer["versions"].as_array().unwrap();
+    assert_eq!(versions[0]["id"], 7);
+    assert_eq!(versions[1]["id"], uuid);
+    let v7 = versions[0]["version"].as_str().unwrap().to_owned();
+    assert!(v7.ends_with("@us-east"), "{v7}");
+
+    let patch = json!({"points": [{"id": 7, "base_version": v7, "payload": {"lang": "fr"}}]});
+    let (status, answer) = api
+        .post("/v1/collections/docs/points/payload", patch.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = api
+        .post(
+            "/v1/collections/docs/points/delete",
+            json!({"points": [uuid]}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let deleted_at = answer["versions"][0]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Answered means acknowledged: all four events are on the topic.
+    let events = api.events(4, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 4);
+    let by_version = |v: &str| events.iter().find(|e| e.hlc.to_string() == v).unwrap();
+    let Body::Upsert(u) = &by_version(&v7).body else {
+        panic!()
+    };
+    let VectorData::Full(vector) = &u.vector else {
+        panic!()
+    };
+    assert_eq!(
+        vector.decode(None).unwrap(),
+        [0.1, 0.2, 0.3, 0.4],
+        "f32 is lossless"
+    );
+    assert_eq!(u.payload.as_ref().unwrap().to_json().unwrap()["lang"], "en");
+    let patched = events.iter().find_map(|e| match &e.body {
+        Body::PayloadPatch(p) => Some(p),
+        _ => None,
+    });
+    assert_eq!(patched.unwrap().base_version.to_string(), v7);
+    assert!(matches!(&by_version(&deleted_at).body, Body::Delete(d) if d.id.to_string() == uuid));
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_that_names_the_problem_and_send_nothing() {
+    let Some(api) = Api::start("max_body_bytes = 2048\nmax_points_per_request = 3").await else {
+        return;
+    };
+    let points = "/v1/collections/docs/points";
+    let cases: Vec<(&str, &str, String, StatusCode, &str)> = vec![
+        (
+            "unknown collection",
+            "/v1/collections/nope/points",
+            json!({"points": [{"id": 1, "vector": [0, 0, 0, 0]}]}).to_string(),
+            StatusCode::NOT_FOUND,
+            "unknown collection \"nope\"",
+        ),
+        (
+            "wrong dimension",
+            points,
+            json!({"points": [{"id": 1, "vector": [0, 0, 0, 0]}, {"id": 8, "vector": [1, 2, 3]}]})
+                .to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "point 1 (id 8): vector has 3 dimensions; collection docs has 4",
+        ),
+        (
+            "NaN",
+            points,
+            r#"{"points": [{"id": 1, "vector": [0, NaN, 0, 0]}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "must be finite",
+        ),
+        (
+            "overflows f32",
+            points,
+            r#"{"points": [{"id": 1, "vector": [0, 1e39, 0, 0]}]}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "non-finite value inf at dimension 1",
+        ),
+        (
+            "negative id",
+            points,
+            json!({"points": [{"id": -1, "vector": [0, 0, 0, 0]}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "point 0: id -1 is neither",
+        ),
+        (
+            "text id",
+            "/v1/collections/docs/points/delete",
+            json!({"points": [3, "abc"]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "point 1: id \"abc\" is neither",
+        ),
+        (
+            "fractional id",
+            points,
+            json!({"points": [{"id": 1.5, "vector": [0, 0, 0, 0]}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "id 1.5 is neither",
+        ),
+        (
+            "no points",
+            points,
+            json!({"points": []}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "\"points\" is empty",
+        ),
+        (
+            "too many points",
+            "/v1/collections/docs/points/delete",
+            json!({"points": [1, 2, 3, 4]}).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "4 points in one request; the limit is 3",
+        ),
+        (
+            "body too large",
+            points,
+            format!(
+                r#"{{"points": [{{"id": 1, "vector": [0, 0, 0, 0], "payload": {{"x": "{}"}}}}]}}"#,
+                "a".repeat(4000)
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ingest.max_body_bytes is 2048",
+        ),
+        (
+            "bad base version",
+            "/v1/collections/docs/points/payload",
+            json!({"points": [{"id": 1, "base_version": "yesterday", "payload": {}}]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "point 0 (id 1): version \"yesterday\" is not of the form",
+        ),
+        (
+            "not JSON",
+            points,
+            "{\"points\": [".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        (
+            "unknown field",
+            points,
+            json!({"points": [{"id": 1, "vector": [0, 0, 0, 0], "paylod": {}}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "unknown field `paylod`",
+        ),
+    ];
+    for (name, path, body, status, message) in cases {
+        let (got, answer) = api.post(path, body).await;
+        assert_eq!(got, status, "{name}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(message),
+            "{name}: {error:?} should say {message:?}"
+        );
+    }
+    for token in [None, Some("wrong")] {
+        let mut r = api.client.post(format!("{}{points}", api.url)).body("{}");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "token {token:?}");
+    }
+    // None of it reached the topic.
+    assert!(api.events(1, Duration::from_secs(3)).await.is_empty());
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let Some(mut api) = Api::start("").await else {
+        return;
+    };
+    assert_eq!(api.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(
+        api.get("/readyz").await,
+        (StatusCode::OK, "ready\n".to_owned())
+    );
+    let body = json!({"points": [{"id": 1, "vector": [0, 0, 0, 1]}]}).to_string();
+    assert_eq!(
+        api.post("/v1/collections/docs/points", body).await.0,
+        StatusCode::OK
+    );
+    let (status, text) = api.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        r#"vecsync_ingest_requests_total{route="upsert",status="2xx"} 1"#,
+        r#"vecsync_producer_events_total{collection="docs",op="upsert"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    api.region.broker.stop();
+    let (status, text) = api.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("broker"), "{text}");
+}
