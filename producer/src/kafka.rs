@@ -88,7 +88,7 @@ pub async fn partition_count(
     let producer = producer.clone();
     let name = topic.to_owned();
     let metadata = tokio::task::spawn_blocking(move || {
-        producer.client().fetch_metadata(Some(&name), ADMIN_TIMEOUT)
+        producer.client().fetch_metadata(Some(&name), timeout)
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
