@@ -16,7 +16,7 @@
 
 use crate::error::ProducerError;
 use crate::metrics::IngestRequest;
-use crate::publisher::{Mutation, Publisher};
+use crate::publisher::{Mutation, Publisher, point_id_from_json};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -342,17 +342,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A point id from JSON: an unsigned integer or a UUID string.
 fn point_id(index: usize, v: &Value) -> Result<PointId, ApiError> {
-    let parsed = match v {
-        Value::Number(n) => n.as_u64().map(PointId::Num),
-        Value::String(s) => s.parse::<uuid::Uuid>().ok().map(PointId::Uuid),
-        _ => None,
-    };
-    parsed.ok_or_else(|| {
+    point_id_from_json(v).map_err(|e| {
         ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("point {index}: id {v} is neither an unsigned integer nor a UUID string"),
+            format!("point {index}: {e}"),
         )
     })
 }

@@ -87,12 +87,11 @@ pub async fn partition_count(
 ) -> Result<u32, ProducerError> {
     let producer = producer.clone();
     let name = topic.to_owned();
-    let metadata = tokio::task::spawn_blocking(move || {
-        producer.client().fetch_metadata(Some(&name), timeout)
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    .map_err(|e| ProducerError::kafka(format!("failed to read metadata of {topic}"), e))?;
+    let metadata =
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&name), timeout))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .map_err(|e| ProducerError::kafka(format!("failed to read metadata of {topic}"), e))?;
     let partitions = metadata
         .topics()
         .iter()

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod error;
+pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
@@ -32,4 +33,4 @@ pub mod publisher;
 pub mod rate;
 
 pub use error::ProducerError;
-pub use publisher::{Mutation, Publisher};
+pub use publisher::{Mutation, Pending, Published, Publisher};

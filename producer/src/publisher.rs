@@ -56,6 +56,17 @@ impl Mutation {
     }
 }
 
+/// A point id from JSON, as Qdrant writes it: an unsigned integer or a UUID
+/// string.
+pub fn point_id_from_json(v: &Value) -> Result<PointId, String> {
+    let parsed = match v {
+        Value::Number(n) => n.as_u64().map(PointId::Num),
+        Value::String(s) => s.parse::<uuid::Uuid>().ok().map(PointId::Uuid),
+        _ => None,
+    };
+    parsed.ok_or_else(|| format!("id {v} is neither an unsigned integer nor a UUID string"))
+}
+
 /// Publishes mutations of a region's collections to its delta topic.
 ///
 /// Cheap to share behind an `Arc`; every method takes `&self`. Heartbeats
@@ -212,6 +223,24 @@ impl Publisher {
         collection: &str,
         mutations: &[Mutation],
     ) -> Result<Vec<Hlc>, ProducerError> {
+        Ok(self
+            .submit(collection, mutations)
+            .await?
+            .acknowledged()
+            .await?
+            .versions)
+    }
+
+    /// The first half of [`Publisher::publish`]: validates, stamps and
+    /// queues the batch, and returns once it is queued. Batches are stamped
+    /// in the order they are submitted, so a caller can keep several in
+    /// flight and still have a later batch's changes win; awaiting
+    /// [`Pending::acknowledged`] tells whether the broker took them.
+    pub async fn submit(
+        &self,
+        collection: &str,
+        mutations: &[Mutation],
+    ) -> Result<Pending, ProducerError> {
         let inner = &self.inner;
         let c = inner.collections.get(collection).ok_or_else(|| {
             Rejected {
@@ -247,29 +276,27 @@ impl Publisher {
                 body,
             });
         }
-        if outgoing.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(cb) = &c.codebook {
-            cb.published
-                .get_or_try_init(|| inner.publish_codebook(&cb.book))
-                .await?;
-        }
-        if let Some(rate) = &inner.rate {
-            rate.acquire(u32::try_from(outgoing.len()).unwrap_or(u32::MAX))
-                .await;
+        if !outgoing.is_empty() {
+            if let Some(cb) = &c.codebook {
+                cb.published
+                    .get_or_try_init(|| inner.publish_codebook(&cb.book))
+                    .await?;
+            }
+            if let Some(rate) = &inner.rate {
+                rate.acquire(u32::try_from(outgoing.len()).unwrap_or(u32::MAX))
+                    .await;
+            }
         }
         let started = Instant::now();
-        let (stamps, bytes, deliveries) = inner.enqueue(outgoing).await?;
-        inner.await_deliveries(deliveries).await?;
-        BatchSent {
-            collection,
+        let (versions, bytes, deliveries) = inner.enqueue(outgoing).await?;
+        Ok(Pending {
+            collection: collection.to_owned(),
             op_counts,
+            versions,
             bytes,
-            elapsed: started.elapsed(),
-        }
-        .emit();
-        Ok(stamps)
+            deliveries,
+            started,
+        })
     }
 
     /// The region this publisher stamps its events with.
@@ -319,6 +346,58 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.heartbeats.abort();
+    }
+}
+
+/// A batch that is queued for the broker; see [`Publisher::submit`].
+#[must_use = "a batch is published only once it is acknowledged"]
+pub struct Pending {
+    collection: String,
+    op_counts: [(Operation, u64); 3],
+    versions: Vec<Hlc>,
+    bytes: u64,
+    deliveries: Vec<DeliveryFuture>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("collection", &self.collection)
+            .field("events", &self.versions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A batch the broker acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The version of each point, in the order of the batch.
+    pub versions: Vec<Hlc>,
+    /// Bytes of the framed events.
+    pub bytes: u64,
+}
+
+impl Pending {
+    /// The versions the batch's points will have once acknowledged.
+    pub fn versions(&self) -> &[Hlc] {
+        &self.versions
+    }
+
+    /// Waits until the broker has acknowledged every event of the batch.
+    pub async fn acknowledged(self) -> Result<Published, ProducerError> {
+        await_deliveries(self.deliveries).await?;
+        BatchSent {
+            collection: &self.collection,
+            op_counts: self.op_counts,
+            bytes: self.bytes,
+            elapsed: self.started.elapsed(),
+        }
+        .emit();
+        Ok(Published {
+            versions: self.versions,
+            bytes: self.bytes,
+        })
     }
 }
 
@@ -433,39 +512,6 @@ impl Inner {
         }
     }
 
-    /// Waits for every delivery report; fails if any event was not
-    /// acknowledged.
-    async fn await_deliveries(&self, deliveries: Vec<DeliveryFuture>) -> Result<(), ProducerError> {
-        let total = deliveries.len();
-        let mut failed = 0;
-        let mut first = None;
-        for d in deliveries {
-            let error = match d.await {
-                Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => e,
-                // The producer went away with the event still queued.
-                Err(_) => KafkaError::Canceled,
-            };
-            failed += 1;
-            first.get_or_insert(error);
-        }
-        match first {
-            None => Ok(()),
-            Some(first) => {
-                SendFailed {
-                    failed,
-                    reason: error_label(&first),
-                }
-                .emit(&first);
-                Err(ProducerError::Delivery {
-                    failed,
-                    total,
-                    first,
-                })
-            }
-        }
-    }
-
     /// Writes a codebook to the codebook topic, keyed by its id, and waits
     /// for the acknowledgement.
     async fn publish_codebook(&self, book: &PqCodebook) -> Result<(), ProducerError> {
@@ -478,7 +524,7 @@ impl Inner {
             .key(&key)
             .payload(&bytes);
         let delivery = self.send(record).await?;
-        self.await_deliveries(vec![delivery]).await?;
+        await_deliveries(vec![delivery]).await?;
         CodebookPublished { id: book.id() }.emit();
         Ok(())
     }
@@ -501,7 +547,7 @@ impl Inner {
                 })
                 .collect();
             let sent = match self.enqueue(outgoing).await {
-                Ok((_, _, deliveries)) => self.await_deliveries(deliveries).await,
+                Ok((_, _, deliveries)) => await_deliveries(deliveries).await,
                 Err(e) => Err(e),
             };
             match sent {
@@ -511,6 +557,39 @@ impl Inner {
                 .emit(),
                 Err(e) => tracing::warn!("heartbeat failed: {e}"),
             }
+        }
+    }
+}
+
+/// Waits for every delivery report; fails if any event was not
+/// acknowledged.
+async fn await_deliveries(deliveries: Vec<DeliveryFuture>) -> Result<(), ProducerError> {
+    let total = deliveries.len();
+    let mut failed = 0;
+    let mut first = None;
+    for d in deliveries {
+        let error = match d.await {
+            Ok(Ok(_)) => continue,
+            Ok(Err((e, _))) => e,
+            // The producer went away with the event still queued.
+            Err(_) => KafkaError::Canceled,
+        };
+        failed += 1;
+        first.get_or_insert(error);
+    }
+    match first {
+        None => Ok(()),
+        Some(first) => {
+            SendFailed {
+                failed,
+                reason: error_label(&first),
+            }
+            .emit(&first);
+            Err(ProducerError::Delivery {
+                failed,
+                total,
+                first,
+            })
         }
     }
 }

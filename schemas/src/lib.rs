@@ -5,6 +5,7 @@
 //! - [`vector`]: vector codecs (f32, f16, sq8, sq4, pq, binary, sparse deltas);
 //! - [`payload`]: JSON payloads, lz4-compressed when large;
 //! - [`config`]: a region's TOML config, shared by producers and consumers;
+//! - [`npy`]: a streaming reader of NumPy `.npy` files;
 //! - [`avro`] and [`wire`]: Avro bodies in Confluent's wire format, through a
 //!   Schema Registry ([`registry`]).
 //!
@@ -33,6 +34,7 @@ pub mod avro;
 pub mod config;
 pub mod event;
 pub mod hlc;
+pub mod npy;
 pub mod payload;
 pub mod quality;
 pub mod registry;

@@ -2,50 +2,20 @@
 
 use std::path::Path;
 
-/// Reads a little-endian f32 NumPy `.npy` file of shape (rows, cols).
+/// Reads a whole float `.npy` file of shape (rows, cols) as f32.
 pub fn read_npy_f32(path: &Path) -> Result<(usize, usize, Vec<f32>), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let bad = |m: &str| format!("{}: {m}", path.display());
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("not a .npy file"));
+    let bad = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(bad)?;
+    let mut r = std::io::BufReader::new(file);
+    let h = crate::npy::read_header(&mut r).map_err(bad)?;
+    let rows = usize::try_from(h.rows).map_err(|_| format!("{}: too many rows", path.display()))?;
+    let (mut buf, mut row) = (Vec::new(), Vec::new());
+    let mut values = Vec::with_capacity(rows * h.cols);
+    for _ in 0..rows {
+        crate::npy::read_f32_row(&mut r, &h, &mut buf, &mut row).map_err(bad)?;
+        values.extend_from_slice(&row);
     }
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => return Err(bad("unsupported .npy version")),
-    };
-    let header = bytes
-        .get(start..start + header_len)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated header"))?;
-    if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
-        return Err(bad("expected little-endian float32 in C order"));
-    }
-    let shape = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| bad("no shape"))?;
-    let dims: Vec<usize> = shape
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().map_err(|_| bad("bad shape")))
-        .collect::<Result<_, _>>()?;
-    let [rows, cols] = dims[..] else {
-        return Err(bad("expected a 2-d array"));
-    };
-    let data = &bytes[start + header_len..];
-    if data.len() != rows * cols * 4 {
-        return Err(bad("data length does not match the shape"));
-    }
-    let values = data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Ok((rows, cols, values))
+    Ok((rows, h.cols, values))
 }
 
 /// The real-embedding fixture: 2,000 all-MiniLM-L6-v2 embeddings (384-d,
