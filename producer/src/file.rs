@@ -115,7 +115,7 @@ pub enum FileError {
     )]
     Publish {
         path: PathBuf,
-        source: ProducerError,
+        source: Box<ProducerError>,
     },
 }
 
@@ -170,7 +170,7 @@ pub async fn load(
     let Some((dimension, _)) = publisher.collection(&options.collection) else {
         return Err(FileError::Publish {
             path,
-            source: ProducerError::UnknownCollection(options.collection.clone()),
+            source: Box::new(ProducerError::UnknownCollection(options.collection.clone())),
         });
     };
     let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
@@ -314,7 +314,7 @@ async fn submit(
             Err(source) => {
                 return Err(FileError::Publish {
                     path: options.input.clone(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -336,7 +336,7 @@ async fn settle(
         .await
         .map_err(|source| FileError::Publish {
             path: path.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     point.cursor = end;
     point.events += published.versions.len() as u64;
