@@ -1,5 +1,6 @@
 //! `vecsync`: one binary with a subcommand per job.
 
+mod produce;
 mod registry;
 
 use clap::{Parser, Subcommand};
@@ -24,18 +25,23 @@ enum Command {
     /// and keeps its data in at most one JSON file. In production point vecsync
     /// at Confluent Schema Registry, Karapace, Apicurio or Redpanda.
     Registry(registry::Args),
+    /// Publish mutations: the HTTP ingest API, bulk loads from files, and
+    /// PQ codebook training.
+    Produce(produce::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
     match Cli::parse().command {
         Command::Registry(args) => registry::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
     }
 }
 
