@@ -84,21 +84,22 @@ async fn vecsync_sq8(region: &TestRegion, events: usize) -> Run {
     }
 }
 
-async fn naive_json(region: &TestRegion, events: usize) -> Run {
+/// Sends `events` records made by `encode` with a plain producer of the
+/// publisher's settings, keeping as many in flight as the publisher does.
+async fn plain(
+    region: &TestRegion,
+    name: &'static str,
+    events: usize,
+    encode: impl Fn(u64) -> (String, Vec<u8>),
+) -> Run {
     let producer: FutureProducer = kafka::producer_config(&region.config).create().unwrap();
-    let topic = format!("{}.json", region.config.kafka.topic);
+    let topic = format!("{}.{}", region.config.kafka.topic, name.len());
     region
         .broker
         .create_topic(&topic, region.config.kafka.partitions)
         .unwrap();
-    let encode = |i: u64| {
-        let v =
-            json!({"collection": "docs", "id": i, "op": "upsert", "vector": vector(DIM, i % 1000)});
-        (i.to_string(), serde_json::to_vec(&v).unwrap())
-    };
     let send = |events: usize| {
-        let producer = &producer;
-        let topic = &topic;
+        let (producer, topic, encode) = (&producer, &topic, &encode);
         async move {
             let mut bytes = 0u64;
             let mut pending = VecDeque::new();
@@ -131,7 +132,7 @@ async fn naive_json(region: &TestRegion, events: usize) -> Run {
     let started = Instant::now();
     let bytes = send(events).await;
     Run {
-        name: "naive, JSON float array",
+        name,
         events,
         bytes,
         elapsed: started.elapsed(),
@@ -149,9 +150,31 @@ async fn main() {
         return;
     };
     let sq8 = vecsync_sq8(&region, events).await;
-    let json = naive_json(&region, events).await;
+    let json = plain(&region, "naive, JSON float array", events, |i| {
+        let v =
+            json!({"collection": "docs", "id": i, "op": "upsert", "vector": vector(DIM, i % 1000)});
+        (i.to_string(), serde_json::to_vec(&v).unwrap())
+    })
+    .await;
+    // The broker's ceiling for records of the sq8 events' size: random
+    // bytes (incompressible, different in every record), nothing to encode.
+    let size = (sq8.bytes / sq8.events as u64) as usize;
+    let raw = plain(&region, "raw random bytes, same size", events, |i| {
+        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let noise = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        (i.to_string(), noise)
+    })
+    .await;
     println!("| pipeline | events | events/s | bytes/event | MB/s |");
     println!("|---|---|---|---|---|");
-    println!("{}", sq8.row());
-    println!("{}", json.row());
+    for run in [sq8, json, raw] {
+        println!("{}", run.row());
+    }
 }
