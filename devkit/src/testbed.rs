@@ -1,9 +1,14 @@
 //! A region to test against: a tansu broker, a development registry and a
 //! config pointing at both, with topic names no other test uses.
 
-use crate::broker::{Storage, Tansu, unique_name};
+use crate::broker::{ReadRecord, Storage, Tansu, read_topic, unique_name};
 use crate::registry::{DevRegistry, RunningRegistry};
+use std::sync::Arc;
+use std::time::Duration;
 use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::event::DeltaEvent;
+use vecsync_schemas::registry::RegistryClient;
+use vecsync_schemas::wire::Decoder;
 
 /// One region's moving parts, stopped when dropped.
 #[derive(Debug)]
@@ -63,5 +68,58 @@ encoding = "{encoding}"
             registry,
             config,
         })
+    }
+}
+
+/// Whether a record is one of the producer's partition heartbeats.
+pub fn is_heartbeat(r: &ReadRecord) -> bool {
+    r.key
+        .as_deref()
+        .is_some_and(|k| k.starts_with(b"__heartbeat."))
+}
+
+impl TestRegion {
+    /// Reads `topic` from the start until `wanted` records for which `keep`
+    /// holds have arrived, or `timeout` passes. To show that no more than
+    /// some records arrive, ask for one more and give a short timeout.
+    pub async fn read(
+        &self,
+        topic: &str,
+        wanted: usize,
+        timeout: Duration,
+        keep: fn(&ReadRecord) -> bool,
+    ) -> Vec<ReadRecord> {
+        let brokers = self.broker.brokers();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, wanted, timeout, keep))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .unwrap_or_else(|e| panic!("failed to read the topic back: {e}"))
+    }
+
+    /// Decodes delta-topic records through the region's registry.
+    pub async fn decode(&self, records: &[ReadRecord]) -> Vec<DeltaEvent> {
+        let registry = RegistryClient::new(&self.registry.url(), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let decoder = Decoder::<DeltaEvent>::new(Arc::new(registry));
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let event = decoder.decode(&r.value).await;
+            out.push(
+                event.unwrap_or_else(|e| panic!("record at {}@{}: {e}", r.partition, r.offset)),
+            );
+        }
+        out
+    }
+
+    /// The events other than heartbeats on the delta topic, decoded:
+    /// [`TestRegion::read`] then [`TestRegion::decode`].
+    pub async fn events(&self, wanted: usize, timeout: Duration) -> Vec<DeltaEvent> {
+        let records = self
+            .read(&self.config.kafka.topic, wanted, timeout, |r| {
+                !is_heartbeat(r)
+            })
+            .await;
+        self.decode(&records).await
     }
 }

@@ -5,42 +5,16 @@
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use vecsync_devkit::broker::read_topic;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::Publisher;
 use vecsync_producer::file::{FileError, LoadOptions, Summary, load};
-use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
-use vecsync_schemas::registry::RegistryClient;
+use vecsync_schemas::event::{Body, PointId, VectorData};
+use vecsync_schemas::npy::{self, Dtype};
 use vecsync_schemas::testing::vector;
-use vecsync_schemas::wire::Decoder;
 
 const DIM: usize = 8;
-
-async fn events(region: &TestRegion, wanted: usize, timeout: Duration) -> Vec<DeltaEvent> {
-    let brokers = region.broker.brokers();
-    let topic = region.config.kafka.topic.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        read_topic(&brokers, &topic, wanted, timeout, |r| {
-            !r.key
-                .as_deref()
-                .unwrap_or_default()
-                .starts_with(b"__heartbeat.")
-        })
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let registry = RegistryClient::new(&region.registry.url(), Duration::from_secs(5)).unwrap();
-    let decoder = Decoder::<DeltaEvent>::new(Arc::new(registry));
-    let mut out = Vec::new();
-    for r in records {
-        out.push(decoder.decode(&r.value).await.unwrap());
-    }
-    out
-}
 
 fn write_jsonl(path: &Path, lines: &[String]) {
     let mut f = std::fs::File::create(path).unwrap();
@@ -53,18 +27,8 @@ fn point_line(id: u64) -> String {
     json!({"id": id, "vector": vector(DIM, id), "payload": {"n": id}}).to_string()
 }
 
-/// A float32 .npy of `rows` vectors, as NumPy writes it, cut to `keep` bytes.
-fn write_npy(path: &Path, descr: &str, shape: &str, data: &[u8]) {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(data);
-    std::fs::write(path, out).unwrap();
+fn write_npy(path: &Path, dtype: Dtype, shape: &[u64], data: &[u8]) {
+    std::fs::write(path, npy::to_bytes(dtype, shape, data)).unwrap();
 }
 
 async fn run(publisher: &Publisher, options: &LoadOptions) -> Result<Summary, FileError> {
@@ -109,7 +73,7 @@ async fn jsonl_points_and_deletes_arrive_as_sent() {
         "a finished load leaves no resume point"
     );
 
-    let events = events(&region, 252, Duration::from_secs(20)).await;
+    let events = region.events(252, Duration::from_secs(20)).await;
     assert_eq!(events.len(), 252);
     for e in &events {
         match &e.body {
@@ -147,12 +111,12 @@ async fn npy_vectors_take_their_ids_from_a_file_beside_them() {
         .flat_map(f32::to_le_bytes)
         .collect();
     let input = dir.path().join("vectors.npy");
-    write_npy(&input, "<f4", &format!("({rows}, {DIM})"), &data);
+    write_npy(&input, Dtype::F32, &[rows, DIM as u64], &data);
     let ids: Vec<u8> = (0..rows)
         .flat_map(|i| (1000 + i as i64).to_le_bytes())
         .collect();
     let ids_npy = dir.path().join("ids.npy");
-    write_npy(&ids_npy, "<i8", &format!("({rows},)"), &ids);
+    write_npy(&ids_npy, Dtype::I64, &[rows], &ids);
 
     let mut options = LoadOptions::new("docs", &input);
     options.ids = Some(ids_npy);
@@ -170,7 +134,9 @@ async fn npy_vectors_take_their_ids_from_a_file_beside_them() {
         rows
     );
 
-    let events = events(&region, 2 * rows as usize, Duration::from_secs(20)).await;
+    let events = region
+        .events(2 * rows as usize, Duration::from_secs(20))
+        .await;
     assert_eq!(events.len(), 2 * rows as usize);
     for e in events {
         let Body::Upsert(u) = e.body else { panic!() };
@@ -199,14 +165,9 @@ async fn bad_files_are_reported_with_the_line_and_stop_or_skip_per_the_flag() {
         .flat_map(|i| vector(DIM, i))
         .flat_map(f32::to_le_bytes)
         .collect();
-    let npy = dir.path().join("cut.npy");
-    write_npy(
-        &npy,
-        "<f4",
-        &format!("(10, {DIM})"),
-        &data[..data.len() - 5],
-    );
-    let mut options = LoadOptions::new("docs", &npy);
+    let cut = dir.path().join("cut.npy");
+    write_npy(&cut, Dtype::F32, &[10, DIM as u64], &data[..data.len() - 5]);
+    let mut options = LoadOptions::new("docs", &cut);
     options.id_start = Some(0);
     let err = run(&publisher, &options).await.unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
@@ -232,7 +193,7 @@ async fn bad_files_are_reported_with_the_line_and_stop_or_skip_per_the_flag() {
     let summary = run(&publisher, &options).await.unwrap();
     assert_eq!((summary.progress.events, summary.progress.skipped), (6, 2));
     // Nothing from the .npy; lines 1-3 from the stopped run, 6 from the second.
-    let events = events(&region, 10, Duration::from_secs(3)).await;
+    let events = region.events(10, Duration::from_secs(3)).await;
     assert_eq!(events.len(), 9);
 }
 
@@ -267,7 +228,7 @@ async fn an_interrupted_load_resumes_where_the_broker_stopped_acknowledging() {
     assert_eq!(second.progress.events, 2000);
     assert!(!options.resume_path().exists());
     // Every line exactly once across both runs.
-    let events = events(&region, 2001, Duration::from_secs(5)).await;
+    let events = region.events(2001, Duration::from_secs(5)).await;
     let mut ids: Vec<u64> = events
         .iter()
         .map(|e| match e.target().unwrap().1 {

@@ -5,12 +5,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use vecsync_devkit::broker::read_topic;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Publisher, http, metrics};
-use vecsync_schemas::event::{Body, DeltaEvent, VectorData};
-use vecsync_schemas::registry::RegistryClient;
-use vecsync_schemas::wire::Decoder;
+use vecsync_schemas::event::{Body, VectorData};
 
 const TOKEN: &str = "t0ken";
 
@@ -59,32 +56,6 @@ impl Api {
             .unwrap();
         (r.status(), r.text().await.unwrap())
     }
-
-    /// The non-heartbeat events on the topic, decoded, waiting for `wanted`
-    /// at most `timeout`.
-    async fn events(&self, wanted: usize, timeout: Duration) -> Vec<DeltaEvent> {
-        let brokers = self.region.broker.brokers();
-        let topic = self.region.config.kafka.topic.clone();
-        let records = tokio::task::spawn_blocking(move || {
-            read_topic(&brokers, &topic, wanted, timeout, |r| {
-                !r.key
-                    .as_deref()
-                    .unwrap_or_default()
-                    .starts_with(b"__heartbeat.")
-            })
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        let registry =
-            RegistryClient::new(&self.region.registry.url(), Duration::from_secs(5)).unwrap();
-        let decoder = Decoder::<DeltaEvent>::new(Arc::new(registry));
-        let mut out = Vec::new();
-        for r in records {
-            out.push(decoder.decode(&r.value).await.unwrap());
-        }
-        out
-    }
 }
 
 #[tokio::test]
@@ -125,7 +96,7 @@ async fn mutations_are_answered_with_versions_after_the_broker_acknowledged_them
         .to_owned();
 
     // Answered means acknowledged: all four events are on the topic.
-    let events = api.events(4, Duration::from_secs(10)).await;
+    let events = api.region.events(4, Duration::from_secs(10)).await;
     assert_eq!(events.len(), 4);
     let by_version = |v: &str| events.iter().find(|e| e.hlc.to_string() == v).unwrap();
     let Body::Upsert(u) = &by_version(&v7).body else {
@@ -269,7 +240,12 @@ async fn bad_requests_get_a_4xx_that_names_the_problem_and_send_nothing() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "token {token:?}");
     }
     // None of it reached the topic.
-    assert!(api.events(1, Duration::from_secs(3)).await.is_empty());
+    assert!(
+        api.region
+            .events(1, Duration::from_secs(3))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -6,12 +6,12 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use vecsync_devkit::broker::{ReadRecord, Storage, read_topic};
-use vecsync_devkit::testbed::TestRegion;
+use vecsync_devkit::broker::Storage;
+use vecsync_devkit::testbed::{TestRegion, is_heartbeat};
 use vecsync_producer::partition::partition_for;
 use vecsync_producer::{Mutation, ProducerError, Publisher};
 use vecsync_schemas::avro::AvroRecord;
-use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
+use vecsync_schemas::event::{Body, PointId, VectorData};
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::registry::RegistryClient;
 use vecsync_schemas::testing::vector;
@@ -19,50 +19,8 @@ use vecsync_schemas::vector::{Encoding, PqCodebook, PqTrainer};
 use vecsync_schemas::wire::Decoder;
 
 const DIM: usize = 16;
-
-fn is_heartbeat(r: &ReadRecord) -> bool {
-    r.key
-        .as_deref()
-        .is_some_and(|k| k.starts_with(b"__heartbeat."))
-}
-
-/// Reads until `wanted` records are in, for up to 20 s.
-async fn read(
-    region: &TestRegion,
-    topic: &str,
-    wanted: usize,
-    keep: fn(&ReadRecord) -> bool,
-) -> Vec<ReadRecord> {
-    read_for(region, topic, wanted, Duration::from_secs(20), keep).await
-}
-
-/// Reads for `timeout` at most: to show that no more than some records
-/// arrive, ask for one more and wait a while.
-async fn read_for(
-    region: &TestRegion,
-    topic: &str,
-    wanted: usize,
-    timeout: Duration,
-    keep: fn(&ReadRecord) -> bool,
-) -> Vec<ReadRecord> {
-    let brokers = region.broker.brokers();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, wanted, timeout, keep))
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-async fn decode_all(region: &TestRegion, records: &[ReadRecord]) -> Vec<DeltaEvent> {
-    let registry =
-        Arc::new(RegistryClient::new(&region.registry.url(), Duration::from_secs(5)).unwrap());
-    let decoder = Decoder::<DeltaEvent>::new(registry);
-    let mut out = Vec::new();
-    for r in records {
-        out.push(decoder.decode(&r.value).await.unwrap());
-    }
-    out
-}
+/// How long to wait for records that must arrive.
+const LONG: Duration = Duration::from_secs(20);
 
 fn upserts(ids: impl Iterator<Item = u64>) -> Vec<Mutation> {
     ids.map(|i| Mutation::Upsert {
@@ -109,9 +67,11 @@ async fn what_is_published_reads_back_equal_on_the_java_partition() {
     batch.push(patch);
 
     let topic = &region.config.kafka.topic;
-    let records = read(&region, topic, batch.len(), |r| !is_heartbeat(r)).await;
+    let records = region
+        .read(topic, batch.len(), LONG, |r| !is_heartbeat(r))
+        .await;
     assert_eq!(records.len(), batch.len());
-    let events = decode_all(&region, &records).await;
+    let events = region.decode(&records).await;
     let sent_at: HashMap<&Hlc, &Mutation> =
         versions.iter().chain(&patch_version).zip(&batch).collect();
     for (record, event) in records.iter().zip(&events) {
@@ -172,15 +132,17 @@ async fn heartbeats_reach_every_partition_in_timestamp_order() {
     publisher.publish("docs", &upserts(0..30)).await.unwrap();
     // Three rounds of heartbeats on each of the three partitions.
     let topic = &region.config.kafka.topic;
-    let heartbeats = read(&region, topic, 9, is_heartbeat).await;
+    let heartbeats = region.read(topic, 9, LONG, is_heartbeat).await;
     drop(publisher);
     let mut per_partition = [0; 3];
     for h in &heartbeats {
         per_partition[h.partition as usize] += 1;
     }
     assert!(per_partition.iter().all(|&n| n >= 2), "{per_partition:?}");
-    let all = read(&region, topic, 30 + heartbeats.len(), |_| true).await;
-    let events = decode_all(&region, &all).await;
+    let all = region
+        .read(topic, 30 + heartbeats.len(), LONG, |_| true)
+        .await;
+    let events = region.decode(&all).await;
     for p in 0..3 {
         let stamps: Vec<(i64, &Hlc)> = all
             .iter()
@@ -222,10 +184,9 @@ async fn a_full_queue_makes_senders_wait_and_nothing_is_dropped() {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap().len(), 100);
     }
-    let records = read(&region, &region.config.kafka.topic, 400, |r| {
-        !is_heartbeat(r)
-    })
-    .await;
+    let records = region
+        .read(&region.config.kafka.topic, 400, LONG, |r| !is_heartbeat(r))
+        .await;
     let mut keys: Vec<u64> = records
         .iter()
         .map(|r| {
@@ -292,10 +253,9 @@ async fn invalid_mutations_fail_the_batch_before_anything_is_sent() {
     // the first record.
     publisher.publish("docs", &upserts(42..43)).await.unwrap();
     let topic = &region.config.kafka.topic;
-    let records = read_for(&region, topic, 2, Duration::from_secs(3), |r| {
-        !is_heartbeat(r)
-    })
-    .await;
+    let records = region
+        .read(topic, 2, Duration::from_secs(3), |r| !is_heartbeat(r))
+        .await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key.as_deref(), Some(&b"42"[..]));
 }
@@ -324,11 +284,12 @@ async fn a_broker_that_goes_away_fails_sends_after_the_timeout() {
     assert!(err.is_retriable());
     // Everything reported as sent is on the broker once it is back.
     region.broker.restart().unwrap();
-    let records = read(&region, &region.config.kafka.topic, 20, |r| {
-        !is_heartbeat(r) && r.key.as_deref().is_some_and(|k| k.len() <= 2)
-    })
-    .await;
-    let events = decode_all(&region, &records).await;
+    let records = region
+        .read(&region.config.kafka.topic, 20, LONG, |r| {
+            !is_heartbeat(r) && r.key.as_deref().is_some_and(|k| k.len() <= 2)
+        })
+        .await;
+    let events = region.decode(&records).await;
     let mut got: Vec<Hlc> = events.into_iter().map(|e| e.hlc).collect();
     got.sort();
     assert_eq!(got, sent);
@@ -361,7 +322,9 @@ async fn pq_collections_publish_their_codebook_first() {
     publisher.publish("docs", &upserts(5..10)).await.unwrap();
 
     let codebook_topic = &region.config.kafka.codebook_topic;
-    let books = read_for(&region, codebook_topic, 2, Duration::from_secs(3), |_| true).await;
+    let books = region
+        .read(codebook_topic, 2, Duration::from_secs(3), |_| true)
+        .await;
     assert_eq!(books.len(), 1, "published once");
     assert_eq!(books[0].key.as_deref(), Some(&b"docs@1"[..]));
     let registry =
@@ -371,11 +334,10 @@ async fn pq_collections_publish_their_codebook_first() {
         .await
         .unwrap();
     assert_eq!(on_topic, book);
-    let records = read(&region, &region.config.kafka.topic, 10, |r| {
-        !is_heartbeat(r)
-    })
-    .await;
-    for event in decode_all(&region, &records).await {
+    let records = region
+        .read(&region.config.kafka.topic, 10, LONG, |r| !is_heartbeat(r))
+        .await;
+    for event in region.decode(&records).await {
         let Body::Upsert(u) = event.body else {
             panic!()
         };

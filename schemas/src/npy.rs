@@ -154,6 +154,35 @@ pub fn read_header(r: &mut impl Read) -> io::Result<Header> {
     })
 }
 
+/// A whole `.npy` file (format 1.0) holding `data`, little-endian values of
+/// `dtype` in C order, of the given shape.
+pub fn to_bytes(dtype: Dtype, shape: &[u64], data: &[u8]) -> Vec<u8> {
+    let descr = match dtype {
+        Dtype::F32 => "<f4",
+        Dtype::F64 => "<f8",
+        Dtype::I32 => "<i4",
+        Dtype::I64 => "<i8",
+        Dtype::U32 => "<u4",
+        Dtype::U64 => "<u8",
+    };
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // NumPy pads the header with spaces so the data starts 64-byte aligned.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
 /// Reads one row of a float array into `out` as f32.
 pub fn read_f32_row(
     r: &mut impl Read,
@@ -212,28 +241,13 @@ fn read_row(r: &mut impl Read, h: &Header, buf: &mut Vec<u8>) -> io::Result<()> 
 mod tests {
     use super::*;
 
-    /// A .npy file as NumPy writes it.
-    pub(crate) fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend((header.len() as u16).to_le_bytes());
-        out.extend(header.as_bytes());
-        out.extend(data);
-        out
-    }
-
     #[test]
     fn reads_rows_of_floats_and_integer_ids() {
         let data: Vec<u8> = [1.5f32, -2.0, 0.25, 8.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let file = npy("<f4", "(2, 2)", &data);
+        let file = to_bytes(Dtype::F32, &[2, 2], &data);
         let mut r = &file[..];
         let h = read_header(&mut r).unwrap();
         assert_eq!((h.rows, h.cols, h.file_len()), (2, 2, file.len() as u64));
@@ -245,9 +259,9 @@ mod tests {
         let err = read_f32_row(&mut r, &h, &mut buf, &mut row).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
 
-        let ids = npy(
-            "<i8",
-            "(2,)",
+        let ids = to_bytes(
+            Dtype::I64,
+            &[2],
             &[7i64.to_le_bytes(), (-1i64).to_le_bytes()].concat(),
         );
         let mut r = &ids[..];
@@ -261,13 +275,25 @@ mod tests {
         );
     }
 
+    /// A float32 file's header claiming another element type.
+    fn with_descr(file: Vec<u8>, descr: &str) -> Vec<u8> {
+        let text = String::from_utf8_lossy(&file[10..]).replace("<f4", descr);
+        [&file[..10], text.as_bytes()].concat()
+    }
+
     #[test]
     fn refuses_what_it_cannot_read() {
         for (file, message) in [
             (b"PK\x03\x04 not npy".to_vec(), "bad magic"),
-            (npy("<c8", "(2, 2)", &[]), "\"<c8\" is not supported"),
-            (npy("<f4", "(2, 2, 2)", &[]), "1-d or 2-d"),
-            (npy("<f4", "(2, 2)", &[])[..20].to_vec(), "truncated header"),
+            (
+                with_descr(to_bytes(Dtype::F32, &[2, 2], &[]), "<c8"),
+                "\"<c8\" is not supported",
+            ),
+            (to_bytes(Dtype::F32, &[2, 2, 2], &[]), "1-d or 2-d"),
+            (
+                to_bytes(Dtype::F32, &[2, 2], &[])[..20].to_vec(),
+                "truncated header",
+            ),
         ] {
             let err = read_header(&mut &file[..]).unwrap_err();
             assert!(
