@@ -352,3 +352,27 @@ async fn pq_collections_publish_their_codebook_first() {
 fn ndarray_view(data: &[f32]) -> ndarray::Array2<f32> {
     ndarray::Array2::from_shape_vec((data.len() / DIM, DIM), data.to_vec()).unwrap()
 }
+
+#[tokio::test]
+async fn the_rate_limit_holds_senders_back_instead_of_refusing_them() {
+    let extra = "[producer]\nrate_limit_events_per_sec = 1\nrate_limit_burst = 2";
+    let Some(region) = TestRegion::start(DIM as u32, "sq8", extra).await else {
+        return;
+    };
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    publisher.publish("docs", &upserts(0..2)).await.unwrap();
+    // The burst is spent: the next event waits about a second for a token.
+    let third = upserts(2..3);
+    let next = publisher.publish("docs", &third);
+    tokio::pin!(next);
+    let early = tokio::time::timeout(Duration::from_millis(400), &mut next).await;
+    assert!(
+        early.is_err(),
+        "the third event went out within the burst's second"
+    );
+    assert_eq!(
+        next.await.unwrap().len(),
+        1,
+        "and then it is sent, not refused"
+    );
+}
