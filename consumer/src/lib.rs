@@ -1,0 +1,6 @@
+//! Consumer workers: read a region's sources, merge them in HLC order, and
+//! apply them to the region's vector store, idempotently.
+//!
+//! - [`reorder`]: the bounded reorder buffer and its watermark.
+
+pub mod reorder;
