@@ -1,6 +1,8 @@
 //! Consumer workers: read a region's sources, merge them in HLC order, and
 //! apply them to the region's vector store, idempotently.
 //!
-//! - [`reorder`]: the bounded reorder buffer and its watermark.
+//! - [`reorder`]: the bounded reorder buffer and its watermark;
+//! - [`apply`]: the apply rules, convergent in any order.
 
+pub mod apply;
 pub mod reorder;
