@@ -2,7 +2,9 @@
 //! apply them to the region's vector store, idempotently.
 //!
 //! - [`reorder`]: the bounded reorder buffer and its watermark;
-//! - [`apply`]: the apply rules, convergent in any order.
+//! - [`apply`]: the apply rules, convergent in any order;
+//! - [`digest`]: the order-independent state digest that proves two regions equal.
 
 pub mod apply;
+pub mod digest;
 pub mod reorder;
