@@ -127,6 +127,12 @@ impl Record {
     }
 }
 
+/// The version of a point nothing has been applied to: older than every
+/// real timestamp, from an origin no region can be named.
+pub fn unseen() -> Hlc {
+    Hlc::zero("~")
+}
+
 /// Applies one change at `version` to a point's record (`None`: nothing
 /// known about the point). Returns the new record and what changed.
 pub fn apply(record: Option<Record>, version: Hlc, change: Change) -> (Option<Record>, Effect) {
@@ -135,10 +141,10 @@ pub fn apply(record: Option<Record>, version: Hlc, change: Change) -> (Option<Re
             return (Some(Record::anchored(version, change)), Effect::Changed);
         }
         // A delta for a point never seen: its base has not arrived. Anchor
-        // on an empty tombstone older than anything, so the base can come.
+        // on a tombstone older than anything, so the base can come.
         let record = Record {
             anchor: Versioned {
-                version: Hlc::zero(""),
+                version: unseen(),
                 state: State::Deleted,
             },
             chain: vec![(version, change)],
@@ -243,7 +249,7 @@ fn step(now: &mut Versioned, hlc: &Hlc, change: &Change) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -370,7 +376,7 @@ mod tests {
                 }
                 None if change.is_full() => {
                     let mut v = Versioned {
-                        version: Hlc::zero(""),
+                        version: unseen(),
                         state: State::Deleted,
                     };
                     step(&mut v, hlc, change);
@@ -385,7 +391,7 @@ mod tests {
     /// Concurrent writes to one point from three regions: upserts, deletes,
     /// patches and sparse deltas naming earlier versions (or ones that never
     /// existed).
-    fn history() -> impl Strategy<Value = Vec<(Hlc, Change)>> {
+    pub(crate) fn history() -> impl Strategy<Value = Vec<(Hlc, Change)>> {
         let regions = ["us-east", "eu-west", "ap-south"];
         proptest::collection::vec(
             (0usize..3, 0u8..4, 1u64..4, any::<u8>(), any::<bool>()),
@@ -457,7 +463,7 @@ mod tests {
                 record = apply(record, hlc, change).0;
             }
             let expected = fold(&history);
-            let got = record.map(|r| r.current().0).filter(|v| v.version != Hlc::zero(""));
+            let got = record.map(|r| r.current().0).filter(|v| v.version != unseen());
             prop_assert_eq!(got, expected);
         }
     }

@@ -3,8 +3,10 @@
 //!
 //! - [`reorder`]: the bounded reorder buffer and its watermark;
 //! - [`apply`]: the apply rules, convergent in any order;
+//! - [`bookkeeping`]: how a point's versions and parked deltas are kept in a store;
 //! - [`digest`]: the order-independent state digest that proves two regions equal.
 
 pub mod apply;
+pub mod bookkeeping;
 pub mod digest;
 pub mod reorder;
