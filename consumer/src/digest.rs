@@ -9,10 +9,10 @@
 //! out: they expire at different times in different regions.
 
 use crate::apply::{State, Versioned};
-use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use vecsync_schemas::event::PointId;
+use vecsync_schemas::json::canonical_object;
 
 /// A collection's digest, built point by point in any order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,9 +41,7 @@ impl Digest {
             h.update(v.to_le_bytes());
         }
         h.update([0]);
-        let mut json = Vec::new();
-        canonical_json(&Value::Object(content.payload.clone()), &mut json);
-        h.update(&json);
+        h.update(canonical_object(&content.payload).as_bytes());
         let sum = h.finalize();
         for (lane, chunk) in self.lanes.iter_mut().zip(sum.chunks_exact(8)) {
             let mut b = [0u8; 8];
@@ -65,42 +63,11 @@ impl fmt::Display for Digest {
     }
 }
 
-/// JSON with object keys sorted at every level, whatever order the map kept.
-fn canonical_json(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical_json(&Value::String(k.clone()), out);
-                out.push(b':');
-                canonical_json(&map[k], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical_json(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => out.extend(scalar.to_string().as_bytes()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::apply::Content;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use vecsync_schemas::hlc::Hlc;
 
     fn live(version: u64, vector: Vec<f32>, payload: Value) -> Versioned {

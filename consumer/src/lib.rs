@@ -4,9 +4,11 @@
 //! - [`reorder`]: the bounded reorder buffer and its watermark;
 //! - [`apply`]: the apply rules, convergent in any order;
 //! - [`bookkeeping`]: how a point's versions and parked deltas are kept in a store;
-//! - [`digest`]: the order-independent state digest that proves two regions equal.
+//! - [`digest`]: the order-independent state digest that proves two regions equal;
+//! - [`store`]: the stores applied state lives in.
 
 pub mod apply;
 pub mod bookkeeping;
 pub mod digest;
 pub mod reorder;
+pub mod store;

@@ -6,6 +6,7 @@
 //! - [`payload`]: JSON payloads, lz4-compressed when large;
 //! - [`config`]: a region's TOML config, shared by producers and consumers;
 //! - [`npy`]: a streaming reader of NumPy `.npy` files;
+//! - [`json`]: canonical JSON (keys sorted), for identities and digests;
 //! - [`avro`] and [`wire`]: Avro bodies in Confluent's wire format, through a
 //!   Schema Registry ([`registry`]).
 //!
@@ -34,6 +35,7 @@ pub mod avro;
 pub mod config;
 pub mod event;
 pub mod hlc;
+pub mod json;
 pub mod npy;
 pub mod payload;
 pub mod quality;

@@ -24,14 +24,15 @@ pub struct Payload {
 }
 
 impl Payload {
-    /// Serializes a JSON object, compressing it when it is larger than
+    /// Serializes a JSON object (keys sorted), compressing it when it is larger than
     /// `lz4_threshold_bytes` and compression actually saves space.
     pub fn from_json(
         object: &serde_json::Map<String, serde_json::Value>,
         lz4_threshold_bytes: usize,
     ) -> Result<Self, CodecError> {
-        let json =
-            serde_json::to_vec(object).map_err(|e| CodecError::InvalidPayload(e.to_string()))?;
+        // Canonical (sorted keys), so the same payload is the same bytes
+        // whatever order its keys were built in.
+        let json = crate::json::canonical_object(object).into_bytes();
         if json.len() > MAX_PAYLOAD_BYTES {
             return Err(CodecError::InvalidPayload(format!(
                 "{} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}",

@@ -191,7 +191,9 @@ pub struct Store {
 fn parse(schema: &str) -> Result<(Schema, String), ApiError> {
     let json: serde_json::Value = serde_json::from_str(schema).map_err(ApiError::invalid_schema)?;
     let parsed = Schema::parse(&json).map_err(ApiError::invalid_schema)?;
-    Ok((parsed, json.to_string()))
+    // The schema's identity: the same schema with its keys in another
+    // order gets the same id.
+    Ok((parsed, vecsync_schemas::json::canonical(&json)))
 }
 
 impl Store {

@@ -1,0 +1,144 @@
+//! The embedded store against the real engine (qdrant-edge): records survive
+//! a flush and reopen, deletes become tombstones that refuse older upserts,
+//! and a scan's digest equals the digest of what was written.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use std::collections::HashMap;
+use vecsync_consumer::apply::{Change, Effect, Record, State, apply};
+use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::StoreError;
+use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_schemas::config::Distance;
+use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
+
+fn h(ms: u64) -> Hlc {
+    Hlc::new(ms, 0, "us-east")
+}
+
+fn upsert(i: u64) -> Change {
+    Change::Upsert {
+        vector: vec![i as f32, 0.5, -1.0],
+        payload: Some(json!({"n": i, "tags": ["x"]}).as_object().cloned().unwrap()),
+    }
+}
+
+/// Applies `changes` on top of what the store holds and writes the results,
+/// as a worker does for one batch.
+fn apply_batch(store: &EdgeStore, changes: Vec<(PointId, Hlc, Change)>) -> Vec<Effect> {
+    let ids: Vec<PointId> = changes.iter().map(|(id, _, _)| *id).collect();
+    let mut held: HashMap<PointId, Record> = store.read("docs", &ids).unwrap();
+    let mut effects = Vec::new();
+    for (id, hlc, change) in changes {
+        let (next, effect) = apply(held.remove(&id), hlc, change);
+        held.insert(id, next.unwrap());
+        effects.push(effect);
+    }
+    let writes: Vec<(PointId, Record)> = held.into_iter().collect();
+    store.write("docs", &writes).unwrap();
+    effects
+}
+
+#[test]
+fn records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::open(dir.path()).unwrap();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    let uuid = PointId::Uuid("5c56c793-69f3-4fbf-87e6-c4bf54c28c26".parse().unwrap());
+    let mut batch: Vec<(PointId, Hlc, Change)> = (0..20)
+        .map(|i| (PointId::Num(i), h(10 + i), upsert(i)))
+        .collect();
+    batch.push((uuid, h(50), upsert(99)));
+    batch.push((PointId::Num(3), h(60), Change::Delete));
+    // A patch whose base has not arrived: parked, kept in the bookkeeping.
+    batch.push((
+        PointId::Num(4),
+        h(70),
+        Change::Patch {
+            base: h(65),
+            payload: json!({"late": true}).as_object().cloned().unwrap(),
+        },
+    ));
+    let effects = apply_batch(&store, batch);
+    assert_eq!(effects.last(), Some(&Effect::Parked));
+    store.flush();
+    drop(store);
+
+    let store = EdgeStore::open(dir.path()).unwrap();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    let held = store
+        .read(
+            "docs",
+            &[
+                PointId::Num(1),
+                PointId::Num(3),
+                PointId::Num(4),
+                uuid,
+                PointId::Num(999),
+            ],
+        )
+        .unwrap();
+    assert_eq!(held.len(), 4, "999 was never written");
+    let (one, _) = held[&PointId::Num(1)].current();
+    assert_eq!(one.version, h(11));
+    let State::Live(content) = &one.state else {
+        panic!()
+    };
+    assert_eq!(content.vector, [1.0, 0.5, -1.0]);
+    assert_eq!(content.payload["n"], 1);
+    assert_eq!(held[&PointId::Num(3)].current().0.state, State::Deleted);
+    assert_eq!(
+        held[&PointId::Num(4)].chain.len(),
+        1,
+        "the parked patch survived"
+    );
+
+    // An upsert older than the delete does not bring 3 back; a newer one does.
+    let effects = apply_batch(&store, vec![(PointId::Num(3), h(55), upsert(3))]);
+    assert_eq!(effects, [Effect::Unchanged]);
+    assert_eq!(
+        store.read("docs", &[PointId::Num(3)]).unwrap()[&PointId::Num(3)]
+            .current()
+            .0
+            .state,
+        State::Deleted
+    );
+    apply_batch(&store, vec![(PointId::Num(3), h(80), upsert(3))]);
+    assert_eq!(
+        store.read("docs", &[PointId::Num(3)]).unwrap()[&PointId::Num(3)]
+            .current()
+            .0
+            .version,
+        h(80)
+    );
+
+    // The scan sees the 21 live points, with the digest of their states.
+    let mut scanned = Digest::new();
+    store.scan("docs", |id, v| scanned.add(&id, &v)).unwrap();
+    let ids: Vec<PointId> = (0..20).map(PointId::Num).chain([uuid]).collect();
+    let mut expected = Digest::new();
+    for (id, record) in store.read("docs", &ids).unwrap() {
+        expected.add(&id, &record.current().0);
+    }
+    assert_eq!(scanned.points, 21);
+    assert_eq!(scanned, expected);
+}
+
+#[test]
+fn a_collection_of_another_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    EdgeStore::open(dir.path())
+        .unwrap()
+        .ensure_collection("docs", 3, Distance::Dot)
+        .unwrap();
+    let store = EdgeStore::open(dir.path()).unwrap();
+    let err = store
+        .ensure_collection("docs", 4, Distance::Dot)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+    assert!(matches!(
+        store.read("other", &[]).unwrap_err(),
+        StoreError::UnknownCollection(_)
+    ));
+}
