@@ -1,5 +1,6 @@
 //! `vecsync`: one binary with a subcommand per job.
 
+mod inspect;
 mod produce;
 mod registry;
 
@@ -28,6 +29,8 @@ enum Command {
     /// Publish mutations: the HTTP ingest API, bulk loads from files, and
     /// PQ codebook training.
     Produce(produce::Args),
+    /// Look into a region's store: count, digest, or one point.
+    Inspect(inspect::Args),
 }
 
 #[tokio::main]
@@ -42,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Registry(args) => registry::run(args).await,
         Command::Produce(args) => produce::run(args).await,
+        Command::Inspect(args) => inspect::run(args),
     }
 }
 

@@ -228,9 +228,15 @@ pub fn read_topic(
         .set("fetch.wait.max.ms", "5")
         .create()
         .map_err(|e| e.to_string())?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    // A broker that has just (re)started may refuse the first requests.
+    let metadata = loop {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(m) => break m,
+            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
     let mut assignment = TopicPartitionList::new();
     for t in metadata.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
@@ -243,7 +249,6 @@ pub fn read_topic(
         return Err(format!("topic {topic} has no partitions"));
     }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < wanted && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {

@@ -90,6 +90,28 @@ impl EdgeStore {
         Ok(())
     }
 
+    /// Opens a collection that exists, with the shape it was created with
+    /// (for inspecting a store without its config).
+    pub fn open_collection(&self, name: &str) -> Result<(), StoreError> {
+        if self.read_lock().contains_key(name) {
+            return Ok(());
+        }
+        let load = |path: PathBuf| {
+            if !path.join("edge_config.json").exists() {
+                return Err(StoreError::UnknownCollection(name.to_owned()));
+            }
+            EdgeShard::load(&path, None)
+                .map_err(|e| StoreError::engine(name, format!("{}: {e}", path.display())))
+        };
+        let live = load(self.root.join(name))?;
+        let tombstones = load(self.root.join(format!("{name}.tombstones")))?;
+        self.collections
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), Arc::new(Collection { live, tombstones }));
+        Ok(())
+    }
+
     /// The records of `ids` (live or tombstone) that the store holds.
     pub fn read(
         &self,
