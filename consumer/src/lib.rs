@@ -3,10 +3,12 @@
 //!
 //! - [`reorder`]: the bounded reorder buffer and its watermark;
 //! - [`apply`]: the apply rules, convergent in any order;
+//! - [`applier`]: decoded events to store writes, batch by batch, with dead letters;
 //! - [`bookkeeping`]: how a point's versions and parked deltas are kept in a store;
 //! - [`digest`]: the order-independent state digest that proves two regions equal;
 //! - [`store`]: the stores applied state lives in.
 
+pub mod applier;
 pub mod apply;
 pub mod bookkeeping;
 pub mod digest;

@@ -1,0 +1,192 @@
+//! Applies batches of decoded delta events to the store: per collection, one
+//! read of the stored records, the apply rules in timestamp order, one write
+//! of what changed.
+//!
+//! An event that can never apply (unknown collection, wrong dimension, a
+//! vector or payload that does not decode) is returned as a dead letter with
+//! its reason; the rest of the batch goes on. A PQ event whose codebook has
+//! not arrived is returned as waiting, to be applied once it has.
+
+use crate::apply::{Change, Effect, Record, apply};
+use crate::store::StoreError;
+use crate::store::edge::EdgeStore;
+use std::collections::{HashMap, HashSet};
+use vecsync_schemas::config::CollectionConfig;
+use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
+use vecsync_schemas::vector::{CodecError, Encoding, PqCodebook};
+
+/// Why an event went to the dead-letter topic. A small fixed set, for
+/// metrics labels and the dead letter's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadReason {
+    UnknownCollection,
+    WrongDimension,
+    InvalidVector,
+    InvalidPayload,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::UnknownCollection => "unknown_collection",
+            DeadReason::WrongDimension => "wrong_dimension",
+            DeadReason::InvalidVector => "invalid_vector",
+            DeadReason::InvalidPayload => "invalid_payload",
+        }
+    }
+}
+
+/// What a batch did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// Events that changed a point.
+    pub changed: u64,
+    /// Duplicates and superseded events.
+    pub unchanged: u64,
+    /// Deltas kept until their base version arrives.
+    pub parked: u64,
+    /// Heartbeats (nothing to apply).
+    pub heartbeats: u64,
+    /// Position in the batch, reason and detail of each dead letter.
+    pub dead: Vec<(usize, DeadReason, String)>,
+    /// Positions of PQ events whose codebook has not arrived.
+    pub waiting: Vec<usize>,
+}
+
+/// Applies events to one store for a region's collections.
+#[derive(Debug)]
+pub struct Applier<'a> {
+    store: &'a EdgeStore,
+    collections: &'a HashMap<String, CollectionConfig>,
+    codebooks: &'a HashMap<String, PqCodebook>,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(
+        store: &'a EdgeStore,
+        collections: &'a HashMap<String, CollectionConfig>,
+        codebooks: &'a HashMap<String, PqCodebook>,
+    ) -> Self {
+        Self {
+            store,
+            collections,
+            codebooks,
+        }
+    }
+
+    /// Applies `events` (in timestamp order) and writes the results. Does
+    /// not flush: the caller flushes before committing offsets.
+    pub fn apply_batch(&self, events: &[DeltaEvent]) -> Result<Outcome, StoreError> {
+        let mut outcome = Outcome::default();
+        let mut by_collection: HashMap<&str, Vec<(PointId, &DeltaEvent, Change)>> = HashMap::new();
+        for (at, event) in events.iter().enumerate() {
+            let Some((collection, id)) = event.target() else {
+                outcome.heartbeats += 1;
+                continue;
+            };
+            match self.change(collection, event) {
+                Ok(Some(change)) => by_collection
+                    .entry(collection)
+                    .or_default()
+                    .push((id, event, change)),
+                Ok(None) => outcome.waiting.push(at),
+                Err((reason, detail)) => outcome.dead.push((at, reason, detail)),
+            }
+        }
+        for (collection, changes) in by_collection {
+            let mut ids: Vec<PointId> = changes.iter().map(|(id, _, _)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut held: HashMap<PointId, Record> = self.store.read(collection, &ids)?;
+            let mut dirty = HashSet::new();
+            for (id, event, change) in changes {
+                let (next, effect) = apply(held.remove(&id), event.hlc.clone(), change);
+                if let Some(next) = next {
+                    held.insert(id, next);
+                }
+                match effect {
+                    Effect::Changed => outcome.changed += 1,
+                    Effect::Unchanged => outcome.unchanged += 1,
+                    Effect::Parked => outcome.parked += 1,
+                }
+                if effect != Effect::Unchanged {
+                    dirty.insert(id);
+                }
+            }
+            let writes: Vec<(PointId, Record)> = held
+                .into_iter()
+                .filter(|(id, _)| dirty.contains(id))
+                .collect();
+            self.store.write(collection, &writes)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The change an event makes, `None` while its PQ codebook is missing,
+    /// or why it can never apply.
+    fn change(
+        &self,
+        collection: &str,
+        event: &DeltaEvent,
+    ) -> Result<Option<Change>, (DeadReason, String)> {
+        let config = self.collections.get(collection).ok_or_else(|| {
+            (
+                DeadReason::UnknownCollection,
+                format!("collection {collection:?} is not configured in this region"),
+            )
+        })?;
+        let dimension = config.dimension as usize;
+        let payload = |p: Option<&vecsync_schemas::payload::Payload>| {
+            p.map(|p| p.to_json())
+                .transpose()
+                .map_err(|e| (DeadReason::InvalidPayload, e.to_string()))
+        };
+        let wrong_dim = |got: usize| {
+            (
+                DeadReason::WrongDimension,
+                format!("{got} dimensions; collection {collection} has {dimension}"),
+            )
+        };
+        Ok(Some(match &event.body {
+            Body::Upsert(u) => match &u.vector {
+                VectorData::Full(v) => {
+                    if v.dim as usize != dimension {
+                        return Err(wrong_dim(v.dim as usize));
+                    }
+                    let book = match (&v.encoding, &v.codebook_id) {
+                        (Encoding::Pq, Some(id)) => match self.codebooks.get(id) {
+                            Some(book) => Some(book),
+                            None => return Ok(None),
+                        },
+                        _ => None,
+                    };
+                    let vector = v
+                        .decode(book)
+                        .map_err(|e: CodecError| (DeadReason::InvalidVector, e.to_string()))?;
+                    Change::Upsert {
+                        vector,
+                        payload: payload(u.payload.as_ref())?,
+                    }
+                }
+                VectorData::Sparse(delta) => {
+                    if delta.dim as usize != dimension {
+                        return Err(wrong_dim(delta.dim as usize));
+                    }
+                    delta
+                        .validate()
+                        .map_err(|e| (DeadReason::InvalidVector, e.to_string()))?;
+                    Change::Sparse {
+                        delta: delta.clone(),
+                        payload: payload(u.payload.as_ref())?,
+                    }
+                }
+            },
+            Body::Delete(_) => Change::Delete,
+            Body::PayloadPatch(p) => Change::Patch {
+                base: p.base_version.clone(),
+                payload: payload(Some(&p.payload))?.unwrap_or_default(),
+            },
+            Body::Heartbeat(_) => unreachable!("heartbeats have no target"),
+        }))
+    }
+}

@@ -1,0 +1,195 @@
+//! Batches of delta events applied to the real embedded store: duplicates
+//! and shuffles change nothing, bad events become dead letters while the
+//! rest applies, PQ events wait for their codebook.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use vecsync_consumer::applier::{Applier, DeadReason};
+use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_schemas::config::{CollectionConfig, Distance};
+use vecsync_schemas::event::{Body, Delete, DeltaEvent, PointId, Upsert, VectorData};
+use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::payload::{Compression, Payload};
+use vecsync_schemas::testing::{upsert, vector};
+use vecsync_schemas::vector::{Encoding, PqCodebook, PqTrainer};
+
+const DIM: usize = 8;
+
+fn collections(encoding: Encoding) -> HashMap<String, CollectionConfig> {
+    let docs = CollectionConfig {
+        dimension: DIM as u32,
+        distance: Distance::Dot,
+        encoding,
+        codebook_file: None,
+    };
+    HashMap::from([("docs".to_owned(), docs)])
+}
+
+fn store(dir: &std::path::Path) -> EdgeStore {
+    let store = EdgeStore::open(dir).unwrap();
+    store.ensure_collection("docs", DIM, Distance::Dot).unwrap();
+    store
+}
+
+fn digest(store: &EdgeStore) -> Digest {
+    let mut d = Digest::new();
+    store.scan("docs", |id, v| d.add(&id, &v)).unwrap();
+    d
+}
+
+/// Writes from three regions to 40 points, with deletes among them.
+fn stream() -> Vec<DeltaEvent> {
+    let mut events = Vec::new();
+    for (r, region) in ["us-east", "eu-west", "ap-south"].into_iter().enumerate() {
+        for i in 0..60u64 {
+            let id = (i * 7 + r as u64) % 40;
+            let mut e = upsert(id, DIM, Encoding::Sq8);
+            e.hlc = Hlc::new(1_000 + i * 3 + r as u64 % 2, r as u32, region);
+            if i % 9 == 4 {
+                e.body = Body::Delete(Delete {
+                    collection: "docs".into(),
+                    id: PointId::Num(id),
+                });
+            }
+            events.push(e);
+        }
+    }
+    events.sort_by(|a, b| a.hlc.cmp(&b.hlc));
+    events
+}
+
+#[test]
+fn duplicates_and_shuffles_leave_the_same_state() {
+    let codebooks = HashMap::new();
+    let collections = collections(Encoding::Sq8);
+    let events = stream();
+
+    let in_order = tempfile::tempdir().unwrap();
+    let a = store(in_order.path());
+    let outcome = Applier::new(&a, &collections, &codebooks)
+        .apply_batch(&events)
+        .unwrap();
+    assert_eq!(
+        outcome.changed as usize,
+        events.len(),
+        "in order, every event changes its point"
+    );
+    let once = digest(&a);
+    // The same batch again: nothing changes.
+    let again = Applier::new(&a, &collections, &codebooks)
+        .apply_batch(&events)
+        .unwrap();
+    assert_eq!(again.unchanged as usize, events.len());
+    assert_eq!(digest(&a), once);
+
+    // Another region gets them shuffled, in small batches, some twice.
+    let shuffled = tempfile::tempdir().unwrap();
+    let b = store(shuffled.path());
+    let mut order: Vec<DeltaEvent> = events.iter().rev().cloned().collect();
+    order.extend(events.iter().step_by(5).cloned());
+    order.rotate_left(77);
+    for batch in order.chunks(13) {
+        Applier::new(&b, &collections, &codebooks)
+            .apply_batch(batch)
+            .unwrap();
+    }
+    assert_eq!(digest(&b), once);
+    assert!(
+        once.points > 0 && once.points < 40,
+        "some points deleted: {once}"
+    );
+}
+
+#[test]
+fn bad_events_are_dead_letters_and_the_rest_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let codebooks = HashMap::new();
+    let collections = collections(Encoding::Sq8);
+    let good = upsert(1, DIM, Encoding::Sq8);
+    let mut unknown = upsert(2, DIM, Encoding::Sq8);
+    let mut wrong_dim = upsert(3, DIM + 1, Encoding::Sq8);
+    let mut bad_vector = upsert(4, DIM, Encoding::Sq8);
+    let mut bad_payload = upsert(5, DIM, Encoding::Sq8);
+    if let Body::Upsert(u) = &mut unknown.body {
+        u.collection = "nope".into();
+    }
+    wrong_dim.hlc = Hlc::new(9, 0, "us-east");
+    if let Body::Upsert(Upsert {
+        vector: VectorData::Full(v),
+        ..
+    }) = &mut bad_vector.body
+    {
+        v.data.truncate(3);
+    }
+    if let Body::Upsert(u) = &mut bad_payload.body {
+        u.payload = Some(Payload {
+            compression: Compression::Lz4,
+            data: vec![9, 9, 9],
+        });
+    }
+    let heartbeat = DeltaEvent {
+        hlc: Hlc::new(10, 0, "us-east"),
+        body: Body::Heartbeat(vecsync_schemas::event::Heartbeat { interval_ms: 1000 }),
+    };
+    let batch = [good, unknown, wrong_dim, bad_vector, bad_payload, heartbeat];
+    let outcome = Applier::new(&s, &collections, &codebooks)
+        .apply_batch(&batch)
+        .unwrap();
+    let reasons: Vec<(usize, DeadReason)> =
+        outcome.dead.iter().map(|(at, r, _)| (*at, *r)).collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, DeadReason::UnknownCollection),
+            (2, DeadReason::WrongDimension),
+            (3, DeadReason::InvalidVector),
+            (4, DeadReason::InvalidPayload)
+        ]
+    );
+    assert!(
+        outcome.dead[1]
+            .2
+            .contains("9 dimensions; collection docs has 8"),
+        "{}",
+        outcome.dead[1].2
+    );
+    assert_eq!((outcome.changed, outcome.heartbeats), (1, 1));
+    assert_eq!(digest(&s).points, 1);
+}
+
+#[test]
+fn pq_events_wait_for_their_codebook() {
+    let data: Vec<f32> = (0..64).flat_map(|i| vector(DIM, i)).collect();
+    let data = ndarray::Array2::from_shape_vec((64, DIM), data).unwrap();
+    let trainer = PqTrainer {
+        subspaces: 2,
+        centroids: 16,
+        iterations: 3,
+        seed: 1,
+    };
+    let book: PqCodebook = trainer.train("docs", 1, data.view()).unwrap();
+    let mut event = upsert(9, DIM, Encoding::Sq8);
+    if let Body::Upsert(Upsert {
+        vector: VectorData::Full(v),
+        ..
+    }) = &mut event.body
+    {
+        *v = book.encode(&vector(DIM, 9)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let collections = collections(Encoding::Pq);
+    let none = HashMap::new();
+    let outcome = Applier::new(&s, &collections, &none)
+        .apply_batch(std::slice::from_ref(&event))
+        .unwrap();
+    assert_eq!((outcome.waiting, outcome.changed), (vec![0], 0));
+    let books = HashMap::from([(book.id().to_owned(), book)]);
+    let outcome = Applier::new(&s, &collections, &books)
+        .apply_batch(&[event])
+        .unwrap();
+    assert_eq!(outcome.changed, 1);
+    assert_eq!(digest(&s).points, 1);
+}
