@@ -1,0 +1,408 @@
+//! One region's configuration: a TOML file, with environment overrides,
+//! validated up front. Producers and consumer workers of a region read the
+//! same file.
+//!
+//! ```toml
+//! region = "us-east"
+//!
+//! [kafka]
+//! brokers = "127.0.0.1:19092"
+//!
+//! [registry]
+//! url = "http://127.0.0.1:8081"
+//!
+//! [collections.docs]
+//! dimension = 384
+//! distance = "cosine"
+//! encoding = "sq8"
+//! ```
+//!
+//! Any field can be overridden by an environment variable named after its
+//! path, upper case, with `__` between the parts: `VECSYNC__KAFKA__BROKERS`,
+//! `VECSYNC__INGEST__BEARER_TOKEN`, `VECSYNC__COLLECTIONS__DOCS__ENCODING`.
+//! Values that read as TOML integers, floats or booleans are taken as such;
+//! anything else is a string (quote it, `'"1"'`, to force a string).
+//! Precedence: environment, then the file, then the defaults below.
+
+mod sections;
+#[cfg(test)]
+mod tests;
+
+pub use sections::*;
+
+use crate::vector::Encoding;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Prefix of the environment variables that override config fields.
+pub const ENV_PREFIX: &str = "VECSYNC__";
+
+/// Why a config could not be used. Every problem of a file is reported at once.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {source_name} is not valid TOML: {message}")]
+    Syntax {
+        source_name: String,
+        message: String,
+    },
+    #[error("environment variable {var} cannot override the config: {message}")]
+    Env { var: String, message: String },
+    #[error("config {source_name}{env}: {message}")]
+    Shape {
+        source_name: String,
+        /// Which overrides were applied, when any.
+        env: String,
+        message: String,
+    },
+    #[error("config {source_name} is invalid:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        source_name: String,
+        problems: Vec<String>,
+    },
+}
+
+/// The configuration of one region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Name of this region (`us-east`); the origin of every event its
+    /// producers write. Letters, digits, `.`, `_` and `-`.
+    pub region: String,
+    /// The region's Kafka cluster and topics.
+    pub kafka: KafkaConfig,
+    /// The Schema Registry every region shares.
+    pub registry: RegistryConfig,
+    /// Producer tuning.
+    #[serde(default)]
+    pub producer: ProducerConfig,
+    /// The HTTP ingest API (`vecsync produce serve`).
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Consumer workers (`vecsync consume`).
+    #[serde(default)]
+    pub consumer: ConsumerConfig,
+    /// The region's vector store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Replicated collections by name.
+    pub collections: BTreeMap<String, CollectionConfig>,
+}
+
+impl RegionConfig {
+    /// Reads `path`, applies `VECSYNC__*` overrides from the process
+    /// environment and validates the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses `text` (named `source_name` in errors), applies the overrides
+    /// among `env`, and validates the result.
+    pub fn parse(
+        text: &str,
+        source_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    source_name: source_name.to_owned(),
+                    message: e.to_string(),
+                })?;
+        let mut applied = Vec::new();
+        for (var, value) in env {
+            if let Some(path) = var.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut table, path, &value).map_err(|message| ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                })?;
+                applied.push(var);
+            }
+        }
+        let config =
+            Self::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Shape {
+                source_name: source_name.to_owned(),
+                env: if applied.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (with {})", applied.join(", "))
+                },
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                source_name: source_name.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// The consumer group of this region's workers.
+    pub fn group_id(&self) -> String {
+        self.consumer
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("vecsync-{}", self.region))
+    }
+
+    /// The sources to replay, brokers filled in, this region's own topic
+    /// included.
+    pub fn sources(&self) -> Vec<SourceConfig> {
+        let mut sources: Vec<SourceConfig> = self
+            .consumer
+            .sources
+            .iter()
+            .map(|s| SourceConfig {
+                brokers: Some(
+                    s.brokers
+                        .clone()
+                        .unwrap_or_else(|| self.kafka.brokers.clone()),
+                ),
+                ..s.clone()
+            })
+            .collect();
+        if !sources.iter().any(|s| s.region == self.region) {
+            sources.insert(
+                0,
+                SourceConfig {
+                    region: self.region.clone(),
+                    brokers: Some(self.kafka.brokers.clone()),
+                    topic: self.kafka.topic.clone(),
+                    codebook_topic: self.kafka.codebook_topic.clone(),
+                    options: self.kafka.options.clone(),
+                },
+            );
+        }
+        sources
+    }
+
+    /// Checks fields against each other; no IO. Each problem names its field.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut check = |ok: bool, field: &str, problem: &str| {
+            if !ok {
+                p.push(format!("{field}: {problem}"));
+            }
+        };
+        check(is_name(&self.region, 64), "region", NAME_RULE);
+        let k = &self.kafka;
+        check(
+            !k.brokers.trim().is_empty(),
+            "kafka.brokers",
+            "must name at least one host:port",
+        );
+        check(is_name(&k.topic, 249), "kafka.topic", NAME_RULE);
+        check(
+            is_name(&k.codebook_topic, 249),
+            "kafka.codebook_topic",
+            NAME_RULE,
+        );
+        check(
+            k.topic != k.codebook_topic,
+            "kafka.codebook_topic",
+            "must differ from kafka.topic",
+        );
+        check(k.partitions >= 1, "kafka.partitions", "must be at least 1");
+        check(
+            k.replication_factor >= 1,
+            "kafka.replication_factor",
+            "must be at least 1",
+        );
+        let r = &self.registry;
+        check(
+            r.url.starts_with("http://") || r.url.starts_with("https://"),
+            "registry.url",
+            "must be an http:// or https:// URL",
+        );
+        check(r.timeout_ms > 0, "registry.timeout_ms", "must be positive");
+        let pr = &self.producer;
+        check(
+            pr.message_timeout_ms > 0,
+            "producer.message_timeout_ms",
+            "must be positive",
+        );
+        check(
+            pr.queue_max_messages > 0,
+            "producer.queue_max_messages",
+            "must be positive",
+        );
+        check(
+            ["none", "gzip", "snappy", "lz4", "zstd"].contains(&pr.compression.as_str()),
+            "producer.compression",
+            "must be one of none, gzip, snappy, lz4, zstd",
+        );
+        check(
+            pr.heartbeat_interval_ms > 0,
+            "producer.heartbeat_interval_ms",
+            "must be positive",
+        );
+        check(
+            pr.rate_limit_events_per_sec != Some(0),
+            "producer.rate_limit_events_per_sec",
+            "must be positive; leave it out for no limit",
+        );
+        check(
+            pr.rate_limit_burst.is_none() || pr.rate_limit_events_per_sec.is_some(),
+            "producer.rate_limit_burst",
+            "needs producer.rate_limit_events_per_sec",
+        );
+        check(
+            pr.rate_limit_burst != Some(0),
+            "producer.rate_limit_burst",
+            "must be positive",
+        );
+        let i = &self.ingest;
+        check(
+            i.max_body_bytes > 0,
+            "ingest.max_body_bytes",
+            "must be positive",
+        );
+        check(
+            i.max_points_per_request > 0,
+            "ingest.max_points_per_request",
+            "must be positive",
+        );
+        check(
+            i.bearer_token.as_ref().is_none_or(|t| !t.trim().is_empty()),
+            "ingest.bearer_token",
+            "must not be empty; leave it out for no authentication",
+        );
+        let co = &self.consumer;
+        check(
+            is_name(&co.dead_letter_topic, 249),
+            "consumer.dead_letter_topic",
+            NAME_RULE,
+        );
+        check(
+            co.batch_max_events > 0,
+            "consumer.batch_max_events",
+            "must be positive",
+        );
+        check(
+            co.reorder_max_events > 0,
+            "consumer.reorder_max_events",
+            "must be positive",
+        );
+        check(
+            co.idle_after_ms > 0,
+            "consumer.idle_after_ms",
+            "must be positive",
+        );
+        check(
+            co.group_id.as_ref().is_none_or(|g| !g.trim().is_empty()),
+            "consumer.group_id",
+            "must not be empty; leave it out for vecsync-<region>",
+        );
+        for (i, src) in co.sources.iter().enumerate() {
+            let field = |f: &str| format!("consumer.sources[{i}].{f}");
+            check(is_name(&src.region, 64), &field("region"), NAME_RULE);
+            check(
+                src.topic.starts_with('^') || is_name(&src.topic, 249),
+                &field("topic"),
+                "must be a topic name or a regular expression starting with '^'",
+            );
+            check(
+                is_name(&src.codebook_topic, 249),
+                &field("codebook_topic"),
+                NAME_RULE,
+            );
+        }
+        check(
+            !self.collections.is_empty(),
+            "collections",
+            "at least one collection is needed",
+        );
+        for (name, c) in &self.collections {
+            let field = |f: &str| format!("collections.{name}.{f}");
+            check(
+                is_name(name, 255),
+                &format!("collections.{name}"),
+                NAME_RULE,
+            );
+            check(
+                (1..=65_536).contains(&c.dimension),
+                &field("dimension"),
+                "must be between 1 and 65536",
+            );
+            match (c.encoding, &c.codebook_file) {
+                (Encoding::Pq, None) => check(
+                    false,
+                    &field("codebook_file"),
+                    "pq encoding needs a codebook file",
+                ),
+                (e, Some(_)) if e != Encoding::Pq => check(
+                    false,
+                    &field("codebook_file"),
+                    "only pq encoding uses a codebook",
+                ),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+const NAME_RULE: &str = "must be non-empty and use only letters, digits, '.', '_' and '-'";
+
+fn is_name(s: &str, max_len: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max_len
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Sets the field at `path` (`KAFKA__BROKERS`) to `raw`, creating tables on
+/// the way. Keys are matched case-insensitively to what the file holds, and
+/// otherwise lowercased.
+fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), String> {
+    let parts: Vec<&str> = path.split("__").collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err("the name has an empty part".into());
+    }
+    let mut at = table;
+    for (n, part) in parts.iter().enumerate() {
+        let key = at
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(part))
+            .cloned()
+            .unwrap_or_else(|| part.to_ascii_lowercase());
+        if n + 1 == parts.len() {
+            at.insert(key, scalar(raw));
+            return Ok(());
+        }
+        let entry = at
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is a value in the file, not a section"))?;
+    }
+    Ok(())
+}
+
+/// An override's value: a TOML integer, float, boolean or quoted string, or
+/// else the raw text as a string.
+fn scalar(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
+            ) => v,
+            Some(v @ toml::Value::String(_)) if raw.trim_start().starts_with(['"', '\'']) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}

@@ -1,0 +1,320 @@
+//! The sections of a region's config, with their defaults.
+
+use crate::vector::Encoding;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The region's Kafka cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// The delta topic this region's producers write.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// The compacted topic PQ codebooks travel on, keyed by codebook id.
+    #[serde(default = "default_codebook_topic")]
+    pub codebook_topic: String,
+    /// Partitions of topics the producer creates. Every region's delta topic
+    /// must have the same count so that they co-partition.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Replication factor of topics the producer creates.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: u16,
+    /// Create missing topics at start (brokers such as tansu do not
+    /// auto-create).
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Longest time a fetch waits for data. Low values cut replication
+    /// latency on brokers that answer a fetch only when it runs out.
+    #[serde(default = "default_fetch_wait_max_ms")]
+    pub fetch_wait_max_ms: u32,
+    /// librdkafka properties passed through verbatim, e.g.
+    /// `"security.protocol" = "SASL_SSL"`. They win over vecsync's own.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// The Schema Registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL of a Confluent-compatible Schema Registry.
+    pub url: String,
+    /// Timeout of one registry request.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Producer tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConfig {
+    /// How long librdkafka waits to fill a batch.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u32,
+    /// A send fails when the broker has not acknowledged it within this time.
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u32,
+    /// Events queued for the broker before senders wait (backpressure).
+    #[serde(default = "default_queue_max_messages")]
+    pub queue_max_messages: u32,
+    /// Batch compression: `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Interval of the heartbeats sent to every partition.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u32,
+    /// Cap on events per second (token bucket); unset for no cap.
+    #[serde(default)]
+    pub rate_limit_events_per_sec: Option<u32>,
+    /// Events that may be sent at once above the rate; defaults to one
+    /// second's worth.
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+    /// Payloads larger than this are lz4-compressed inside the event.
+    #[serde(default = "default_payload_lz4_threshold_bytes")]
+    pub payload_lz4_threshold_bytes: usize,
+    /// How far ahead of the wall clock the region's HLC may run.
+    #[serde(default = "default_max_clock_ahead_ms")]
+    pub max_clock_ahead_ms: u64,
+}
+
+/// The HTTP ingest API.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Address the API listens on.
+    #[serde(default = "default_ingest_listen")]
+    pub listen: SocketAddr,
+    /// When set, requests must carry `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Largest request body.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Most points in one request.
+    #[serde(default = "default_max_points_per_request")]
+    pub max_points_per_request: usize,
+}
+
+impl fmt::Debug for IngestConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("listen", &self.listen)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_points_per_request", &self.max_points_per_request)
+            .finish()
+    }
+}
+
+/// Consumer workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Address of the consumer's API and `/metrics`.
+    #[serde(default = "default_consumer_listen")]
+    pub listen: SocketAddr,
+    /// Consumer group of the region's workers; `vecsync-<region>` if unset.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Topic on this region's cluster for events that cannot be applied.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+    /// Events applied to the store in one batch, at most.
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// Longest wait to fill a batch.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// Events the reorder buffer holds before releasing the oldest anyway.
+    #[serde(default = "default_reorder_max_events")]
+    pub reorder_max_events: usize,
+    /// A source silent this long stops holding the watermark back.
+    #[serde(default = "default_idle_after_ms")]
+    pub idle_after_ms: u64,
+    /// At shutdown, how long to drain and commit before giving up.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// How long tombstones (and the undo history of deltas) are kept:
+    /// longer than any replication delay.
+    #[serde(default = "default_tombstone_horizon_ms")]
+    pub tombstone_horizon_ms: u64,
+    /// What the region replays. When no source carries this region's own
+    /// writes, its own topic is added (log first: every store gets every
+    /// region's writes by the same path).
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One stream of a region's delta events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The region whose writes the source carries.
+    pub region: String,
+    /// Bootstrap servers of the source's cluster; this region's
+    /// `kafka.brokers` if unset (a mirrored or shared-cluster topic).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// The delta topic: `vecsync.deltas` read directly from the region's
+    /// cluster, `us-east.vecsync.deltas` as MirrorMaker 2 names a mirror,
+    /// or a regular expression starting with `^`.
+    pub topic: String,
+    /// The codebook topic that goes with it.
+    #[serde(default = "default_codebook_topic")]
+    pub codebook_topic: String,
+    /// librdkafka properties for the source's cluster, passed through.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// The region's vector store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory of the embedded store.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+/// How a collection's vectors are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    Cosine,
+    Dot,
+    Euclid,
+    Manhattan,
+}
+
+/// One replicated collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    /// Dimensions of every vector.
+    pub dimension: u32,
+    /// Distance the store indexes by.
+    pub distance: Distance,
+    /// How vectors travel: `f32`, `f16`, `sq8`, `sq4`, `pq` or `binary`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// PQ only: the codebook file (`vecsync produce train-codebook` writes one).
+    #[serde(default)]
+    pub codebook_file: Option<PathBuf>,
+}
+
+fn default_topic() -> String {
+    "vecsync.deltas".into()
+}
+fn default_codebook_topic() -> String {
+    "vecsync.codebooks".into()
+}
+fn default_partitions() -> u32 {
+    3
+}
+fn default_replication_factor() -> u16 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_fetch_wait_max_ms() -> u32 {
+    10
+}
+fn default_registry_timeout_ms() -> u64 {
+    5_000
+}
+fn default_linger_ms() -> u32 {
+    5
+}
+fn default_message_timeout_ms() -> u32 {
+    30_000
+}
+fn default_queue_max_messages() -> u32 {
+    100_000
+}
+fn default_compression() -> String {
+    "lz4".into()
+}
+fn default_heartbeat_interval_ms() -> u32 {
+    1_000
+}
+fn default_payload_lz4_threshold_bytes() -> usize {
+    crate::payload::DEFAULT_LZ4_THRESHOLD_BYTES
+}
+fn default_max_clock_ahead_ms() -> u64 {
+    crate::hlc::DEFAULT_MAX_AHEAD_MS
+}
+fn default_ingest_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_points_per_request() -> usize {
+    10_000
+}
+fn default_consumer_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+fn default_dead_letter_topic() -> String {
+    "vecsync.deadletters".into()
+}
+fn default_batch_max_events() -> usize {
+    1_000
+}
+fn default_batch_max_wait_ms() -> u64 {
+    20
+}
+fn default_reorder_max_events() -> usize {
+    100_000
+}
+fn default_idle_after_ms() -> u64 {
+    10_000
+}
+fn default_drain_timeout_ms() -> u64 {
+    10_000
+}
+fn default_tombstone_horizon_ms() -> u64 {
+    7 * 24 * 3_600_000
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// Serde's defaults for a section that is left out: the named functions above.
+fn from_defaults<T: serde::de::DeserializeOwned>() -> T {
+    T::deserialize(toml::Value::Table(toml::Table::new()))
+        .unwrap_or_else(|e| unreachable!("every field of the section has a default: {e}"))
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        from_defaults()
+    }
+}
+impl Default for IngestConfig {
+    fn default() -> Self {
+        from_defaults()
+    }
+}
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        from_defaults()
+    }
+}
+impl Default for StoreConfig {
+    fn default() -> Self {
+        from_defaults()
+    }
+}

@@ -1,0 +1,166 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+    region = "us-east"
+    [kafka]
+    brokers = "127.0.0.1:19092"
+    [registry]
+    url = "http://127.0.0.1:8081"
+    [collections.docs]
+    dimension = 384
+    distance = "cosine"
+"#;
+
+fn parse(text: &str, env: &[(&str, &str)]) -> Result<RegionConfig, ConfigError> {
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    RegionConfig::parse(text, "test.toml", env)
+}
+
+#[test]
+fn defaults_fill_what_the_file_leaves_out() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.kafka.topic, "vecsync.deltas");
+    assert_eq!(c.kafka.partitions, 3);
+    assert_eq!(c.collections["docs"].encoding, Encoding::Sq8);
+    assert_eq!(c.producer.compression, "lz4");
+    assert_eq!(c.ingest.listen.port(), 8080);
+    assert!(c.ingest.bearer_token.is_none());
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let c = parse(
+        MINIMAL,
+        &[
+            ("VECSYNC__KAFKA__BROKERS", "10.0.0.1:9092"),
+            ("VECSYNC__KAFKA__PARTITIONS", "12"),
+            ("VECSYNC__INGEST__BEARER_TOKEN", "s3cret"),
+            ("VECSYNC__COLLECTIONS__DOCS__ENCODING", "f16"),
+            ("VECSYNC__REGION", "'7'"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.kafka.brokers, "10.0.0.1:9092");
+    assert_eq!(c.kafka.partitions, 12);
+    assert_eq!(c.ingest.bearer_token.as_deref(), Some("s3cret"));
+    assert_eq!(c.collections["docs"].encoding, Encoding::F16);
+    assert_eq!(c.region, "7");
+    assert!(
+        !format!("{:?}", c.ingest).contains("s3cret"),
+        "the token must not be printed"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_naming_its_field() {
+    let text = MINIMAL
+        .replace("us-east", "us east")
+        .replace("384", "0")
+        .replace("[kafka]", "[kafka]\npartitions = 0");
+    let err = parse(&text, &[("VECSYNC__PRODUCER__RATE_LIMIT_BURST", "5")]).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "region",
+            "kafka.partitions",
+            "producer.rate_limit_burst",
+            "collections.docs.dimension"
+        ]
+    );
+}
+
+#[test]
+fn shape_errors_name_the_field_and_the_override() {
+    let err = parse(&MINIMAL.replace("[kafka]", "[kafka]\npartitons = 3"), &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `partitons`"),
+        "{err}"
+    );
+    let err = parse(MINIMAL, &[("VECSYNC__KAFKA__PARTITIONS", "many")]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("VECSYNC__KAFKA__PARTITIONS") && msg.contains("partitions"),
+        "{msg}"
+    );
+    let err = parse(MINIMAL, &[("VECSYNC__COLLECTIONS__DOCS__ENCODING", "sq3")]).unwrap_err();
+    assert!(err.to_string().contains("sq3"), "{err}");
+    let err = parse(MINIMAL, &[("VECSYNC__REGION__X", "1")]).unwrap_err();
+    assert!(matches!(err, ConfigError::Env { ref var, .. } if var == "VECSYNC__REGION__X"));
+    let err = parse("region = ", &[]).unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+}
+
+#[test]
+fn pq_needs_a_codebook_and_only_pq_takes_one() {
+    let err = parse(MINIMAL, &[("VECSYNC__COLLECTIONS__DOCS__ENCODING", "pq")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("collections.docs.codebook_file: pq encoding needs")
+    );
+    let err = parse(
+        MINIMAL,
+        &[("VECSYNC__COLLECTIONS__DOCS__CODEBOOK_FILE", "cb.avro")],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("only pq encoding uses a codebook"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_examples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/local");
+    for (file, port) in [("us-east.toml", 19092), ("eu-west.toml", 29092)] {
+        let c = RegionConfig::load(&dir.join(file)).unwrap();
+        assert_eq!(c.kafka.brokers, format!("127.0.0.1:{port}"));
+        assert_eq!(c.collections["docs"].dimension, 384);
+        let other = c
+            .sources()
+            .into_iter()
+            .find(|s| s.region != c.region)
+            .unwrap();
+        let other_port = if port == 19092 { 29092 } else { 19092 };
+        assert_eq!(other.brokers, Some(format!("127.0.0.1:{other_port}")));
+    }
+}
+
+#[test]
+fn a_region_replays_its_own_topic_and_the_sources_it_names() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.group_id(), "vecsync-us-east");
+    let own = c.sources();
+    assert_eq!(own.len(), 1);
+    assert_eq!(
+        (own[0].region.as_str(), own[0].topic.as_str()),
+        ("us-east", "vecsync.deltas")
+    );
+    assert_eq!(own[0].brokers.as_deref(), Some("127.0.0.1:19092"));
+
+    let text = format!(
+        "{MINIMAL}\n[[consumer.sources]]\nregion = \"eu-west\"\ntopic = \"eu-west.vecsync.deltas\"\n"
+    );
+    let sources = parse(&text, &[]).unwrap().sources();
+    assert_eq!(sources.len(), 2, "its own topic is added: {sources:?}");
+    assert_eq!(
+        sources[1].brokers.as_deref(),
+        Some("127.0.0.1:19092"),
+        "a mirror on the local cluster"
+    );
+    assert_eq!(sources[1].codebook_topic, "vecsync.codebooks");
+
+    let bad = text.replace("eu-west.vecsync.deltas", "no spaces allowed");
+    let err = parse(&bad, &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("consumer.sources[0].topic"),
+        "{err}"
+    );
+}
