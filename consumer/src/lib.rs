@@ -6,11 +6,15 @@
 //! - [`applier`]: decoded events to store writes, batch by batch, with dead letters;
 //! - [`bookkeeping`]: how a point's versions and parked deltas are kept in a store;
 //! - [`digest`]: the order-independent state digest that proves two regions equal;
-//! - [`store`]: the stores applied state lives in.
+//! - [`store`]: the stores applied state lives in;
+//! - [`offsets`]: which offsets may be committed;
+//! - [`worker`]: the loop from sources to store to commit.
 
 pub mod applier;
 pub mod apply;
 pub mod bookkeeping;
 pub mod digest;
+pub mod offsets;
 pub mod reorder;
 pub mod store;
+pub mod worker;

@@ -1,0 +1,592 @@
+//! A consumer worker: reads the region's sources, merges them in HLC order,
+//! applies batches to the store, flushes, and only then commits offsets.
+//!
+//! ```text
+//! source consumers ──► decode ──► reorder buffer ──► batch ──► applier ──► flush ──► commit
+//!                         │ bad bytes                           │ dead letters
+//!                         └──────────────► dead-letter topic ◄──┘
+//! ```
+//!
+//! A record's offset is committed only once the record is durably done
+//! with: applied and flushed, written to the dead-letter topic, or a
+//! heartbeat. A crash at any moment replays from the last commit; applying
+//! again is harmless. A registry or store outage is not a dead letter: the
+//! worker waits and retries, committing nothing it has not applied.
+
+use crate::applier::Applier;
+use crate::offsets::{Offsets, Partition};
+use crate::reorder::{Bounds, ReorderBuffer};
+use crate::store::StoreError;
+use crate::store::edge::EdgeStore;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use vecsync_schemas::config::{CollectionConfig, RegionConfig, SourceConfig};
+use vecsync_schemas::event::DeltaEvent;
+use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::registry::RegistryClient;
+use vecsync_schemas::vector::PqCodebook;
+use vecsync_schemas::wire::Decoder;
+
+/// Why a worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        what: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("schema registry: {0}")]
+    Registry(#[from] vecsync_schemas::registry::RegistryError),
+}
+
+fn kafka(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> WorkerError {
+    let what = what.into();
+    move |source| WorkerError::Kafka { what, source }
+}
+
+/// What a worker has done, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stats {
+    pub applied: u64,
+    pub unchanged: u64,
+    pub parked: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+}
+
+/// One event on its way from a source to the store, with its record's key
+/// and bytes for the dead-letter topic.
+#[derive(Debug)]
+struct Held {
+    partition: Partition,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    bytes: Vec<u8>,
+    event: DeltaEvent,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs a worker of `config`'s region over `store` until `shutdown`
+/// resolves, then drains what it holds within the drain timeout and commits.
+pub async fn run(
+    config: &RegionConfig,
+    store: Arc<EdgeStore>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Stats, WorkerError> {
+    let collections: HashMap<String, _> = config.collections.clone().into_iter().collect();
+    {
+        let store = store.clone();
+        let shapes: Vec<_> = collections
+            .iter()
+            .map(|(n, c)| (n.clone(), c.dimension as usize, c.distance))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            shapes
+                .iter()
+                .try_for_each(|(n, d, dist)| store.ensure_collection(n, *d, *dist))
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    }
+    let registry = Arc::new(RegistryClient::new(
+        &config.registry.url,
+        Duration::from_millis(config.registry.timeout_ms),
+    )?);
+    let decoder = Decoder::<DeltaEvent>::new(registry.clone());
+    let sources = config.sources();
+    let dead_letters = DeadLetters::new(config).await?;
+
+    let (tx, mut rx) = mpsc::channel(4096);
+    let (books_tx, mut books_rx) = mpsc::channel(64);
+    let mut consumers = Vec::new();
+    for (index, source) in sources.iter().enumerate() {
+        let consumer = Arc::new(source_consumer(config, source)?);
+        consumers.push(consumer.clone());
+        tokio::spawn(forward(index, consumer, tx.clone()));
+        let books = codebook_consumer(config, source)?;
+        tokio::spawn(read_codebooks(books, registry.clone(), books_tx.clone()));
+    }
+    drop(tx);
+    let sink = Sink {
+        store,
+        collections: Arc::new(collections),
+        dead_letters,
+        sources: sources.clone(),
+        consumers,
+    };
+    tracing::info!(
+        region = config.region,
+        group = config.group_id(),
+        sources = ?sources.iter().map(|s| format!("{}@{}", s.topic, s.brokers.as_deref().unwrap_or(""))).collect::<Vec<_>>(),
+        "worker started"
+    );
+
+    let c = &config.consumer;
+    let mut reorder: ReorderBuffer<Partition, Held> = ReorderBuffer::new(Bounds {
+        max_events: c.reorder_max_events,
+        idle_after_ms: c.idle_after_ms,
+    });
+    let mut offsets = Offsets::new();
+    let mut codebooks: HashMap<String, PqCodebook> = HashMap::new();
+    let mut pending: Vec<Held> = Vec::new();
+    let mut stats = Stats::default();
+    let batch_wait = Duration::from_millis(c.batch_max_wait_ms.max(1));
+    let mut ticker = tokio::time::interval(batch_wait);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_batch = Instant::now();
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(book) = books_rx.recv() => {
+                let book: PqCodebook = book;
+                tracing::info!(codebook = book.id(), "codebook received");
+                codebooks.insert(book.id().to_owned(), book);
+            }
+            message = rx.recv() => {
+                let Some((index, (partition, offset, bytes, key))) = message else { break };
+                offsets.received(&partition, offset);
+                let event = loop {
+                    match decoder.decode(&bytes).await {
+                        Ok(event) => break Some(event),
+                        Err(e) if e.is_retriable() => {
+                            tracing::warn!("registry unavailable, retrying: {e}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => {
+                            let reason = e.reason_label();
+                            sink.dead_letters.send(&sources[index], &partition, offset, key.as_deref(), &bytes, reason, &e.to_string()).await?;
+                            stats.dead_letters += 1;
+                            offsets.done(&partition, offset);
+                            break None;
+                        }
+                    }
+                };
+                let Some(event) = event else { continue };
+                let now = now_ms();
+                if event.target().is_none() {
+                    offsets.done(&partition, offset);
+                    pending.extend(reorder.heartbeat(partition, event.hlc, now).into_iter().map(|(_, h)| h));
+                } else {
+                    let hlc: Hlc = event.hlc.clone();
+                    let held = Held { partition: partition.clone(), offset, key, bytes, event };
+                    pending.extend(reorder.push(partition, hlc, held, now).into_iter().map(|(_, h)| h));
+                }
+            }
+            _ = ticker.tick() => {
+                pending.extend(reorder.tick(now_ms()).into_iter().map(|(_, h)| h));
+            }
+        }
+        let due = pending.len() >= c.batch_max_events || last_batch.elapsed() >= batch_wait;
+        if due && !pending.is_empty() {
+            sink.apply_and_commit(
+                &codebooks,
+                &mut pending,
+                &mut offsets,
+                &mut stats,
+                CommitMode::Async,
+            )
+            .await?;
+            last_batch = Instant::now();
+        }
+    }
+
+    // Drain: everything the buffer holds goes to the store, then a
+    // synchronous commit, all within the drain timeout.
+    let drain = async {
+        pending.extend(reorder.drain().into_iter().map(|(_, h)| h));
+        sink.apply_and_commit(
+            &codebooks,
+            &mut pending,
+            &mut offsets,
+            &mut stats,
+            CommitMode::Sync,
+        )
+        .await
+    };
+    match tokio::time::timeout(Duration::from_millis(c.drain_timeout_ms), drain).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("drain timed out; what was not committed will be replayed"),
+    }
+    tracing::info!(?stats, "worker stopped");
+    Ok(stats)
+}
+
+/// Where batches go: the store, the dead-letter topic, and the commits.
+struct Sink {
+    store: Arc<EdgeStore>,
+    collections: Arc<HashMap<String, CollectionConfig>>,
+    dead_letters: DeadLetters,
+    sources: Vec<SourceConfig>,
+    consumers: Vec<Arc<StreamConsumer>>,
+}
+
+impl Sink {
+    /// Applies what is pending, keeps what waits for a codebook, and commits
+    /// what that allows.
+    async fn apply_and_commit(
+        &self,
+        codebooks: &HashMap<String, PqCodebook>,
+        pending: &mut Vec<Held>,
+        offsets: &mut Offsets,
+        stats: &mut Stats,
+        mode: CommitMode,
+    ) -> Result<(), WorkerError> {
+        if !pending.is_empty() {
+            let batch = std::mem::take(pending);
+            *pending = self.apply(codebooks, batch, offsets, stats).await?;
+        }
+        commit(&self.consumers, offsets, mode)
+    }
+
+    /// Applies a batch, flushes the store, writes dead letters, and marks the
+    /// records done. Returns the events still waiting for a codebook.
+    async fn apply(
+        &self,
+        codebooks: &HashMap<String, PqCodebook>,
+        mut batch: Vec<Held>,
+        offsets: &mut Offsets,
+        stats: &mut Stats,
+    ) -> Result<Vec<Held>, WorkerError> {
+        batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
+        let events: Vec<DeltaEvent> = batch.iter().map(|h| h.event.clone()).collect();
+        let outcome = {
+            // Retry store trouble with backoff: an outage is not a dead letter.
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let (store, collections, codebooks, events) = (
+                    self.store.clone(),
+                    self.collections.clone(),
+                    codebooks.clone(),
+                    events.clone(),
+                );
+                let result = tokio::task::spawn_blocking(move || {
+                    let outcome =
+                        Applier::new(&store, &collections, &codebooks).apply_batch(&events)?;
+                    store.flush();
+                    Ok::<_, StoreError>(outcome)
+                })
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                match result {
+                    Ok(outcome) => break outcome,
+                    Err(e @ (StoreError::UnknownCollection(_) | StoreError::Mismatch { .. })) => {
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        tracing::warn!("store unavailable, retrying in {delay:?}: {e}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        };
+        stats.batches += 1;
+        stats.applied += outcome.changed;
+        stats.unchanged += outcome.unchanged;
+        stats.parked += outcome.parked;
+        for (at, reason, detail) in &outcome.dead {
+            let held = &batch[*at];
+            let source = &self.sources[held.partition.0];
+            self.dead_letters
+                .send(
+                    source,
+                    &held.partition,
+                    held.offset,
+                    held.key.as_deref(),
+                    &held.bytes,
+                    reason.as_str(),
+                    detail,
+                )
+                .await?;
+            stats.dead_letters += 1;
+        }
+        let mut waiting = Vec::new();
+        let mut is_waiting = vec![false; batch.len()];
+        for at in &outcome.waiting {
+            is_waiting[*at] = true;
+        }
+        for (held, wait) in batch.into_iter().zip(is_waiting) {
+            if wait {
+                waiting.push(held);
+            } else {
+                offsets.done(&held.partition, held.offset);
+            }
+        }
+        Ok(waiting)
+    }
+}
+
+/// Commits what the offsets allow, per source consumer.
+fn commit(
+    consumers: &[Arc<StreamConsumer>],
+    offsets: &mut Offsets,
+    mode: CommitMode,
+) -> Result<(), WorkerError> {
+    let mut lists: HashMap<usize, TopicPartitionList> = HashMap::new();
+    for ((source, topic, partition), offset) in offsets.to_commit() {
+        let list = lists.entry(source).or_default();
+        list.add_partition_offset(&topic, partition, Offset::Offset(offset))
+            .map_err(kafka("failed to build the commit"))?;
+    }
+    for (source, list) in lists {
+        if let Err(e) = consumers[source].commit(&list, mode) {
+            // A failed commit loses nothing: the records are replayed.
+            tracing::warn!("commit failed: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn client(config: &RegionConfig, source: &SourceConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set(
+        "bootstrap.servers",
+        source.brokers.as_deref().unwrap_or(&config.kafka.brokers),
+    )
+    .set(
+        "fetch.wait.max.ms",
+        config.kafka.fetch_wait_max_ms.to_string(),
+    );
+    for (k, v) in &source.options {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The group consumer of one source: no auto-commit, range assignment so
+/// partition i of every source lands on the same worker.
+fn source_consumer(
+    config: &RegionConfig,
+    source: &SourceConfig,
+) -> Result<StreamConsumer, WorkerError> {
+    let consumer: StreamConsumer = client(config, source)
+        .set("group.id", config.group_id())
+        .set("client.id", format!("vecsync-worker-{}", config.region))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .map_err(kafka(format!(
+            "failed to create a consumer for {}",
+            source.topic
+        )))?;
+    consumer
+        .subscribe(&[&source.topic])
+        .map_err(kafka(format!("failed to subscribe to {}", source.topic)))?;
+    Ok(consumer)
+}
+
+/// A consumer that reads a source's whole codebook topic, outside the group.
+fn codebook_consumer(
+    config: &RegionConfig,
+    source: &SourceConfig,
+) -> Result<StreamConsumer, WorkerError> {
+    let consumer: StreamConsumer = client(config, source)
+        .set(
+            "group.id",
+            format!(
+                "{}-codebooks-{}-{}",
+                config.group_id(),
+                std::process::id(),
+                now_ms()
+            ),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(kafka(format!(
+            "failed to create a consumer for {}",
+            source.codebook_topic
+        )))?;
+    consumer
+        .subscribe(&[&source.codebook_topic])
+        .map_err(kafka(format!(
+            "failed to subscribe to {}",
+            source.codebook_topic
+        )))?;
+    Ok(consumer)
+}
+
+/// A record as the loop needs it: partition, offset, value and key.
+type Received = (Partition, i64, Vec<u8>, Option<Vec<u8>>);
+
+/// Hands a source's records to the worker loop. Errors such as a topic that
+/// does not exist yet are logged and waited out.
+async fn forward(index: usize, consumer: Arc<StreamConsumer>, tx: mpsc::Sender<(usize, Received)>) {
+    let mut last_warning = None::<Instant>;
+    loop {
+        let item = match consumer.recv().await {
+            Ok(m) => (
+                (index, m.topic().to_owned(), m.partition()),
+                m.offset(),
+                m.payload().unwrap_or_default().to_vec(),
+                m.key().map(<[u8]>::to_vec),
+            ),
+            Err(e) => {
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                    tracing::warn!(source = index, "waiting for the source: {e}");
+                    last_warning = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if tx.send((index, item)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_codebooks(
+    consumer: StreamConsumer,
+    registry: Arc<RegistryClient>,
+    tx: mpsc::Sender<PqCodebook>,
+) {
+    let decoder = Decoder::<PqCodebook>::new(registry);
+    loop {
+        match consumer.recv().await {
+            Ok(m) => match decoder.decode(m.payload().unwrap_or_default()).await {
+                Ok(book) => {
+                    if tx.send(book).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("unreadable codebook at offset {}: {e}", m.offset()),
+            },
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// The dead-letter topic on this region's cluster.
+struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl DeadLetters {
+    /// A producer for the dead-letter topic, which is created when missing.
+    async fn new(config: &RegionConfig) -> Result<Self, WorkerError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &config.kafka.brokers);
+        for (k, v) in &config.kafka.options {
+            c.set(k, v);
+        }
+        let topic = &config.consumer.dead_letter_topic;
+        let admin: AdminClient<DefaultClientContext> = c
+            .create()
+            .map_err(kafka("failed to create an admin client"))?;
+        let new = NewTopic::new(
+            topic,
+            1,
+            TopicReplication::Fixed(i32::from(config.kafka.replication_factor)),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin
+            .create_topics([&new], &options)
+            .await
+            .map_err(kafka(format!("failed to create {topic}")))?
+        {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(kafka(format!("failed to create {topic}"))(
+                        KafkaError::AdminOp(code),
+                    ));
+                }
+            }
+        }
+        c.set("enable.idempotence", "true").set("acks", "all");
+        Ok(Self {
+            producer: c
+                .create()
+                .map_err(kafka("failed to create the dead-letter producer"))?,
+            topic: config.consumer.dead_letter_topic.clone(),
+        })
+    }
+
+    /// Writes one dead letter with headers naming where it came from and
+    /// why, and waits for the broker's acknowledgement.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        source: &SourceConfig,
+        partition: &Partition,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        reason: &str,
+        detail: &str,
+    ) -> Result<(), WorkerError> {
+        tracing::warn!(
+            topic = partition.1,
+            partition = partition.2,
+            offset,
+            reason,
+            "dead letter: {detail}"
+        );
+        let offset_text = offset.to_string();
+        let partition_text = partition.2.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "vecsync.source.region",
+                value: Some(&source.region),
+            })
+            .insert(Header {
+                key: "vecsync.source.topic",
+                value: Some(&partition.1),
+            })
+            .insert(Header {
+                key: "vecsync.source.partition",
+                value: Some(&partition_text),
+            })
+            .insert(Header {
+                key: "vecsync.source.offset",
+                value: Some(&offset_text),
+            })
+            .insert(Header {
+                key: "vecsync.reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "vecsync.detail",
+                value: Some(detail),
+            });
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+            .payload(value)
+            .headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| WorkerError::Kafka {
+                what: format!("failed to write a dead letter to {}", self.topic),
+                source: e,
+            })
+    }
+}
