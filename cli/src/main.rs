@@ -1,5 +1,6 @@
 //! `vecsync`: one binary with a subcommand per job.
 
+mod consume;
 mod inspect;
 mod produce;
 mod registry;
@@ -29,6 +30,8 @@ enum Command {
     /// Publish mutations: the HTTP ingest API, bulk loads from files, and
     /// PQ codebook training.
     Produce(produce::Args),
+    /// Replay every source of the region into its store (a consumer worker).
+    Consume(consume::Args),
     /// Look into a region's store: count, digest, or one point.
     Inspect(inspect::Args),
 }
@@ -39,12 +42,14 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,qdrant_edge=error")),
         )
         .init();
     match Cli::parse().command {
         Command::Registry(args) => registry::run(args).await,
         Command::Produce(args) => produce::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
         Command::Inspect(args) => inspect::run(args),
     }
 }

@@ -302,6 +302,13 @@ impl Sink {
             }
         };
         stats.batches += 1;
+        tracing::debug!(
+            events = events.len(),
+            changed = outcome.changed,
+            unchanged = outcome.unchanged,
+            parked = outcome.parked,
+            "batch applied"
+        );
         stats.applied += outcome.changed;
         stats.unchanged += outcome.unchanged;
         stats.parked += outcome.parked;
@@ -380,13 +387,21 @@ fn source_consumer(
     config: &RegionConfig,
     source: &SourceConfig,
 ) -> Result<StreamConsumer, WorkerError> {
-    let consumer: StreamConsumer = client(config, source)
+    let mut c = client(config, source);
+    if let Some(id) = &config.consumer.instance_id {
+        c.set("group.instance.id", id);
+    }
+    let consumer: StreamConsumer = c
         .set("group.id", config.group_id())
         .set("client.id", format!("vecsync-worker-{}", config.region))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
+        .set(
+            "session.timeout.ms",
+            config.consumer.session_timeout_ms.to_string(),
+        )
         .create()
         .map_err(kafka(format!(
             "failed to create a consumer for {}",

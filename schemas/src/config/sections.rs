@@ -127,6 +127,15 @@ pub struct ConsumerConfig {
     /// Consumer group of the region's workers; `vecsync-<region>` if unset.
     #[serde(default)]
     pub group_id: Option<String>,
+    /// A stable name for this worker within the group (Kafka static
+    /// membership): a restarted worker takes its partitions back at once
+    /// instead of waiting for the session to time out.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// A worker silent this long is dropped from the group and its
+    /// partitions go to the others.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u32,
     /// Topic on this region's cluster for events that cannot be applied.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
@@ -266,6 +275,9 @@ fn default_max_points_per_request() -> usize {
 }
 fn default_consumer_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+fn default_session_timeout_ms() -> u32 {
+    10_000
 }
 fn default_dead_letter_topic() -> String {
     "vecsync.deadletters".into()
