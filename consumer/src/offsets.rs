@@ -29,6 +29,14 @@ impl Offsets {
         Self::default()
     }
 
+    /// The partition was assigned where the group had committed
+    /// `committed`: commits never go below it, even while records before it
+    /// are replayed.
+    pub fn resume(&mut self, p: &Partition, committed: i64) {
+        let progress = self.partitions.entry(p.clone()).or_default();
+        progress.committed = progress.committed.max(committed);
+    }
+
     /// A record at `offset` was received and is now held.
     pub fn received(&mut self, p: &Partition, offset: i64) {
         let progress = self.partitions.entry(p.clone()).or_default();
@@ -99,6 +107,20 @@ mod tests {
         o.done(&p(0), 14);
         assert_eq!(o.to_commit(), [(p(0), 15)]);
         assert_eq!(o.held(), 0);
+    }
+
+    #[test]
+    fn replayed_records_never_move_the_commit_back() {
+        let mut o = Offsets::new();
+        o.resume(&p(0), 100);
+        for offset in 90..100 {
+            o.received(&p(0), offset);
+            o.done(&p(0), offset);
+        }
+        assert!(o.to_commit().is_empty(), "still below the committed 100");
+        o.received(&p(0), 100);
+        o.done(&p(0), 100);
+        assert_eq!(o.to_commit(), [(p(0), 101)]);
     }
 
     #[test]

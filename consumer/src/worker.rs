@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use vecsync_schemas::config::{CollectionConfig, RegionConfig, SourceConfig};
+use vecsync_schemas::config::{Assignment, CollectionConfig, RegionConfig, SourceConfig};
 use vecsync_schemas::event::DeltaEvent;
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::registry::RegistryClient;
@@ -120,7 +120,15 @@ pub async fn run(
     for (index, source) in sources.iter().enumerate() {
         let consumer = Arc::new(source_consumer(config, source)?);
         consumers.push(consumer.clone());
-        tokio::spawn(forward(index, consumer, tx.clone()));
+        let assign = (config.consumer.assignment == Assignment::Static).then(|| {
+            (
+                source.topic.clone(),
+                config.consumer.worker_index,
+                config.consumer.worker_count,
+                config.consumer.resume_rewind_records,
+            )
+        });
+        tokio::spawn(forward(index, consumer, assign, tx.clone()));
         let books = codebook_consumer(config, source)?;
         tokio::spawn(read_codebooks(books, registry.clone(), books_tx.clone()));
     }
@@ -164,7 +172,14 @@ pub async fn run(
                 codebooks.insert(book.id().to_owned(), book);
             }
             message = rx.recv() => {
-                let Some((index, (partition, offset, bytes, key))) = message else { break };
+                let Some((index, incoming)) = message else { break };
+                let (partition, offset, bytes, key) = match incoming {
+                    Incoming::Record(record) => record,
+                    Incoming::Resume(partition, committed) => {
+                        offsets.resume(&partition, committed);
+                        continue;
+                    }
+                };
                 offsets.received(&partition, offset);
                 let event = loop {
                     match decoder.decode(&bytes).await {
@@ -402,15 +417,93 @@ fn source_consumer(
             "session.timeout.ms",
             config.consumer.session_timeout_ms.to_string(),
         )
+        // The loop polls all the time; a short poll interval bounds how long
+        // a rebalance waits for a member that died (tansu waits for this,
+        // not for the session timeout).
+        .set(
+            "max.poll.interval.ms",
+            config.consumer.session_timeout_ms.to_string(),
+        )
         .create()
         .map_err(kafka(format!(
             "failed to create a consumer for {}",
             source.topic
         )))?;
-    consumer
-        .subscribe(&[&source.topic])
-        .map_err(kafka(format!("failed to subscribe to {}", source.topic)))?;
+    if config.consumer.assignment == Assignment::Group {
+        consumer
+            .subscribe(&[&source.topic])
+            .map_err(kafka(format!("failed to subscribe to {}", source.topic)))?;
+    }
     Ok(consumer)
+}
+
+/// Static assignment: waits for `topic` to exist, then takes this worker's
+/// share of its partitions (p mod count = index), resuming `rewind` records
+/// before the group's committed offsets. Replaying a few records is
+/// harmless (apply is idempotent) and needed on brokers that cannot fetch
+/// from inside a record batch (tansu 0.6 skips the rest of the batch).
+/// Returns the committed offset of each partition that has one. Partitions
+/// added later are not picked up until a restart.
+async fn assign_static(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    index: u32,
+    count: u32,
+    rewind: u64,
+) -> Vec<(i32, i64)> {
+    let mut last_warning = None::<Instant>;
+    loop {
+        let (c, t) = (consumer.clone(), topic.to_owned());
+        let found = tokio::task::spawn_blocking(move || {
+            let metadata = c.fetch_metadata(Some(&t), Duration::from_secs(5))?;
+            let mut mine = TopicPartitionList::new();
+            for mt in metadata.topics().iter().filter(|mt| mt.name() == t) {
+                for p in mt.partitions().iter().map(|p| p.id()) {
+                    if p as u32 % count == index {
+                        mine.add_partition(&t, p);
+                    }
+                }
+            }
+            if mine.count() == 0 {
+                return Ok(None);
+            }
+            c.committed_offsets(mine, Duration::from_secs(10)).map(Some)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let why = match found {
+            Ok(Some(committed)) => {
+                let mut start = TopicPartitionList::new();
+                let mut resumed = Vec::new();
+                for e in committed.elements() {
+                    let offset = match e.offset() {
+                        Offset::Offset(c) => {
+                            resumed.push((e.partition(), c));
+                            Offset::Offset(c.saturating_sub(rewind as i64).max(0))
+                        }
+                        _ => Offset::Beginning,
+                    };
+                    if let Err(err) = start.add_partition_offset(topic, e.partition(), offset) {
+                        tracing::warn!(topic, partition = e.partition(), "cannot assign: {err}");
+                    }
+                }
+                match consumer.assign(&start) {
+                    Ok(()) => {
+                        tracing::info!(topic, partitions = start.count(), ?resumed, "assigned");
+                        return resumed;
+                    }
+                    Err(e) => format!("assignment failed: {e}"),
+                }
+            }
+            Ok(None) => "the topic does not exist yet".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+            tracing::warn!(topic, "waiting for the source: {why}");
+            last_warning = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A consumer that reads a source's whole codebook topic, outside the group.
@@ -447,9 +540,31 @@ fn codebook_consumer(
 /// A record as the loop needs it: partition, offset, value and key.
 type Received = (Partition, i64, Vec<u8>, Option<Vec<u8>>);
 
+/// What the source tasks hand the loop.
+enum Incoming {
+    Record(Received),
+    /// A partition assigned at this committed offset.
+    Resume(Partition, i64),
+}
+
 /// Hands a source's records to the worker loop. Errors such as a topic that
 /// does not exist yet are logged and waited out.
-async fn forward(index: usize, consumer: Arc<StreamConsumer>, tx: mpsc::Sender<(usize, Received)>) {
+async fn forward(
+    index: usize,
+    consumer: Arc<StreamConsumer>,
+    assign: Option<(String, u32, u32, u64)>,
+    tx: mpsc::Sender<(usize, Incoming)>,
+) {
+    if let Some((topic, worker, workers, rewind)) = assign {
+        for (partition, committed) in
+            assign_static(&consumer, &topic, worker, workers, rewind).await
+        {
+            let resume = Incoming::Resume((index, topic.clone(), partition), committed);
+            if tx.send((index, resume)).await.is_err() {
+                return;
+            }
+        }
+    }
     let mut last_warning = None::<Instant>;
     loop {
         let item = match consumer.recv().await {
@@ -468,7 +583,7 @@ async fn forward(index: usize, consumer: Arc<StreamConsumer>, tx: mpsc::Sender<(
                 continue;
             }
         };
-        if tx.send((index, item)).await.is_err() {
+        if tx.send((index, Incoming::Record(item))).await.is_err() {
             return;
         }
     }

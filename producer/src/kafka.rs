@@ -34,6 +34,9 @@ pub fn producer_config(config: &RegionConfig) -> ClientConfig {
         .set("partitioner", "murmur2_random")
         .set("compression.type", &p.compression)
         .set("linger.ms", p.linger_ms.to_string())
+        // Bounds a record batch, so that consumers' resume rewind (consumer.
+        // resume_rewind_records) covers a whole batch.
+        .set("batch.num.messages", "1000")
         .set("message.timeout.ms", p.message_timeout_ms.to_string())
         .set(
             "queue.buffering.max.messages",

@@ -285,9 +285,12 @@ async fn a_broker_that_goes_away_fails_sends_after_the_timeout() {
     // Everything reported as sent is on the broker once it is back.
     region.broker.restart().unwrap();
     let records = region
-        .read(&region.config.kafka.topic, 20, LONG, |r| {
-            !is_heartbeat(r) && r.key.as_deref().is_some_and(|k| k.len() <= 2)
-        })
+        .read(
+            &region.config.kafka.topic,
+            20,
+            Duration::from_secs(60),
+            |r| !is_heartbeat(r) && r.key.as_deref().is_some_and(|k| k.len() <= 2),
+        )
         .await;
     let events = region.decode(&records).await;
     let mut got: Vec<Hlc> = events.into_iter().map(|e| e.hlc).collect();

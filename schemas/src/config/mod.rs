@@ -305,6 +305,16 @@ impl RegionConfig {
             "consumer.group_id",
             "must not be empty; leave it out for vecsync-<region>",
         );
+        check(
+            co.worker_count > 0,
+            "consumer.worker_count",
+            "must be positive",
+        );
+        check(
+            co.worker_index < co.worker_count,
+            "consumer.worker_index",
+            "must be below consumer.worker_count",
+        );
         for (i, src) in co.sources.iter().enumerate() {
             let field = |f: &str| format!("consumer.sources[{i}].{f}");
             check(is_name(&src.region, 64), &field("region"), NAME_RULE);
@@ -312,6 +322,11 @@ impl RegionConfig {
                 src.topic.starts_with('^') || is_name(&src.topic, 249),
                 &field("topic"),
                 "must be a topic name or a regular expression starting with '^'",
+            );
+            check(
+                !(src.topic.starts_with('^') && co.assignment == Assignment::Static),
+                &field("topic"),
+                "a topic pattern needs consumer.assignment = \"group\"",
             );
             check(
                 is_name(&src.codebook_topic, 249),

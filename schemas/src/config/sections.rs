@@ -127,6 +127,25 @@ pub struct ConsumerConfig {
     /// Consumer group of the region's workers; `vecsync-<region>` if unset.
     #[serde(default)]
     pub group_id: Option<String>,
+    /// How the region's workers share partitions. `static` (the default):
+    /// worker `worker_index` of `worker_count` takes partitions p with
+    /// p mod `worker_count` = `worker_index` in every source, with no broker
+    /// coordination, so a crashed worker resumes at once. `group`: the
+    /// broker's consumer group with the range assignor.
+    #[serde(default)]
+    pub assignment: Assignment,
+    /// This worker's number among the region's workers (static assignment).
+    #[serde(default)]
+    pub worker_index: u32,
+    /// How many workers the region runs (static assignment).
+    #[serde(default = "default_worker_count")]
+    pub worker_count: u32,
+    /// Static assignment: records re-read before the committed offset at
+    /// start. Harmless (apply is idempotent) and needed on brokers that
+    /// cannot fetch from inside a record batch, such as tansu 0.6; at least
+    /// the largest batch a producer writes (vecsync's write at most 1,000).
+    #[serde(default = "default_resume_rewind_records")]
+    pub resume_rewind_records: u64,
     /// A stable name for this worker within the group (Kafka static
     /// membership): a restarted worker takes its partitions back at once
     /// instead of waiting for the session to time out.
@@ -163,6 +182,15 @@ pub struct ConsumerConfig {
     /// region's writes by the same path).
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+}
+
+/// How a region's workers share the partitions of its sources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    #[default]
+    Static,
+    Group,
 }
 
 /// One stream of a region's delta events.
@@ -275,6 +303,12 @@ fn default_max_points_per_request() -> usize {
 }
 fn default_consumer_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+fn default_resume_rewind_records() -> u64 {
+    1_000
+}
+fn default_worker_count() -> u32 {
+    1
 }
 fn default_session_timeout_ms() -> u32 {
     10_000

@@ -1,0 +1,200 @@
+//! `vecsync consume` killed with SIGKILL at random moments while 50,000
+//! events stream in, restarted each time: in the end the store holds exactly
+//! the fold of every event (nothing lost, nothing stale).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vecsync_consumer::apply::{Change, Record, apply};
+use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_devkit::testbed::TestRegion;
+use vecsync_producer::{Mutation, Publisher};
+use vecsync_schemas::config::Distance;
+use vecsync_schemas::event::PointId;
+use vecsync_schemas::testing::vector;
+
+const DIM: usize = 8;
+const EVENTS: u64 = 50_000;
+const KILLS: usize = 10;
+
+fn start(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_vecsync"))
+        .args(["consume", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn digest_of(path: &std::path::Path) -> Digest {
+    let store = EdgeStore::open(path).unwrap();
+    store.ensure_collection("docs", DIM, Distance::Dot).unwrap();
+    let mut d = Digest::new();
+    store.scan("docs", |id, v| d.add(&id, &v)).unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_at_random_loses_nothing() {
+    let extra =
+        "[consumer]\ninstance_id = \"worker-1\"\nsession_timeout_ms = 6000\nbatch_max_events = 500";
+    let Some(mut region) = TestRegion::start(DIM as u32, "f32", extra).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    region.config.store.path = dir.path().join("store");
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    let config_path = dir.path().join("region.toml");
+    std::fs::write(&config_path, toml::to_string(&region.config).unwrap()).unwrap();
+
+    // The stream: upserts and deletes over 5,000 points, published in the
+    // background while the worker is killed and restarted.
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let producing = tokio::spawn(async move {
+        let mut sent: Vec<(PointId, vecsync_schemas::hlc::Hlc, Change)> = Vec::new();
+        let all: Vec<Mutation> = (0..EVENTS)
+            .map(|i| {
+                let id = PointId::Num(i * 7919 % 5_000);
+                if i % 11 == 5 {
+                    Mutation::Delete { id }
+                } else {
+                    Mutation::Upsert {
+                        id,
+                        vector: vector(DIM, i),
+                        payload: Some(json!({"i": i}).as_object().cloned().unwrap()),
+                    }
+                }
+            })
+            .collect();
+        for batch in all.chunks(1_000) {
+            let versions = publisher.publish("docs", batch).await.unwrap();
+            for (m, v) in batch.iter().zip(versions) {
+                let change = match m {
+                    Mutation::Upsert {
+                        vector, payload, ..
+                    } => Change::Upsert {
+                        vector: vector.clone(),
+                        payload: payload.clone(),
+                    },
+                    _ => Change::Delete,
+                };
+                sent.push((m.id(), v, change));
+            }
+            // Spread the stream over the kills.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        sent
+    });
+
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..KILLS {
+        let mut worker = start(&config_path);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Between 0.5 and 4.5 s: during startup, mid-batch, between batches.
+        tokio::time::sleep(Duration::from_millis(500 + x % 4_000)).await;
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+    let mut sent = producing.await.unwrap();
+    sent.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut records: HashMap<PointId, Record> = HashMap::new();
+    for (id, hlc, change) in sent {
+        let next = apply(records.remove(&id), hlc, change).0.unwrap();
+        records.insert(id, next);
+    }
+    let mut expected = Digest::new();
+    for (id, r) in &records {
+        expected.add(id, &r.current().0);
+    }
+
+    // A last worker runs until the store holds the expected state; it is
+    // stopped (SIGTERM) now and then to look, since the store is locked
+    // while it runs.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let worker = start(&config_path);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            Command::new("kill")
+                .arg(worker.id().to_string())
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = worker.wait_with_output().unwrap();
+        assert!(out.status.success(), "the worker stops cleanly on SIGTERM");
+        let got = digest_of(&region.config.store.path);
+        if got == expected {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let (summary, wanted) = differences(&region.config.store.path, &records);
+            let all = region
+                .read(
+                    &region.config.kafka.topic,
+                    usize::MAX,
+                    Duration::from_secs(10),
+                    |_| true,
+                )
+                .await;
+            let events = region.decode(&all).await;
+            let places: Vec<(i32, i64)> = all
+                .iter()
+                .zip(&events)
+                .filter(|(_, e)| wanted.contains(&e.hlc.to_string()))
+                .map(|(r, _)| (r.partition, r.offset))
+                .collect();
+            panic!(
+                "store {got}, expected {expected}: {summary}; missing at {:?}",
+                &places[..places.len().min(20)]
+            );
+        }
+    }
+}
+
+/// The points whose stored state is not the expected one, for the failure
+/// message.
+fn differences(
+    path: &std::path::Path,
+    records: &HashMap<PointId, Record>,
+) -> (String, Vec<String>) {
+    let store = EdgeStore::open(path).unwrap();
+    store.ensure_collection("docs", DIM, Distance::Dot).unwrap();
+    let ids: Vec<PointId> = records.keys().copied().collect();
+    let held = store.read("docs", &ids).unwrap();
+    let diffs: Vec<String> = records
+        .iter()
+        .filter_map(|(id, r)| {
+            let want = r.current().0;
+            let have = held.get(id).map(|h| h.current().0);
+            (have.as_ref() != Some(&want)).then(|| {
+                let have = have.map(|h| h.version.to_string());
+                format!("{id}: want {}, have {have:?}", want.version)
+            })
+        })
+        .collect();
+    let wanted = diffs
+        .iter()
+        .filter_map(|d| {
+            d.split(" want ")
+                .nth(1)?
+                .split(',')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    let summary = format!(
+        "{} points differ, e.g. {:?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(8)]
+    );
+    (summary, wanted)
+}
