@@ -207,6 +207,8 @@ pub struct ReadRecord {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// Headers as (name, UTF-8 value).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Reads `topic` from the start of every partition until `wanted` records
@@ -220,6 +222,7 @@ pub fn read_topic(
     keep: impl Fn(&ReadRecord) -> bool,
 ) -> Result<Vec<ReadRecord>, String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
     use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -229,25 +232,32 @@ pub fn read_topic(
         .create()
         .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
-    // A broker that has just (re)started may refuse the first requests.
-    let metadata = loop {
-        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            Ok(m) => break m,
-            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+    // A broker that has just (re)started may refuse the first requests, and
+    // the topic may not have been created yet.
+    let assignment = loop {
+        let found = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map_err(|e| e.to_string())
+            .and_then(|metadata| {
+                let mut assignment = TopicPartitionList::new();
+                for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                    for p in t.partitions() {
+                        assignment
+                            .add_partition_offset(topic, p.id(), Offset::Beginning)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(assignment)
+            });
+        match found {
+            Ok(assignment) if assignment.count() > 0 => break assignment,
+            Ok(_) if Instant::now() >= deadline => {
+                return Err(format!("topic {topic} has no partitions"));
+            }
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            _ => std::thread::sleep(Duration::from_millis(200)),
         }
     };
-    let mut assignment = TopicPartitionList::new();
-    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
-        for p in t.partitions() {
-            assignment
-                .add_partition_offset(topic, p.id(), Offset::Beginning)
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    if assignment.count() == 0 {
-        return Err(format!("topic {topic} has no partitions"));
-    }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     while out.len() < wanted && Instant::now() < deadline {
@@ -258,6 +268,18 @@ pub fn read_topic(
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().unwrap_or_default().to_vec(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    let value =
+                                        String::from_utf8_lossy(h.value.unwrap_or_default());
+                                    (h.key.to_owned(), value.into_owned())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 };
                 if keep(&record) {
                     out.push(record);

@@ -190,12 +190,13 @@ async fn unknown_ids_and_an_unreachable_registry_are_told_apart() {
     framed.push(0);
     let err = decoder.decode(&framed).await.unwrap_err();
     assert!(!err.is_retriable(), "unknown id is permanent: {err}");
-    assert_eq!(err.reason_label(), "registry");
+    assert_eq!(err.reason_label(), "unknown_schema");
     running.stop().await;
 
     let decoder = Decoder::<DeltaEvent>::new(client(&url));
     let err = decoder.decode(&framed).await.unwrap_err();
     assert!(err.is_retriable(), "outage is retriable: {err}");
+    assert_eq!(err.reason_label(), "registry");
 }
 
 #[tokio::test]

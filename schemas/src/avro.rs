@@ -63,6 +63,8 @@ impl DecodeError {
             DecodeError::Malformed { .. } | DecodeError::Trailing(..) => "malformed",
             DecodeError::Codec { .. } => "invalid_value",
             DecodeError::Schema { .. } => "unknown_schema",
+            // The registry answered, and does not know the id.
+            DecodeError::Registry { source, .. } if !source.is_retriable() => "unknown_schema",
             DecodeError::Registry { .. } => "registry",
         }
     }
