@@ -56,13 +56,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .open_collection(&args.collection)
         .with_context(|| format!("store {}", root.display()))?;
     match args.what {
-        What::Count | What::Digest => {
+        What::Count => println!("{}", store.count(&args.collection)?),
+        What::Digest => {
             let mut digest = Digest::new();
             store.scan(&args.collection, |id, v| digest.add(&id, &v))?;
-            match args.what {
-                What::Count => println!("{}", digest.points),
-                _ => println!("{digest}"),
-            }
+            println!("{digest}");
         }
         What::Get { id } => {
             let id: PointId = id.parse().map_err(anyhow::Error::msg)?;

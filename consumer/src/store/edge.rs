@@ -13,10 +13,10 @@ use super::StoreError;
 use crate::apply::{Content, Record, Versioned, unseen};
 use crate::bookkeeping::{self, KEY};
 use qdrant_edge::{
-    DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
-    PointId as EdgePointId, PointInsertOperations, PointOperations, PointStruct,
-    PointStructPersisted, Record as EdgeRecord, ScrollRequest, UpdateOperation, VectorInternal,
-    VectorStructInternal, WithPayloadInterface, WithVector,
+    CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
+    EdgeVectorParamsBuilder, PointId as EdgePointId, PointInsertOperations, PointOperations,
+    PointStruct, PointStructPersisted, Record as EdgeRecord, ScrollRequest, UpdateOperation,
+    VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -191,6 +191,18 @@ impl EdgeStore {
             c.live.flush();
             c.tombstones.flush();
         }
+    }
+
+    /// Live points in a collection (tombstones not counted).
+    pub fn count(&self, collection: &str) -> Result<usize, StoreError> {
+        let request = CountRequest {
+            filter: None,
+            exact: true,
+        };
+        self.collection(collection)?
+            .live
+            .count(request)
+            .map_err(|e| StoreError::engine(collection, e.to_string()))
     }
 
     /// Calls `visit` with every live point's id and current state.
