@@ -84,18 +84,8 @@ async fn catch_up(backlog: usize) -> (f64, Duration) {
     drop(publisher);
 
     let store = Arc::new(EdgeStore::open(&region.config.store.path).unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = region.config.clone();
     let started = Instant::now();
-    let run = tokio::spawn({
-        let store = store.clone();
-        async move {
-            worker::run(&config, store, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let running = worker::spawn(region.config.clone(), store.clone());
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if store.count("docs").unwrap_or(0) >= backlog {
@@ -103,8 +93,7 @@ async fn catch_up(backlog: usize) -> (f64, Duration) {
         }
     }
     let elapsed = started.elapsed();
-    let _ = stop.send(());
-    run.await.unwrap().unwrap();
+    running.stop().await.unwrap();
     (backlog as f64 / elapsed.as_secs_f64(), elapsed)
 }
 

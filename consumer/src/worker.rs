@@ -247,6 +247,35 @@ pub async fn run(
     Ok(stats)
 }
 
+/// A worker running in the background, for embedding and tests.
+#[derive(Debug)]
+pub struct RunningWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<Stats, WorkerError>>,
+}
+
+impl RunningWorker {
+    /// Asks the worker to drain and commit, and waits for it.
+    pub async fn stop(self) -> Result<Stats, WorkerError> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+/// Starts [`run`] on a tokio task.
+pub fn spawn(config: RegionConfig, store: Arc<EdgeStore>) -> RunningWorker {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        run(&config, store, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    RunningWorker { stop, task }
+}
+
 /// Where batches go: the store, the dead-letter topic, and the commits.
 struct Sink {
     store: Arc<EdgeStore>,

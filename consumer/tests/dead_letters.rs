@@ -75,17 +75,7 @@ async fn every_reason_reaches_the_dead_letter_topic_and_the_rest_applies() {
     }
 
     let store = Arc::new(EdgeStore::open(&region.config.store.path).unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = region.config.clone();
-    let run = tokio::spawn({
-        let store = store.clone();
-        async move {
-            worker::run(&config, store, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let running = worker::spawn(region.config.clone(), store.clone());
     let dead_topic = region.config.consumer.dead_letter_topic.clone();
     let dead = region
         .read(&dead_topic, 4, Duration::from_secs(30), |_| true)
@@ -100,8 +90,7 @@ async fn every_reason_reaches_the_dead_letter_topic_and_the_rest_applies() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = stop.send(());
-    let stats = run.await.unwrap().unwrap();
+    let stats = running.stop().await.unwrap();
     assert_eq!(digest.points, 2, "both good events applied");
     assert_eq!(stats.dead_letters, 4);
 

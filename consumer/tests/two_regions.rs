@@ -126,20 +126,11 @@ async fn both_regions_converge_to_the_fold_of_every_event() {
         expected.add(id, &r.current().0);
     }
 
-    let mut stops = Vec::new();
     let mut stores = Vec::new();
-    let mut tasks = Vec::new();
+    let mut workers = Vec::new();
     for config in [east.config.clone(), west.clone()] {
         let store = Arc::new(EdgeStore::open(&config.store.path).unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let s = store.clone();
-        tasks.push(tokio::spawn(async move {
-            worker::run(&config, s, async {
-                let _ = stopped.await;
-            })
-            .await
-        }));
-        stops.push(stop);
+        workers.push(worker::spawn(config, store.clone()));
         stores.push(store);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -161,11 +152,8 @@ async fn both_regions_converge_to_the_fold_of_every_event() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for stop in stops {
-        let _ = stop.send(());
-    }
-    for t in tasks {
-        let stats = t.await.unwrap().unwrap();
+    for w in workers {
+        let stats = w.stop().await.unwrap();
         assert_eq!(stats.dead_letters, 0, "{stats:?}");
     }
     assert_eq!(digest(&stores[0]), digest(&stores[1]));
