@@ -21,9 +21,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stats = worker::run(&config, Arc::new(store), crate::shutdown_signal())
         .await
         .with_context(|| format!("worker of region {} failed", config.region))?;
+    let r = stats.reorder;
     println!(
-        "applied {} events ({} unchanged, {} parked, {} dead letters) in {} batches",
-        stats.applied, stats.unchanged, stats.parked, stats.dead_letters, stats.batches
+        "applied {} events ({} unchanged, {} parked, {} dead letters) in {} batches; \
+         reorder buffer: {} released full, {} late, {} idle sources",
+        stats.applied,
+        stats.unchanged,
+        stats.parked,
+        stats.dead_letters,
+        stats.batches,
+        r.forced,
+        r.late,
+        r.idled
     );
     Ok(())
 }

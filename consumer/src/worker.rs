@@ -64,6 +64,9 @@ pub struct Stats {
     pub parked: u64,
     pub dead_letters: u64,
     pub batches: u64,
+    /// What the reorder buffer did out of strict order: released when full,
+    /// late arrivals, sources declared idle.
+    pub reorder: crate::reorder::Counters,
 }
 
 /// One event on its way from a source to the store, with its record's key
@@ -243,6 +246,7 @@ pub async fn run(
         Ok(result) => result?,
         Err(_) => tracing::warn!("drain timed out; what was not committed will be replayed"),
     }
+    stats.reorder = reorder.counters();
     tracing::info!(?stats, "worker stopped");
     Ok(stats)
 }
