@@ -1,6 +1,9 @@
-//! `vecsync consume`: a consumer worker of one region.
+//! `vecsync consume`: a consumer worker of one region, with `/metrics`,
+//! `/healthz` and `/readyz` on `consumer.listen`.
 
 use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
 use std::path::PathBuf;
 use std::sync::Arc;
 use vecsync_consumer::store::edge::EdgeStore;
@@ -16,11 +19,29 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = RegionConfig::load(&args.config)?;
+    let metrics = vecsync_producer::metrics::prometheus();
     let store = EdgeStore::open(&config.store.path)
         .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
-    let stats = worker::run(&config, Arc::new(store), crate::shutdown_signal())
+    let listener = tokio::net::TcpListener::bind(config.consumer.listen)
         .await
-        .with_context(|| format!("worker of region {} failed", config.region))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (consumer.listen)",
+                config.consumer.listen
+            )
+        })?;
+    let api = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, api).await });
+    tracing::info!(listen = %config.consumer.listen, "consumer API listening");
+    let result = worker::run(&config, Arc::new(store), crate::shutdown_signal()).await;
+    server.abort();
+    let stats = result.with_context(|| format!("worker of region {} failed", config.region))?;
     let r = stats.reorder;
     println!(
         "applied {} events ({} unchanged, {} parked, {} dead letters) in {} batches; \

@@ -50,6 +50,8 @@ async fn a_worker_killed_at_random_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     region.config.store.path = dir.path().join("store");
     region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    let port = vecsync_devkit::broker::free_port().unwrap();
+    region.config.consumer.listen = format!("127.0.0.1:{port}").parse().unwrap();
     let config_path = dir.path().join("region.toml");
     std::fs::write(&config_path, toml::to_string(&region.config).unwrap()).unwrap();
 
@@ -122,6 +124,20 @@ async fn a_worker_killed_at_random_loses_nothing() {
     loop {
         let worker = start(&config_path);
         tokio::time::sleep(Duration::from_secs(10)).await;
+        // The worker reports what it applied on consumer.listen.
+        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in [
+            "vecsync_consumer_events_total{result=",
+            "vecsync_consumer_batch_apply_seconds",
+            "vecsync_consumer_uncommitted_records",
+        ] {
+            assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+        }
         assert!(
             Command::new("kill")
                 .arg(worker.id().to_string())

@@ -14,6 +14,7 @@ pub mod applier;
 pub mod apply;
 pub mod bookkeeping;
 pub mod digest;
+mod metrics;
 pub mod offsets;
 pub mod reorder;
 pub mod store;

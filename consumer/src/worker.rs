@@ -14,6 +14,7 @@
 //! worker waits and retries, committing nothing it has not applied.
 
 use crate::applier::Applier;
+use crate::metrics::{BatchApplied, DeadLettered, ReorderState};
 use crate::offsets::{Offsets, Partition};
 use crate::reorder::{Bounds, ReorderBuffer};
 use crate::store::StoreError;
@@ -163,6 +164,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(batch_wait);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_batch = Instant::now();
+    let mut reported = crate::reorder::Counters::default();
     tokio::pin!(shutdown);
 
     loop {
@@ -226,6 +228,15 @@ pub async fn run(
             )
             .await?;
             last_batch = Instant::now();
+            let counters = reorder.counters();
+            ReorderState {
+                buffered: reorder.len(),
+                uncommitted: offsets.held(),
+                counters,
+                before: reported,
+            }
+            .emit();
+            reported = counters;
         }
     }
 
@@ -317,6 +328,7 @@ impl Sink {
         stats: &mut Stats,
     ) -> Result<Vec<Held>, WorkerError> {
         batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
+        let started = Instant::now();
         let events: Vec<DeltaEvent> = batch.iter().map(|h| h.event.clone()).collect();
         let outcome = {
             // Retry store trouble with backoff: an outage is not a dead letter.
@@ -350,6 +362,13 @@ impl Sink {
             }
         };
         stats.batches += 1;
+        BatchApplied {
+            changed: outcome.changed,
+            unchanged: outcome.unchanged,
+            parked: outcome.parked,
+            elapsed: started.elapsed(),
+        }
+        .emit();
         tracing::debug!(
             events = events.len(),
             changed = outcome.changed,
@@ -700,9 +719,10 @@ impl DeadLetters {
         offset: i64,
         key: Option<&[u8]>,
         value: &[u8],
-        reason: &str,
+        reason: &'static str,
         detail: &str,
     ) -> Result<(), WorkerError> {
+        DeadLettered { reason }.emit();
         tracing::warn!(
             topic = partition.1,
             partition = partition.2,

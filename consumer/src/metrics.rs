@@ -1,0 +1,60 @@
+//! Every metric the consumer reports, each named in one place. Emitted once
+//! per batch, not per event. The binary installs the Prometheus recorder.
+
+use crate::reorder::Counters;
+use metrics::{counter, gauge, histogram};
+use std::time::Duration;
+
+/// A batch applied and flushed.
+pub(crate) struct BatchApplied {
+    pub changed: u64,
+    pub unchanged: u64,
+    pub parked: u64,
+    pub elapsed: Duration,
+}
+
+impl BatchApplied {
+    pub fn emit(&self) {
+        for (result, n) in [
+            ("changed", self.changed),
+            ("unchanged", self.unchanged),
+            ("parked", self.parked),
+        ] {
+            if n > 0 {
+                counter!("vecsync_consumer_events_total", "result" => result).increment(n);
+            }
+        }
+        histogram!("vecsync_consumer_batch_apply_seconds").record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// An event written to the dead-letter topic.
+pub(crate) struct DeadLettered {
+    pub reason: &'static str,
+}
+
+impl DeadLettered {
+    pub fn emit(&self) {
+        counter!("vecsync_consumer_dead_letters_total", "reason" => self.reason).increment(1);
+    }
+}
+
+/// The reorder buffer's state after a batch: how much it holds, and what it
+/// did out of strict order since the last report.
+pub(crate) struct ReorderState {
+    pub buffered: usize,
+    pub uncommitted: usize,
+    pub counters: Counters,
+    pub before: Counters,
+}
+
+impl ReorderState {
+    pub fn emit(&self) {
+        gauge!("vecsync_consumer_reorder_buffered_events").set(self.buffered as f64);
+        gauge!("vecsync_consumer_uncommitted_records").set(self.uncommitted as f64);
+        let (now, was) = (self.counters, self.before);
+        counter!("vecsync_consumer_reorder_forced_total").increment(now.forced - was.forced);
+        counter!("vecsync_consumer_reorder_late_total").increment(now.late - was.late);
+        counter!("vecsync_consumer_sources_idled_total").increment(now.idled - was.idled);
+    }
+}
