@@ -164,6 +164,8 @@ pub async fn run(
     let mut ticker = tokio::time::interval(batch_wait);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_batch = Instant::now();
+    let expiry_interval = Duration::from_millis(c.expiry_interval_ms);
+    let mut last_expiry = Instant::now();
     let mut reported = crate::reorder::Counters::default();
     tokio::pin!(shutdown);
 
@@ -215,6 +217,10 @@ pub async fn run(
             }
             _ = ticker.tick() => {
                 pending.extend(reorder.tick(now_ms()).into_iter().map(|(_, h)| h));
+                if last_expiry.elapsed() >= expiry_interval {
+                    sink.expire(now_ms().saturating_sub(c.tombstone_horizon_ms)).await;
+                    last_expiry = Instant::now();
+                }
             }
         }
         let due = pending.len() >= c.batch_max_events || last_batch.elapsed() >= batch_wait;
@@ -301,6 +307,35 @@ struct Sink {
 }
 
 impl Sink {
+    /// Clears tombstones and folds delta chains older than `horizon_ms` in
+    /// every collection. A failure is logged and tried again next time.
+    async fn expire(&self, horizon_ms: u64) {
+        let (store, collections) = (self.store.clone(), self.collections.clone());
+        let horizon = Hlc::new(horizon_ms, 0, "");
+        let result = tokio::task::spawn_blocking(move || {
+            let mut done = Vec::new();
+            for name in collections.keys() {
+                done.push((name.clone(), store.expire(name, &horizon)?));
+            }
+            store.flush();
+            Ok::<_, StoreError>(done)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        match result {
+            Ok(done) => {
+                for (collection, expired) in done {
+                    tracing::info!(
+                        collection,
+                        ?expired,
+                        "expired what is older than the horizon"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("expiry failed, will try again: {e}"),
+        }
+    }
+
     /// Applies what is pending, keeps what waits for a codebook, and commits
     /// what that allows.
     async fn apply_and_commit(

@@ -142,3 +142,57 @@ fn a_collection_of_another_shape_is_refused() {
         StoreError::UnknownCollection(_)
     ));
 }
+
+#[test]
+fn expiry_forgets_old_tombstones_and_folds_old_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::open(dir.path()).unwrap();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    apply_batch(
+        &store,
+        vec![
+            (PointId::Num(1), h(10), Change::Delete),
+            (PointId::Num(2), h(100), Change::Delete),
+            (PointId::Num(3), h(5), upsert(3)),
+            // Waits for a base that never comes.
+            (
+                PointId::Num(3),
+                h(20),
+                Change::Patch {
+                    base: h(15),
+                    payload: json!({"x": 1}).as_object().cloned().unwrap(),
+                },
+            ),
+        ],
+    );
+    let before = store.read("docs", &[PointId::Num(3)]).unwrap()[&PointId::Num(3)]
+        .current()
+        .0;
+    let expired = store.expire("docs", &h(50)).unwrap();
+    assert_eq!(
+        (
+            expired.tombstones_removed,
+            expired.chains_compacted,
+            expired.parked_dropped
+        ),
+        (1, 1, 1)
+    );
+    let held = store
+        .read("docs", &[PointId::Num(1), PointId::Num(2), PointId::Num(3)])
+        .unwrap();
+    assert!(
+        !held.contains_key(&PointId::Num(1)),
+        "the old tombstone is gone"
+    );
+    assert_eq!(
+        held[&PointId::Num(2)].current().0.state,
+        State::Deleted,
+        "the recent one stays"
+    );
+    assert!(held[&PointId::Num(3)].chain.is_empty());
+    assert_eq!(
+        held[&PointId::Num(3)].current().0,
+        before,
+        "folding changes no state"
+    );
+}

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use vecsync_schemas::config::Distance as ConfigDistance;
 use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
 
 /// The live and tombstone shards of one collection.
 struct Collection {
@@ -47,6 +48,15 @@ impl std::fmt::Debug for EdgeStore {
 
 /// Points read per page when scanning a collection.
 const SCAN_PAGE: usize = 512;
+
+/// What [`EdgeStore::expire`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    pub tombstones_removed: u64,
+    pub chains_compacted: u64,
+    /// Deltas that never found their base before the horizon.
+    pub parked_dropped: u64,
+}
 
 impl EdgeStore {
     /// A store rooted at `root` (created when missing).
@@ -212,29 +222,57 @@ impl EdgeStore {
         mut visit: impl FnMut(PointId, Versioned),
     ) -> Result<(), StoreError> {
         let c = self.collection(collection)?;
-        let mut offset = None;
-        loop {
-            let request = ScrollRequest {
-                offset,
-                limit: Some(SCAN_PAGE),
-                filter: None,
-                with_payload: Some(WithPayloadInterface::Bool(true)),
-                with_vector: WithVector::Bool(true),
-                order_by: None,
-            };
-            let (page, next) = c
-                .live
-                .scroll(request)
-                .map_err(|e| StoreError::engine(collection, e.to_string()))?;
-            for record in page {
-                let (id, rec) = to_record(collection, record, true)?;
-                visit(id, rec.current().0);
+        scroll(collection, &c.live, true, |record| {
+            let (id, rec) = to_record(collection, record, true)?;
+            visit(id, rec.current().0);
+            Ok(())
+        })
+    }
+
+    /// Forgets what no event can still need once every region has passed
+    /// `horizon` (DESIGN.md §3: tombstones are kept longer than any
+    /// replication delay): tombstones older than it are removed, and delta
+    /// chains are folded into their anchors up to it.
+    pub fn expire(&self, collection: &str, horizon: &Hlc) -> Result<Expired, StoreError> {
+        let c = self.collection(collection)?;
+        let mut expired = Expired::default();
+        let mut old_tombstones = Vec::new();
+        let mut with_chains = Vec::new();
+        scroll(collection, &c.tombstones, false, |record| {
+            let (id, rec) = to_record(collection, record, false)?;
+            if rec.chain.is_empty() && rec.anchor.version < *horizon {
+                old_tombstones.push(id);
+            } else if !rec.chain.is_empty() {
+                with_chains.push(id);
             }
-            match next {
-                Some(n) => offset = Some(n),
-                None => return Ok(()),
+            Ok(())
+        })?;
+        scroll(collection, &c.live, false, |record| {
+            let has_chain = record
+                .payload
+                .as_ref()
+                .and_then(|p| p.0.get(KEY))
+                .is_some_and(|book| book.get("chain").is_some());
+            if has_chain {
+                with_chains.push(edge_point_id(record.id));
             }
+            Ok(())
+        })?;
+        let mut rewritten = Vec::new();
+        for (id, mut record) in self.read(collection, &with_chains)? {
+            expired.parked_dropped += crate::apply::compact(&mut record, horizon) as u64;
+            expired.chains_compacted += 1;
+            rewritten.push((id, record));
         }
+        self.write(collection, &rewritten)?;
+        if !old_tombstones.is_empty() {
+            expired.tombstones_removed = old_tombstones.len() as u64;
+            let ids = old_tombstones.iter().map(edge_id).collect();
+            c.tombstones
+                .update(delete(ids))
+                .map_err(|e| StoreError::engine(collection, e.to_string()))?;
+        }
+        Ok(expired)
     }
 
     fn collection(&self, name: &str) -> Result<Arc<Collection>, StoreError> {
@@ -285,6 +323,36 @@ fn open_shard(
     }
 }
 
+/// Visits every point of a shard, page by page.
+fn scroll(
+    collection: &str,
+    shard: &EdgeShard,
+    with_vector: bool,
+    mut visit: impl FnMut(EdgeRecord) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut offset = None;
+    loop {
+        let request = ScrollRequest {
+            offset,
+            limit: Some(SCAN_PAGE),
+            filter: None,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: WithVector::Bool(with_vector),
+            order_by: None,
+        };
+        let (page, next) = shard
+            .scroll(request)
+            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
+        for record in page {
+            visit(record)?;
+        }
+        match next {
+            Some(n) => offset = Some(n),
+            None => return Ok(()),
+        }
+    }
+}
+
 fn edge_distance(d: ConfigDistance) -> Distance {
     match d {
         ConfigDistance::Cosine => Distance::Cosine,
@@ -311,6 +379,13 @@ fn delete(ids: Vec<EdgePointId>) -> UpdateOperation {
     UpdateOperation::PointOperation(PointOperations::DeletePoints { ids })
 }
 
+fn edge_point_id(id: EdgePointId) -> PointId {
+    match id {
+        EdgePointId::NumId(n) => PointId::Num(n),
+        EdgePointId::Uuid(u) => PointId::Uuid(u),
+    }
+}
+
 /// A stored point as a record. A point without bookkeeping (written by
 /// something else) is taken as older than any event.
 fn to_record(
@@ -318,10 +393,7 @@ fn to_record(
     record: EdgeRecord,
     live: bool,
 ) -> Result<(PointId, Record), StoreError> {
-    let id = match record.id {
-        EdgePointId::NumId(n) => PointId::Num(n),
-        EdgePointId::Uuid(u) => PointId::Uuid(u),
-    };
+    let id = edge_point_id(record.id);
     let mut payload = record.payload.map(|p| p.0).unwrap_or_default();
     let book = payload
         .remove(KEY)

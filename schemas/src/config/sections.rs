@@ -177,6 +177,10 @@ pub struct ConsumerConfig {
     /// longer than any replication delay.
     #[serde(default = "default_tombstone_horizon_ms")]
     pub tombstone_horizon_ms: u64,
+    /// How often tombstones and delta chains older than the horizon are
+    /// cleared from the store.
+    #[serde(default = "default_expiry_interval_ms")]
+    pub expiry_interval_ms: u64,
     /// What the region replays. When no source carries this region's own
     /// writes, its own topic is added (log first: every store gets every
     /// region's writes by the same path).
@@ -333,6 +337,9 @@ fn default_drain_timeout_ms() -> u64 {
 }
 fn default_tombstone_horizon_ms() -> u64 {
     7 * 24 * 3_600_000
+}
+fn default_expiry_interval_ms() -> u64 {
+    600_000
 }
 fn default_store_path() -> PathBuf {
     PathBuf::from("data")
