@@ -5,9 +5,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use std::path::PathBuf;
-use std::sync::Arc;
-use vecsync_consumer::store::edge::EdgeStore;
-use vecsync_consumer::worker;
+use vecsync_consumer::{store, worker};
 use vecsync_schemas::config::RegionConfig;
 
 #[derive(Debug, clap::Args)]
@@ -20,8 +18,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = RegionConfig::load(&args.config)?;
     let metrics = vecsync_producer::metrics::prometheus();
-    let store = EdgeStore::open(&config.store.path)
-        .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?;
+    let store = store::open(&config.store).context("cannot open the store ([store])")?;
     let listener = tokio::net::TcpListener::bind(config.consumer.listen)
         .await
         .with_context(|| {
@@ -39,7 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     let server = tokio::spawn(async move { axum::serve(listener, api).await });
     tracing::info!(listen = %config.consumer.listen, "consumer API listening");
-    let result = worker::run(&config, Arc::new(store), crate::shutdown_signal()).await;
+    let result = worker::run(&config, store, crate::shutdown_signal()).await;
     server.abort();
     let stats = result.with_context(|| format!("worker of region {} failed", config.region))?;
     let r = stats.reorder;

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vecsync_consumer::apply::{Change, Record, apply};
 use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Mutation, Publisher};
@@ -35,9 +36,7 @@ fn start(config: &std::path::Path) -> Child {
 fn digest_of(path: &std::path::Path) -> Digest {
     let store = EdgeStore::open(path).unwrap();
     store.ensure_collection("docs", DIM, Distance::Dot).unwrap();
-    let mut d = Digest::new();
-    store.scan("docs", |id, v| d.add(&id, &v)).unwrap();
-    d
+    Digest::of(&store, "docs").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

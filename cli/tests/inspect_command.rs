@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use std::process::Command;
 use vecsync_consumer::apply::{Change, apply};
 use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
@@ -44,7 +45,7 @@ fn count_digest_and_get_show_what_the_store_holds() {
         let (gone, _) = apply(None, Hlc::new(500, 0, "us-east"), Change::Delete);
         writes.push((PointId::Num(77), gone.unwrap()));
         store.write("docs", &writes).unwrap();
-        store.flush();
+        store.flush().unwrap();
     }
     assert_eq!(inspect(dir.path(), &["count"]).1, "30");
     assert_eq!(inspect(dir.path(), &["digest"]).1, expected.to_string());

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vecsync_consumer::applier::Applier;
+use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker;
 use vecsync_devkit::testbed::TestRegion;
@@ -49,7 +50,7 @@ fn apply_throughput(events: usize) -> f64 {
     let started = Instant::now();
     for batch in all.chunks(BATCH) {
         applier.apply_batch(batch).unwrap();
-        store.flush();
+        store.flush().unwrap();
     }
     events as f64 / started.elapsed().as_secs_f64()
 }

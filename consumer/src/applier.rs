@@ -8,8 +8,7 @@
 //! not arrived is returned as waiting, to be applied once it has.
 
 use crate::apply::{Change, Effect, Record, apply};
-use crate::store::StoreError;
-use crate::store::edge::EdgeStore;
+use crate::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use vecsync_schemas::config::CollectionConfig;
 use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
@@ -56,14 +55,14 @@ pub struct Outcome {
 /// Applies events to one store for a region's collections.
 #[derive(Debug)]
 pub struct Applier<'a> {
-    store: &'a EdgeStore,
+    store: &'a dyn Store,
     collections: &'a HashMap<String, CollectionConfig>,
     codebooks: &'a HashMap<String, PqCodebook>,
 }
 
 impl<'a> Applier<'a> {
     pub fn new(
-        store: &'a EdgeStore,
+        store: &'a dyn Store,
         collections: &'a HashMap<String, CollectionConfig>,
         codebooks: &'a HashMap<String, PqCodebook>,
     ) -> Self {

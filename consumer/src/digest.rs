@@ -9,6 +9,7 @@
 //! out: they expire at different times in different regions.
 
 use crate::apply::{State, Versioned};
+use crate::store::{Store, StoreError};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use vecsync_schemas::event::PointId;
@@ -25,6 +26,13 @@ pub struct Digest {
 impl Digest {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The digest of a collection as `store` holds it now.
+    pub fn of(store: &dyn Store, collection: &str) -> Result<Self, StoreError> {
+        let mut digest = Self::new();
+        store.scan(collection, &mut |id, point| digest.add(&id, &point))?;
+        Ok(digest)
     }
 
     /// Adds one point; a tombstone adds nothing.

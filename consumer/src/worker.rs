@@ -17,8 +17,7 @@ use crate::applier::Applier;
 use crate::metrics::{BatchApplied, DeadLettered, ReorderState};
 use crate::offsets::{Offsets, Partition};
 use crate::reorder::{Bounds, ReorderBuffer};
-use crate::store::StoreError;
-use crate::store::edge::EdgeStore;
+use crate::store::{Store, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -30,7 +29,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use vecsync_schemas::config::{Assignment, CollectionConfig, RegionConfig, SourceConfig};
 use vecsync_schemas::event::DeltaEvent;
 use vecsync_schemas::hlc::Hlc;
@@ -50,6 +49,38 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error("schema registry: {0}")]
     Registry(#[from] vecsync_schemas::registry::RegistryError),
+    /// Asked to stop while waiting out an outage; what was not committed
+    /// is replayed by the next start.
+    #[error("stopped while the {0} was unavailable; uncommitted events will be replayed")]
+    Interrupted(&'static str),
+}
+
+/// Whether the worker has been asked to stop, for the loops that wait out
+/// an outage.
+#[derive(Debug, Clone)]
+struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    /// Resolves once a stop is asked for (never, when nobody can ask).
+    async fn asked(&mut self) {
+        if self.0.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Waits `delay` before another try at `what`, or gives up when a stop
+    /// is asked for first.
+    async fn backoff(&mut self, delay: Duration, what: &'static str) -> Result<(), WorkerError> {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            () = self.asked() => Err(WorkerError::Interrupted(what)),
+        }
+    }
+}
+
+/// Backoff between tries while the store or the registry is unavailable.
+fn next_delay(delay: Duration) -> Duration {
+    (delay * 2).min(Duration::from_secs(10))
 }
 
 fn kafka(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> WorkerError {
@@ -92,24 +123,65 @@ fn now_ms() -> u64 {
 /// resolves, then drains what it holds within the drain timeout and commits.
 pub async fn run(
     config: &RegionConfig,
-    store: Arc<EdgeStore>,
+    store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, WorkerError> {
-    let collections: HashMap<String, _> = config.collections.clone().into_iter().collect();
-    {
-        let store = store.clone();
-        let shapes: Vec<_> = collections
-            .iter()
-            .map(|(n, c)| (n.clone(), c.dimension as usize, c.distance))
-            .collect();
-        tokio::task::spawn_blocking(move || {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let forward_stop = async move {
+        tokio::select! {
+            () = shutdown => { let _ = stop_tx.send(true); }
+            _ = done_rx => {}
+        }
+    };
+    let work = async move {
+        let result = work(config, store, Stopping(stop_rx)).await;
+        let _ = done_tx.send(());
+        result
+    };
+    tokio::join!(forward_stop, work).1
+}
+
+/// Creates or checks the configured collections, waiting for a store that
+/// is not reachable yet.
+async fn ensure_collections(
+    store: &Arc<dyn Store>,
+    collections: &HashMap<String, CollectionConfig>,
+    stopping: &mut Stopping,
+) -> Result<(), WorkerError> {
+    let shapes: Vec<_> = collections
+        .iter()
+        .map(|(n, c)| (n.clone(), c.dimension as usize, c.distance))
+        .collect();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let (store, shapes) = (store.clone(), shapes.clone());
+        let result = tokio::task::spawn_blocking(move || {
             shapes
                 .iter()
                 .try_for_each(|(n, d, dist)| store.ensure_collection(n, *d, *dist))
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e @ StoreError::Engine { .. }) => {
+                tracing::warn!("store unavailable, retrying in {delay:?}: {e}");
+                stopping.backoff(delay, "store").await?;
+                delay = next_delay(delay);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+}
+
+async fn work(
+    config: &RegionConfig,
+    store: Arc<dyn Store>,
+    mut stopping: Stopping,
+) -> Result<Stats, WorkerError> {
+    let collections: HashMap<String, _> = config.collections.clone().into_iter().collect();
+    ensure_collections(&store, &collections, &mut stopping).await?;
     let registry = Arc::new(RegistryClient::new(
         &config.registry.url,
         Duration::from_millis(config.registry.timeout_ms),
@@ -167,12 +239,10 @@ pub async fn run(
     let expiry_interval = Duration::from_millis(c.expiry_interval_ms);
     let mut last_expiry = Instant::now();
     let mut reported = crate::reorder::Counters::default();
-    tokio::pin!(shutdown);
-
     loop {
         tokio::select! {
             biased;
-            () = &mut shutdown => break,
+            () = stopping.asked() => break,
             Some(book) = books_rx.recv() => {
                 let book: PqCodebook = book;
                 tracing::info!(codebook = book.id(), "codebook received");
@@ -192,8 +262,8 @@ pub async fn run(
                     match decoder.decode(&bytes).await {
                         Ok(event) => break Some(event),
                         Err(e) if e.is_retriable() => {
-                            tracing::warn!("registry unavailable, retrying: {e}");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            tracing::warn!("registry unavailable, retrying in 1s: {e}");
+                            stopping.backoff(Duration::from_secs(1), "schema registry").await?;
                         }
                         Err(e) => {
                             let reason = e.reason_label();
@@ -231,6 +301,7 @@ pub async fn run(
                 &mut offsets,
                 &mut stats,
                 CommitMode::Async,
+                &mut stopping,
             )
             .await?;
             last_batch = Instant::now();
@@ -250,12 +321,15 @@ pub async fn run(
     // synchronous commit, all within the drain timeout.
     let drain = async {
         pending.extend(reorder.drain().into_iter().map(|(_, h)| h));
+        // The stop was asked already: the drain timeout bounds the retries.
+        let mut draining = Stopping(watch::channel(false).1);
         sink.apply_and_commit(
             &codebooks,
             &mut pending,
             &mut offsets,
             &mut stats,
             CommitMode::Sync,
+            &mut draining,
         )
         .await
     };
@@ -286,7 +360,7 @@ impl RunningWorker {
 }
 
 /// Starts [`run`] on a tokio task.
-pub fn spawn(config: RegionConfig, store: Arc<EdgeStore>) -> RunningWorker {
+pub fn spawn(config: RegionConfig, store: Arc<dyn Store>) -> RunningWorker {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         run(&config, store, async {
@@ -299,7 +373,7 @@ pub fn spawn(config: RegionConfig, store: Arc<EdgeStore>) -> RunningWorker {
 
 /// Where batches go: the store, the dead-letter topic, and the commits.
 struct Sink {
-    store: Arc<EdgeStore>,
+    store: Arc<dyn Store>,
     collections: Arc<HashMap<String, CollectionConfig>>,
     dead_letters: DeadLetters,
     sources: Vec<SourceConfig>,
@@ -317,7 +391,7 @@ impl Sink {
             for name in collections.keys() {
                 done.push((name.clone(), store.expire(name, &horizon)?));
             }
-            store.flush();
+            store.flush()?;
             Ok::<_, StoreError>(done)
         })
         .await
@@ -345,10 +419,13 @@ impl Sink {
         offsets: &mut Offsets,
         stats: &mut Stats,
         mode: CommitMode,
+        stopping: &mut Stopping,
     ) -> Result<(), WorkerError> {
         if !pending.is_empty() {
             let batch = std::mem::take(pending);
-            *pending = self.apply(codebooks, batch, offsets, stats).await?;
+            *pending = self
+                .apply(codebooks, batch, offsets, stats, stopping)
+                .await?;
         }
         commit(&self.consumers, offsets, mode)
     }
@@ -361,6 +438,7 @@ impl Sink {
         mut batch: Vec<Held>,
         offsets: &mut Offsets,
         stats: &mut Stats,
+        stopping: &mut Stopping,
     ) -> Result<Vec<Held>, WorkerError> {
         batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
         let started = Instant::now();
@@ -376,22 +454,26 @@ impl Sink {
                     events.clone(),
                 );
                 let result = tokio::task::spawn_blocking(move || {
-                    let outcome =
-                        Applier::new(&store, &collections, &codebooks).apply_batch(&events)?;
-                    store.flush();
+                    let outcome = Applier::new(store.as_ref(), &collections, &codebooks)
+                        .apply_batch(&events)?;
+                    store.flush()?;
                     Ok::<_, StoreError>(outcome)
                 })
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
                 match result {
                     Ok(outcome) => break outcome,
-                    Err(e @ (StoreError::UnknownCollection(_) | StoreError::Mismatch { .. })) => {
+                    Err(
+                        e @ (StoreError::UnknownCollection(_)
+                        | StoreError::Mismatch { .. }
+                        | StoreError::Refused { .. }),
+                    ) => {
                         return Err(e.into());
                     }
                     Err(e) => {
                         tracing::warn!("store unavailable, retrying in {delay:?}: {e}");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
+                        stopping.backoff(delay, "store").await?;
+                        delay = next_delay(delay);
                     }
                 }
             }

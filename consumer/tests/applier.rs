@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use vecsync_consumer::applier::{Applier, DeadReason};
 use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_schemas::config::{CollectionConfig, Distance};
 use vecsync_schemas::event::{Body, Delete, DeltaEvent, PointId, Upsert, VectorData};
@@ -33,9 +34,7 @@ fn store(dir: &std::path::Path) -> EdgeStore {
 }
 
 fn digest(store: &EdgeStore) -> Digest {
-    let mut d = Digest::new();
-    store.scan("docs", |id, v| d.add(&id, &v)).unwrap();
-    d
+    Digest::of(store, "docs").unwrap()
 }
 
 /// Writes from three regions to 40 points, with deletes among them.

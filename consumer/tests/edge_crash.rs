@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use vecsync_consumer::apply::{Change, apply};
+use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
@@ -36,7 +37,7 @@ fn writer_child() {
             })
             .collect();
         store.write("docs", &writes).unwrap();
-        store.flush();
+        store.flush().unwrap();
         writeln!(out, "flushed {b}").unwrap();
         out.flush().unwrap();
     }

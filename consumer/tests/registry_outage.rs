@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker;
 use vecsync_devkit::registry::DevRegistry;

@@ -63,9 +63,7 @@ fn change(m: &Mutation) -> Change {
 }
 
 fn digest(store: &EdgeStore) -> Digest {
-    let mut d = Digest::new();
-    store.scan("docs", |id, v| d.add(&id, &v)).unwrap();
-    d
+    Digest::of(store, "docs").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,11 +135,7 @@ async fn both_regions_converge_to_the_fold_of_every_event() {
     loop {
         let now: Vec<Digest> = stores
             .iter()
-            .map(|s| {
-                let mut d = Digest::new();
-                let _ = s.scan("docs", |id, v| d.add(&id, &v));
-                d
-            })
+            .map(|s| Digest::of(s.as_ref(), "docs").unwrap_or_default())
             .collect();
         if now.iter().all(|d| *d == expected) {
             break;

@@ -6,7 +6,10 @@
 //! - [`broker`]: a real Kafka-protocol broker (tansu) started on a free
 //!   loopback port, topics, unique names, and reading a topic back.
 //! - [`testbed`]: a broker, a registry and a region config to test against.
+//! - [`qdrant`]: a Qdrant gRPC endpoint over the real engine (`qdrant-edge`)
+//!   for testing the `qdrant-client` store.
 
 pub mod broker;
+pub mod qdrant;
 pub mod registry;
 pub mod testbed;

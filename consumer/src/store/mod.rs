@@ -1,17 +1,38 @@
-//! Where applied state lives (DESIGN.md §4).
+//! Where applied state lives (DESIGN.md §4), behind one seam, [`Store`]:
 //!
 //! - [`edge`]: Qdrant's engine in-process (`qdrant-edge`), the embedded
 //!   default.
+//! - [`server`]: a Qdrant server through `qdrant-client` (gRPC).
+//!
+//! Both keep a collection's live points in the collection itself and its
+//! tombstones in `<collection>.tombstones`, a one-dimensional collection
+//! that searches never see, so that an older upsert arriving after a delete
+//! can be recognized and refused. Every point carries its bookkeeping under
+//! [`crate::bookkeeping::KEY`].
 
 pub mod edge;
+pub mod server;
+
+use crate::apply::{Content, Payload, Record, Versioned, unseen};
+use crate::bookkeeping::{self, KEY};
+use std::collections::HashMap;
+use std::sync::Arc;
+use vecsync_schemas::config::{Distance, StoreBackend, StoreConfig};
+use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The engine refused or failed an operation; retry with backoff.
+    /// The engine refused or failed an operation, or the server could not
+    /// be reached; retry with backoff.
     #[error("store collection {collection}: {message}")]
     Engine { collection: String, message: String },
-    /// A collection was used before `ensure_collection`.
+    /// The server refused a call (a bad API key, a request it will not
+    /// take): retrying will not help, an operator must.
+    #[error("store collection {collection}: refused: {message}")]
+    Refused { collection: String, message: String },
+    /// A collection was used before `ensure_collection`, or does not exist.
     #[error("store has no collection {0:?}")]
     UnknownCollection(String),
     /// The stored collection does not match the config.
@@ -33,4 +54,169 @@ impl StoreError {
             message: message.into(),
         }
     }
+}
+
+/// Which half of a collection: its live points or its tombstones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Live,
+    Tombstones,
+}
+
+/// What [`Store::expire`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    pub tombstones_removed: u64,
+    pub chains_compacted: u64,
+    /// Deltas that never found their base before the horizon.
+    pub parked_dropped: u64,
+}
+
+/// Points read per page when scanning a collection.
+pub(crate) const SCAN_PAGE: usize = 512;
+
+/// A region's vector store. Every call is synchronous and may block on
+/// disk or network: call it off the async executor.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Opens a collection, creating it with `dimension` and `distance` when
+    /// missing. An existing collection of another dimension or distance is
+    /// an error, not a silent mix.
+    fn ensure_collection(
+        &self,
+        name: &str,
+        dimension: usize,
+        distance: Distance,
+    ) -> Result<(), StoreError>;
+
+    /// Opens a collection that exists, with the shape it was created with
+    /// (for inspecting a store without its config).
+    fn open_collection(&self, name: &str) -> Result<(), StoreError>;
+
+    /// The records of `ids` (live or tombstone) that the store holds, in one
+    /// read per part.
+    fn read(
+        &self,
+        collection: &str,
+        ids: &[PointId],
+    ) -> Result<HashMap<PointId, Record>, StoreError>;
+
+    /// Writes records: live ones to the collection (and out of the
+    /// tombstones), deleted ones the other way round.
+    fn write(&self, collection: &str, records: &[(PointId, Record)]) -> Result<(), StoreError>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Live points in a collection (tombstones not counted).
+    fn count(&self, collection: &str) -> Result<usize, StoreError>;
+
+    /// Calls `visit` with every record of one part, page by page. Without
+    /// `with_vectors`, live records come with empty vectors.
+    fn scan_records(
+        &self,
+        collection: &str,
+        part: Part,
+        with_vectors: bool,
+        visit: &mut dyn FnMut(PointId, Record) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes tombstones outright (after the horizon).
+    fn remove_tombstones(&self, collection: &str, ids: &[PointId]) -> Result<(), StoreError>;
+
+    /// Calls `visit` with every live point's id and current state.
+    fn scan(
+        &self,
+        collection: &str,
+        visit: &mut dyn FnMut(PointId, Versioned),
+    ) -> Result<(), StoreError> {
+        self.scan_records(collection, Part::Live, true, &mut |id, record| {
+            visit(id, record.current().0);
+            Ok(())
+        })
+    }
+
+    /// Forgets what no event can still need once every region has passed
+    /// `horizon` (DESIGN.md §3: tombstones are kept longer than any
+    /// replication delay): tombstones older than it are removed, and delta
+    /// chains are folded into their anchors up to it.
+    fn expire(&self, collection: &str, horizon: &Hlc) -> Result<Expired, StoreError> {
+        let mut expired = Expired::default();
+        let mut old_tombstones = Vec::new();
+        let mut with_chains = Vec::new();
+        self.scan_records(collection, Part::Tombstones, false, &mut |id, rec| {
+            if !rec.chain.is_empty() {
+                with_chains.push(id);
+            } else if rec.anchor.version < *horizon {
+                old_tombstones.push(id);
+            }
+            Ok(())
+        })?;
+        self.scan_records(collection, Part::Live, false, &mut |id, rec| {
+            if !rec.chain.is_empty() {
+                with_chains.push(id);
+            }
+            Ok(())
+        })?;
+        let mut rewritten = Vec::new();
+        for (id, mut record) in self.read(collection, &with_chains)? {
+            expired.parked_dropped += crate::apply::compact(&mut record, horizon) as u64;
+            expired.chains_compacted += 1;
+            rewritten.push((id, record));
+        }
+        self.write(collection, &rewritten)?;
+        if !old_tombstones.is_empty() {
+            expired.tombstones_removed = old_tombstones.len() as u64;
+            self.remove_tombstones(collection, &old_tombstones)?;
+        }
+        Ok(expired)
+    }
+}
+
+/// A record as a store keeps it: the vector of a live point (`None` for a
+/// tombstone) and its payload with the bookkeeping under [`KEY`].
+pub(crate) fn stored_point(record: &Record) -> (Option<Vec<f32>>, Payload) {
+    let (content, book) = bookkeeping::encode(record);
+    match content {
+        Some(Content {
+            vector,
+            mut payload,
+        }) => {
+            payload.insert(KEY.into(), book);
+            (Some(vector), payload)
+        }
+        None => (None, Payload::from_iter([(KEY.to_owned(), book)])),
+    }
+}
+
+/// The record of a stored point: its payload and, when live, its vector.
+/// A point without bookkeeping (written by something else) is taken as
+/// older than any event.
+pub(crate) fn stored_record(
+    collection: &str,
+    id: &PointId,
+    mut payload: Payload,
+    vector: Option<Vec<f32>>,
+) -> Result<Record, StoreError> {
+    let book = payload
+        .remove(KEY)
+        .unwrap_or_else(|| serde_json::json!({ "v": unseen().to_string() }));
+    let content = vector.map(|vector| Content { vector, payload });
+    bookkeeping::decode(content, &book).map_err(|reason| StoreError::Corrupt {
+        collection: collection.to_owned(),
+        id: id.to_string(),
+        reason,
+    })
+}
+
+/// The name of a collection's tombstone collection.
+pub(crate) fn tombstones_of(collection: &str) -> String {
+    format!("{collection}.tombstones")
+}
+
+/// Opens the store a region's config names.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config.backend {
+        StoreBackend::Edge => Arc::new(edge::EdgeStore::open(&config.path)?),
+        StoreBackend::Qdrant => Arc::new(server::ServerStore::connect(config)?),
+    })
 }

@@ -227,6 +227,20 @@ impl RegionConfig {
             "must be an http:// or https:// URL",
         );
         check(r.timeout_ms > 0, "registry.timeout_ms", "must be positive");
+        let st = &self.store;
+        if st.backend == StoreBackend::Qdrant {
+            check(
+                st.url.starts_with("http://") || st.url.starts_with("https://"),
+                "store.url",
+                "must be an http:// or https:// URL",
+            );
+            check(st.timeout_ms > 0, "store.timeout_ms", "must be positive");
+            check(
+                st.api_key.as_ref().is_none_or(|k| !k.trim().is_empty()),
+                "store.api_key",
+                "must not be empty when set",
+            );
+        }
         let pr = &self.producer;
         check(
             pr.message_timeout_ms > 0,

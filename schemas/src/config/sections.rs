@@ -220,12 +220,48 @@ pub struct SourceConfig {
 }
 
 /// The region's vector store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `edge` (Qdrant's engine embedded in the worker, at `path`) or
+    /// `qdrant` (a Qdrant server at `url`).
+    #[serde(default)]
+    pub backend: StoreBackend,
     /// Directory of the embedded store.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// gRPC URL of the Qdrant server; `https://` turns TLS on.
+    #[serde(default = "default_store_url")]
+    pub url: String,
+    /// Qdrant API key, sent with every request when set.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Longest wait for one call to the Qdrant server.
+    #[serde(default = "default_store_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("path", &self.path)
+            .field("url", &self.url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// Which vector store a region uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Qdrant's engine in-process (`qdrant-edge`).
+    #[default]
+    Edge,
+    /// A Qdrant server, through `qdrant-client`.
+    Qdrant,
 }
 
 /// How a collection's vectors are compared.
@@ -343,6 +379,14 @@ fn default_expiry_interval_ms() -> u64 {
 }
 fn default_store_path() -> PathBuf {
     PathBuf::from("data")
+}
+
+fn default_store_url() -> String {
+    "http://127.0.0.1:6334".into()
+}
+
+fn default_store_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Serde's defaults for a section that is left out: the named functions above.

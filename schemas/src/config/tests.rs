@@ -164,3 +164,46 @@ fn a_region_replays_its_own_topic_and_the_sources_it_names() {
         "{err}"
     );
 }
+
+#[test]
+fn a_qdrant_server_store_is_checked_and_its_key_kept_secret() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Edge);
+    let c = parse(
+        MINIMAL,
+        &[
+            ("VECSYNC__STORE__BACKEND", "qdrant"),
+            (
+                "VECSYNC__STORE__URL",
+                "https://qdrant.eu-west.internal:6334",
+            ),
+            ("VECSYNC__STORE__API_KEY", "k3y"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Qdrant);
+    assert!(
+        !format!("{c:?}").contains("k3y"),
+        "the key must not be printed"
+    );
+    let err = parse(
+        MINIMAL,
+        &[
+            ("VECSYNC__STORE__BACKEND", "qdrant"),
+            ("VECSYNC__STORE__URL", "qdrant:6334"),
+            ("VECSYNC__STORE__API_KEY", " "),
+            ("VECSYNC__STORE__TIMEOUT_MS", "0"),
+        ],
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p.split(':').next().unwrap())
+        .collect();
+    assert_eq!(fields, ["store.url", "store.timeout_ms", "store.api_key"]);
+    let err = parse(MINIMAL, &[("VECSYNC__STORE__BACKEND", "milvus")]).unwrap_err();
+    assert!(err.to_string().contains("milvus"), "{err}");
+}

@@ -1,15 +1,19 @@
-//! The embedded store against the real engine (qdrant-edge): records survive
-//! a flush and reopen, deletes become tombstones that refuse older upserts,
-//! and a scan's digest equals the digest of what was written.
+//! Both stores against the real engine: the embedded one (qdrant-edge) and
+//! the Qdrant server one (qdrant-client over gRPC to devkit's endpoint,
+//! which serves qdrant-edge shards). Records survive a flush and reopen,
+//! deletes become tombstones that refuse older upserts, a scan's digest
+//! equals the digest of what was written, and expiry forgets what is old.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
 use std::collections::HashMap;
 use vecsync_consumer::apply::{Change, Effect, Record, State, apply};
 use vecsync_consumer::digest::Digest;
-use vecsync_consumer::store::StoreError;
 use vecsync_consumer::store::edge::EdgeStore;
-use vecsync_schemas::config::Distance;
+use vecsync_consumer::store::server::ServerStore;
+use vecsync_consumer::store::{Store, StoreError};
+use vecsync_devkit::qdrant::QdrantEndpoint;
+use vecsync_schemas::config::{Distance, StoreBackend, StoreConfig};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 
@@ -24,9 +28,48 @@ fn upsert(i: u64) -> Change {
     }
 }
 
+/// A store under test, opened afresh on the same data each time: the
+/// embedded store reopens its directory, the server is restarted on it.
+struct Harness {
+    // Declared first so it is dropped first: the endpoint flushes its
+    // shards into `dir` when it closes.
+    server: Option<(tokio::runtime::Runtime, Option<QdrantEndpoint>)>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(backend: StoreBackend) -> Self {
+        let server = (backend == StoreBackend::Qdrant)
+            .then(|| (tokio::runtime::Runtime::new().unwrap(), None));
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            server,
+        }
+    }
+
+    fn open(&mut self) -> Box<dyn Store> {
+        let Some((runtime, endpoint)) = &mut self.server else {
+            return Box::new(EdgeStore::open(self.dir.path()).unwrap());
+        };
+        if let Some(running) = endpoint.take() {
+            runtime.block_on(running.stop());
+        }
+        let running = runtime
+            .block_on(QdrantEndpoint::start(self.dir.path(), "127.0.0.1:0", None))
+            .unwrap();
+        let config = StoreConfig {
+            backend: StoreBackend::Qdrant,
+            url: running.url(),
+            ..StoreConfig::default()
+        };
+        *endpoint = Some(running);
+        Box::new(ServerStore::connect(&config).unwrap())
+    }
+}
+
 /// Applies `changes` on top of what the store holds and writes the results,
 /// as a worker does for one batch.
-fn apply_batch(store: &EdgeStore, changes: Vec<(PointId, Hlc, Change)>) -> Vec<Effect> {
+fn apply_batch(store: &dyn Store, changes: Vec<(PointId, Hlc, Change)>) -> Vec<Effect> {
     let ids: Vec<PointId> = changes.iter().map(|(id, _, _)| *id).collect();
     let mut held: HashMap<PointId, Record> = store.read("docs", &ids).unwrap();
     let mut effects = Vec::new();
@@ -41,9 +84,18 @@ fn apply_batch(store: &EdgeStore, changes: Vec<(PointId, Hlc, Change)>) -> Vec<E
 }
 
 #[test]
-fn records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EdgeStore::open(dir.path()).unwrap();
+fn edge_records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
+    records_survive_a_reopen_and_tombstones_refuse_older_upserts(StoreBackend::Edge);
+}
+
+#[test]
+fn server_records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
+    records_survive_a_reopen_and_tombstones_refuse_older_upserts(StoreBackend::Qdrant);
+}
+
+fn records_survive_a_reopen_and_tombstones_refuse_older_upserts(backend: StoreBackend) {
+    let mut harness = Harness::new(backend);
+    let store = harness.open();
     store.ensure_collection("docs", 3, Distance::Dot).unwrap();
     let uuid = PointId::Uuid("5c56c793-69f3-4fbf-87e6-c4bf54c28c26".parse().unwrap());
     let mut batch: Vec<(PointId, Hlc, Change)> = (0..20)
@@ -60,12 +112,12 @@ fn records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
             payload: json!({"late": true}).as_object().cloned().unwrap(),
         },
     ));
-    let effects = apply_batch(&store, batch);
+    let effects = apply_batch(store.as_ref(), batch);
     assert_eq!(effects.last(), Some(&Effect::Parked));
-    store.flush();
+    store.flush().unwrap();
     drop(store);
 
-    let store = EdgeStore::open(dir.path()).unwrap();
+    let store = harness.open();
     store.ensure_collection("docs", 3, Distance::Dot).unwrap();
     let held = store
         .read(
@@ -95,7 +147,7 @@ fn records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
     );
 
     // An upsert older than the delete does not bring 3 back; a newer one does.
-    let effects = apply_batch(&store, vec![(PointId::Num(3), h(55), upsert(3))]);
+    let effects = apply_batch(store.as_ref(), vec![(PointId::Num(3), h(55), upsert(3))]);
     assert_eq!(effects, [Effect::Unchanged]);
     assert_eq!(
         store.read("docs", &[PointId::Num(3)]).unwrap()[&PointId::Num(3)]
@@ -104,7 +156,7 @@ fn records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
             .state,
         State::Deleted
     );
-    apply_batch(&store, vec![(PointId::Num(3), h(80), upsert(3))]);
+    apply_batch(store.as_ref(), vec![(PointId::Num(3), h(80), upsert(3))]);
     assert_eq!(
         store.read("docs", &[PointId::Num(3)]).unwrap()[&PointId::Num(3)]
             .current()
@@ -114,8 +166,7 @@ fn records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
     );
 
     // The scan sees the 21 live points, with the digest of their states.
-    let mut scanned = Digest::new();
-    store.scan("docs", |id, v| scanned.add(&id, &v)).unwrap();
+    let scanned = Digest::of(store.as_ref(), "docs").unwrap();
     let ids: Vec<PointId> = (0..20).map(PointId::Num).chain([uuid]).collect();
     let mut expected = Digest::new();
     for (id, record) in store.read("docs", &ids).unwrap() {
@@ -126,30 +177,48 @@ fn records_survive_a_reopen_and_tombstones_refuse_older_upserts() {
 }
 
 #[test]
-fn a_collection_of_another_shape_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    EdgeStore::open(dir.path())
-        .unwrap()
+fn edge_a_collection_of_another_shape_is_refused() {
+    a_collection_of_another_shape_is_refused(StoreBackend::Edge);
+}
+
+#[test]
+fn server_a_collection_of_another_shape_is_refused() {
+    a_collection_of_another_shape_is_refused(StoreBackend::Qdrant);
+}
+
+fn a_collection_of_another_shape_is_refused(backend: StoreBackend) {
+    let mut harness = Harness::new(backend);
+    harness
+        .open()
         .ensure_collection("docs", 3, Distance::Dot)
         .unwrap();
-    let store = EdgeStore::open(dir.path()).unwrap();
+    let store = harness.open();
     let err = store
         .ensure_collection("docs", 4, Distance::Dot)
         .unwrap_err();
     assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
     assert!(matches!(
-        store.read("other", &[]).unwrap_err(),
+        store.read("other", &[PointId::Num(1)]).unwrap_err(),
         StoreError::UnknownCollection(_)
     ));
 }
 
 #[test]
-fn expiry_forgets_old_tombstones_and_folds_old_chains() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EdgeStore::open(dir.path()).unwrap();
+fn edge_expiry_forgets_old_tombstones_and_folds_old_chains() {
+    expiry_forgets_old_tombstones_and_folds_old_chains(StoreBackend::Edge);
+}
+
+#[test]
+fn server_expiry_forgets_old_tombstones_and_folds_old_chains() {
+    expiry_forgets_old_tombstones_and_folds_old_chains(StoreBackend::Qdrant);
+}
+
+fn expiry_forgets_old_tombstones_and_folds_old_chains(backend: StoreBackend) {
+    let mut harness = Harness::new(backend);
+    let store = harness.open();
     store.ensure_collection("docs", 3, Distance::Dot).unwrap();
     apply_batch(
-        &store,
+        store.as_ref(),
         vec![
             (PointId::Num(1), h(10), Change::Delete),
             (PointId::Num(2), h(100), Change::Delete),
@@ -195,4 +264,40 @@ fn expiry_forgets_old_tombstones_and_folds_old_chains() {
         before,
         "folding changes no state"
     );
+}
+
+#[test]
+fn a_server_refuses_a_wrong_api_key_and_an_absent_server_is_worth_retrying() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = runtime
+        .block_on(QdrantEndpoint::start(
+            dir.path(),
+            "127.0.0.1:0",
+            Some("right".into()),
+        ))
+        .unwrap();
+    let connect = |url: String, api_key: Option<&str>| {
+        ServerStore::connect(&StoreConfig {
+            backend: StoreBackend::Qdrant,
+            url,
+            api_key: api_key.map(str::to_owned),
+            timeout_ms: 2_000,
+            ..StoreConfig::default()
+        })
+        .unwrap()
+    };
+    connect(endpoint.url(), Some("right"))
+        .ensure_collection("docs", 3, Distance::Dot)
+        .unwrap();
+    for key in [Some("wrong"), None] {
+        let err = connect(endpoint.url(), key)
+            .ensure_collection("docs", 3, Distance::Dot)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Refused { .. }), "{key:?}: {err}");
+    }
+    let url = endpoint.url();
+    runtime.block_on(endpoint.stop());
+    let err = connect(url, Some("right")).count("docs").unwrap_err();
+    assert!(matches!(err, StoreError::Engine { .. }), "{err}");
 }

@@ -1,0 +1,397 @@
+//! A Qdrant server through `qdrant-client` (gRPC; an `https://` URL turns
+//! TLS on, `store.api_key` is sent with every call).
+//!
+//! Collections are created when missing, each with its tombstone
+//! collection. Writes wait for the server's acknowledgement (`wait=true`),
+//! after which the server holds them in its write-ahead log: that is the
+//! durable point the consumer commits after, so [`Store::flush`] has
+//! nothing left to do. The client runs on a small runtime of its own, so
+//! calls block the calling thread and never the worker's executor.
+
+use super::{Part, SCAN_PAGE, Store, StoreError, stored_point, stored_record, tombstones_of};
+use crate::apply::Record;
+use qdrant_client::qdrant::point_id::PointIdOptions;
+use qdrant_client::qdrant::vector_output::Vector as OutputVector;
+use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
+use qdrant_client::qdrant::vectors_output::VectorsOptions;
+use qdrant_client::qdrant::{
+    CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance as QdrantDistance,
+    GetPointsBuilder, PointId as QdrantPointId, PointStruct, PointsIdsList, RetrievedPoint,
+    ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+};
+use qdrant_client::{Qdrant, QdrantError};
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+use vecsync_schemas::config::{Distance, StoreConfig};
+use vecsync_schemas::event::PointId;
+
+/// A Qdrant server as a region's store.
+pub struct ServerStore {
+    client: Qdrant,
+    url: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for ServerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ServerStore {
+    fn drop(&mut self) {
+        // Dropping a runtime may block, which an async caller cannot allow.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl ServerStore {
+    /// A client of the server at `config.url`. Nothing is sent yet: the
+    /// first call finds out whether the server is there.
+    pub fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let refused = |e: String| StoreError::Refused {
+            collection: String::new(),
+            message: format!("store.url {}: {e}", config.url),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vecsync-qdrant")
+            .enable_all()
+            .build()
+            .map_err(|e| refused(e.to_string()))?;
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let client = Qdrant::from_url(&config.url)
+            .api_key(config.api_key.clone())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(Self {
+            client,
+            url: config.url.clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs one client call on the store's runtime and waits for it.
+    fn call<T, Fut>(
+        &self,
+        collection: &str,
+        call: impl FnOnce(Qdrant) -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, QdrantError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError::engine(collection, "the store is closed"))?;
+        let future = call(self.client.clone());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx.recv()
+            .map_err(|_| StoreError::engine(collection, "the store's client stopped"))?
+            .map_err(|e| server_error(collection, e))
+    }
+
+    fn get(
+        &self,
+        collection: &str,
+        name: String,
+        ids: Vec<QdrantPointId>,
+        with_vectors: bool,
+    ) -> Result<Vec<RetrievedPoint>, StoreError> {
+        let request = GetPointsBuilder::new(name, ids)
+            .with_payload(true)
+            .with_vectors(with_vectors);
+        self.call(collection, |c| async move {
+            Ok(c.get_points(request).await?.result)
+        })
+    }
+
+    fn upsert(
+        &self,
+        collection: &str,
+        name: String,
+        points: Vec<PointStruct>,
+    ) -> Result<(), StoreError> {
+        let request = UpsertPointsBuilder::new(name, points).wait(true);
+        self.call(collection, |c| async move {
+            c.upsert_points(request).await.map(drop)
+        })
+    }
+
+    fn delete(
+        &self,
+        collection: &str,
+        name: String,
+        ids: Vec<QdrantPointId>,
+    ) -> Result<(), StoreError> {
+        let request = DeletePointsBuilder::new(name)
+            .points(PointsIdsList { ids })
+            .wait(true);
+        self.call(collection, |c| async move {
+            c.delete_points(request).await.map(drop)
+        })
+    }
+
+    /// The vector size and distance of an existing collection.
+    fn shape(&self, collection: &str, name: &str) -> Result<(u64, QdrantDistance), StoreError> {
+        let name = name.to_owned();
+        let info = self.call(collection, |c| async move { c.collection_info(name).await })?;
+        let params = info
+            .result
+            .and_then(|i| i.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| v.config);
+        match params {
+            Some(VectorsConfig::Params(p)) => Ok((p.size, p.distance())),
+            _ => Err(StoreError::Mismatch {
+                collection: collection.to_owned(),
+                reason:
+                    "the server's collection has named vectors; vecsync writes one unnamed vector"
+                        .into(),
+            }),
+        }
+    }
+
+    fn exists(&self, collection: &str, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.call(
+            collection,
+            |c| async move { c.collection_exists(name).await },
+        )
+    }
+
+    /// Creates a collection when missing, or checks the one there.
+    fn ensure(
+        &self,
+        collection: &str,
+        name: &str,
+        dimension: u64,
+        distance: QdrantDistance,
+    ) -> Result<(), StoreError> {
+        if self.exists(collection, name)? {
+            let found = self.shape(collection, name)?;
+            if found != (dimension, distance) {
+                return Err(StoreError::Mismatch {
+                    collection: collection.to_owned(),
+                    reason: format!(
+                        "the server's {name} holds vectors of {found:?}, the config says ({dimension}, {distance:?})"
+                    ),
+                });
+            }
+            return Ok(());
+        }
+        let request = CreateCollectionBuilder::new(name)
+            .vectors_config(VectorParamsBuilder::new(dimension, distance));
+        self.call(collection, |c| async move {
+            c.create_collection(request).await.map(drop)
+        })?;
+        tracing::info!(
+            collection = name,
+            dimension,
+            ?distance,
+            url = self.url,
+            "created collection"
+        );
+        Ok(())
+    }
+}
+
+impl Store for ServerStore {
+    fn ensure_collection(
+        &self,
+        name: &str,
+        dimension: usize,
+        distance: Distance,
+    ) -> Result<(), StoreError> {
+        self.ensure(name, name, dimension as u64, qdrant_distance(distance))?;
+        self.ensure(name, &tombstones_of(name), 1, QdrantDistance::Dot)
+    }
+
+    fn open_collection(&self, name: &str) -> Result<(), StoreError> {
+        for part in [name.to_owned(), tombstones_of(name)] {
+            if !self.exists(name, &part)? {
+                return Err(StoreError::UnknownCollection(name.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        collection: &str,
+        ids: &[PointId],
+    ) -> Result<HashMap<PointId, Record>, StoreError> {
+        let ids: Vec<QdrantPointId> = ids.iter().map(qdrant_id).collect();
+        let live = self.get(collection, collection.to_owned(), ids.clone(), true)?;
+        let dead = self.get(collection, tombstones_of(collection), ids, false)?;
+        let mut out = HashMap::with_capacity(live.len() + dead.len());
+        for (point, is_live) in live
+            .into_iter()
+            .map(|p| (p, true))
+            .chain(dead.into_iter().map(|p| (p, false)))
+        {
+            let (id, record) = to_record(collection, point, is_live)?;
+            out.insert(id, record);
+        }
+        Ok(out)
+    }
+
+    fn write(&self, collection: &str, records: &[(PointId, Record)]) -> Result<(), StoreError> {
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for (id, record) in records {
+            match stored_point(record) {
+                (Some(vector), payload) => {
+                    live.push(PointStruct::new(qdrant_id(id), vector, payload))
+                }
+                (None, payload) => {
+                    dead.push(PointStruct::new(qdrant_id(id), vec![0.0f32], payload))
+                }
+            }
+        }
+        let ids = |points: &[PointStruct]| points.iter().filter_map(|p| p.id.clone()).collect();
+        let (live_ids, dead_ids) = (ids(&live), ids(&dead));
+        if !live.is_empty() {
+            self.upsert(collection, collection.to_owned(), live)?;
+            self.delete(collection, tombstones_of(collection), live_ids)?;
+        }
+        if !dead.is_empty() {
+            self.upsert(collection, tombstones_of(collection), dead)?;
+            self.delete(collection, collection.to_owned(), dead_ids)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn count(&self, collection: &str) -> Result<usize, StoreError> {
+        let request = CountPointsBuilder::new(collection).exact(true);
+        let count = self.call(collection, |c| async move { c.count(request).await })?;
+        Ok(count.result.map_or(0, |r| r.count) as usize)
+    }
+
+    fn scan_records(
+        &self,
+        collection: &str,
+        part: Part,
+        with_vectors: bool,
+        visit: &mut dyn FnMut(PointId, Record) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let (name, live) = match part {
+            Part::Live => (collection.to_owned(), true),
+            Part::Tombstones => (tombstones_of(collection), false),
+        };
+        let mut offset = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(name.clone())
+                .limit(SCAN_PAGE as u32)
+                .with_payload(true)
+                .with_vectors(with_vectors && live);
+            if let Some(offset) = offset.take() {
+                request = request.offset(offset);
+            }
+            let page = self.call(collection, |c| async move { c.scroll(request).await })?;
+            for point in page.result {
+                let (id, record) = to_record(collection, point, live)?;
+                visit(id, record)?;
+            }
+            match page.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn remove_tombstones(&self, collection: &str, ids: &[PointId]) -> Result<(), StoreError> {
+        let ids = ids.iter().map(qdrant_id).collect();
+        self.delete(collection, tombstones_of(collection), ids)
+    }
+}
+
+/// Unavailable servers and timeouts are worth retrying; what the server
+/// refuses (a bad API key, a bad request) is not.
+fn server_error(collection: &str, e: QdrantError) -> StoreError {
+    use tonic::Code;
+    match &e {
+        QdrantError::ResponseError { status } => match status.code() {
+            Code::NotFound => StoreError::UnknownCollection(collection.to_owned()),
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unknown
+            | Code::Cancelled => StoreError::engine(collection, e.to_string()),
+            _ => StoreError::Refused {
+                collection: collection.to_owned(),
+                message: e.to_string(),
+            },
+        },
+        _ => StoreError::engine(collection, e.to_string()),
+    }
+}
+
+fn qdrant_distance(d: Distance) -> QdrantDistance {
+    match d {
+        Distance::Cosine => QdrantDistance::Cosine,
+        Distance::Dot => QdrantDistance::Dot,
+        Distance::Euclid => QdrantDistance::Euclid,
+        Distance::Manhattan => QdrantDistance::Manhattan,
+    }
+}
+
+fn qdrant_id(id: &PointId) -> QdrantPointId {
+    match id {
+        PointId::Num(n) => QdrantPointId::from(*n),
+        PointId::Uuid(u) => QdrantPointId::from(u.to_string()),
+    }
+}
+
+fn to_record(
+    collection: &str,
+    point: RetrievedPoint,
+    live: bool,
+) -> Result<(PointId, Record), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        collection: collection.to_owned(),
+        id: format!("{:?}", point.id),
+        reason,
+    };
+    let id = match point.id.as_ref().and_then(|i| i.point_id_options.as_ref()) {
+        Some(PointIdOptions::Num(n)) => PointId::Num(*n),
+        Some(PointIdOptions::Uuid(u)) => PointId::Uuid(
+            u.parse()
+                .map_err(|e| corrupt(format!("point id {u:?}: {e}")))?,
+        ),
+        None => return Err(corrupt("a point without an id".into())),
+    };
+    let vector = live.then(|| match point.vectors.and_then(|v| v.vectors_options) {
+        Some(VectorsOptions::Vector(v)) => match v.into_vector() {
+            OutputVector::Dense(d) => d.data,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    });
+    let payload = point
+        .payload
+        .into_iter()
+        .map(|(k, v)| (k, v.into_json()))
+        .collect();
+    let record = stored_record(collection, &id, payload, vector)?;
+    Ok((id, record))
+}
