@@ -41,13 +41,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stats = result.with_context(|| format!("worker of region {} failed", config.region))?;
     let r = stats.reorder;
     println!(
-        "applied {} events ({} unchanged, {} parked, {} dead letters) in {} batches; \
-         reorder buffer: {} released full, {} late, {} idle sources",
+        "applied {} events ({} unchanged, {} parked, {} dead letters) in {} batches, \
+         {} rebalance drains; reorder buffer: {} released full, {} late, {} idle sources",
         stats.applied,
         stats.unchanged,
         stats.parked,
         stats.dead_letters,
         stats.batches,
+        stats.revocations,
         r.forced,
         r.late,
         r.idled

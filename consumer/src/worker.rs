@@ -19,11 +19,12 @@ use crate::offsets::{Offsets, Partition};
 use crate::reorder::{Bounds, ReorderBuffer};
 use crate::store::{Store, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,6 +54,8 @@ pub enum WorkerError {
     /// is replayed by the next start.
     #[error("stopped while the {0} was unavailable; uncommitted events will be replayed")]
     Interrupted(&'static str),
+    #[error("consumer.assignment = \"group\" needs tokio's multi-threaded runtime")]
+    NeedsMultiThread,
 }
 
 /// Whether the worker has been asked to stop, for the loops that wait out
@@ -78,6 +81,18 @@ impl Stopping {
     }
 }
 
+/// The source tasks of a worker, stopped with it: their consumers then
+/// close and leave the group.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Backoff between tries while the store or the registry is unavailable.
 fn next_delay(delay: Duration) -> Duration {
     (delay * 2).min(Duration::from_secs(10))
@@ -96,6 +111,8 @@ pub struct Stats {
     pub parked: u64,
     pub dead_letters: u64,
     pub batches: u64,
+    /// Group rebalances that took partitions away (each drained first).
+    pub revocations: u64,
     /// What the reorder buffer did out of strict order: released when full,
     /// late arrivals, sources declared idle.
     pub reorder: crate::reorder::Counters,
@@ -180,6 +197,12 @@ async fn work(
     store: Arc<dyn Store>,
     mut stopping: Stopping,
 ) -> Result<Stats, WorkerError> {
+    if config.consumer.assignment == Assignment::Group
+        && tokio::runtime::Handle::current().runtime_flavor()
+            != tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        return Err(WorkerError::NeedsMultiThread);
+    }
     let collections: HashMap<String, _> = config.collections.clone().into_iter().collect();
     ensure_collections(&store, &collections, &mut stopping).await?;
     let registry = Arc::new(RegistryClient::new(
@@ -193,8 +216,15 @@ async fn work(
     let (tx, mut rx) = mpsc::channel(4096);
     let (books_tx, mut books_rx) = mpsc::channel(64);
     let mut consumers = Vec::new();
+    let mut tasks = Tasks(Vec::new());
     for (index, source) in sources.iter().enumerate() {
-        let consumer = Arc::new(source_consumer(config, source)?);
+        let context = SourceContext {
+            index,
+            tx: tx.clone(),
+            rewind: config.consumer.resume_rewind_records,
+            drain_timeout: Duration::from_millis(config.consumer.drain_timeout_ms),
+        };
+        let consumer = Arc::new(source_consumer(config, source, context)?);
         consumers.push(consumer.clone());
         let assign = (config.consumer.assignment == Assignment::Static).then(|| {
             (
@@ -204,9 +234,15 @@ async fn work(
                 config.consumer.resume_rewind_records,
             )
         });
-        tokio::spawn(forward(index, consumer, assign, tx.clone()));
+        tasks
+            .0
+            .push(tokio::spawn(forward(index, consumer, assign, tx.clone())));
         let books = codebook_consumer(config, source)?;
-        tokio::spawn(read_codebooks(books, registry.clone(), books_tx.clone()));
+        tasks.0.push(tokio::spawn(read_codebooks(
+            books,
+            registry.clone(),
+            books_tx.clone(),
+        )));
     }
     drop(tx);
     let sink = Sink {
@@ -254,6 +290,19 @@ async fn work(
                     Incoming::Record(record) => record,
                     Incoming::Resume(partition, committed) => {
                         offsets.resume(&partition, committed);
+                        continue;
+                    }
+                    Incoming::Revoke(partitions, done) => {
+                        sink.drain(&mut reorder, &codebooks, &mut pending, &mut offsets, &mut stats, &mut stopping)
+                            .await?;
+                        // What still waits for a codebook is the next owner's.
+                        pending.retain(|h| !partitions.contains(&h.partition));
+                        for p in &partitions {
+                            offsets.forget(p);
+                            reorder.remove_source(p);
+                        }
+                        stats.revocations += 1;
+                        let _ = done.send(());
                         continue;
                     }
                 };
@@ -320,15 +369,14 @@ async fn work(
     // Drain: everything the buffer holds goes to the store, then a
     // synchronous commit, all within the drain timeout.
     let drain = async {
-        pending.extend(reorder.drain().into_iter().map(|(_, h)| h));
         // The stop was asked already: the drain timeout bounds the retries.
         let mut draining = Stopping(watch::channel(false).1);
-        sink.apply_and_commit(
+        sink.drain(
+            &mut reorder,
             &codebooks,
             &mut pending,
             &mut offsets,
             &mut stats,
-            CommitMode::Sync,
             &mut draining,
         )
         .await
@@ -377,7 +425,7 @@ struct Sink {
     collections: Arc<HashMap<String, CollectionConfig>>,
     dead_letters: DeadLetters,
     sources: Vec<SourceConfig>,
-    consumers: Vec<Arc<StreamConsumer>>,
+    consumers: Vec<Arc<SourceConsumer>>,
 }
 
 impl Sink {
@@ -408,6 +456,29 @@ impl Sink {
             }
             Err(e) => tracing::warn!("expiry failed, will try again: {e}"),
         }
+    }
+
+    /// Applies everything held, the reorder buffer included, and commits
+    /// synchronously: before a stop, or before partitions are revoked.
+    async fn drain(
+        &self,
+        reorder: &mut ReorderBuffer<Partition, Held>,
+        codebooks: &HashMap<String, PqCodebook>,
+        pending: &mut Vec<Held>,
+        offsets: &mut Offsets,
+        stats: &mut Stats,
+        stopping: &mut Stopping,
+    ) -> Result<(), WorkerError> {
+        pending.extend(reorder.drain().into_iter().map(|(_, h)| h));
+        self.apply_and_commit(
+            codebooks,
+            pending,
+            offsets,
+            stats,
+            CommitMode::Sync,
+            stopping,
+        )
+        .await
     }
 
     /// Applies what is pending, keeps what waits for a codebook, and commits
@@ -530,7 +601,7 @@ impl Sink {
 
 /// Commits what the offsets allow, per source consumer.
 fn commit(
-    consumers: &[Arc<StreamConsumer>],
+    consumers: &[Arc<SourceConsumer>],
     offsets: &mut Offsets,
     mode: CommitMode,
 ) -> Result<(), WorkerError> {
@@ -570,12 +641,13 @@ fn client(config: &RegionConfig, source: &SourceConfig) -> ClientConfig {
 fn source_consumer(
     config: &RegionConfig,
     source: &SourceConfig,
-) -> Result<StreamConsumer, WorkerError> {
+    context: SourceContext,
+) -> Result<SourceConsumer, WorkerError> {
     let mut c = client(config, source);
     if let Some(id) = &config.consumer.instance_id {
         c.set("group.instance.id", id);
     }
-    let consumer: StreamConsumer = c
+    let consumer: SourceConsumer = c
         .set("group.id", config.group_id())
         .set("client.id", format!("vecsync-worker-{}", config.region))
         .set("enable.auto.commit", "false")
@@ -593,7 +665,7 @@ fn source_consumer(
             "max.poll.interval.ms",
             config.consumer.session_timeout_ms.to_string(),
         )
-        .create()
+        .create_with_context(context)
         .map_err(kafka(format!(
             "failed to create a consumer for {}",
             source.topic
@@ -614,7 +686,7 @@ fn source_consumer(
 /// Returns the committed offset of each partition that has one. Partitions
 /// added later are not picked up until a restart.
 async fn assign_static(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<SourceConsumer>,
     topic: &str,
     index: u32,
     count: u32,
@@ -642,24 +714,11 @@ async fn assign_static(
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         let why = match found {
             Ok(Some(committed)) => {
-                let mut start = TopicPartitionList::new();
-                let mut resumed = Vec::new();
-                for e in committed.elements() {
-                    let offset = match e.offset() {
-                        Offset::Offset(c) => {
-                            resumed.push((e.partition(), c));
-                            Offset::Offset(c.saturating_sub(rewind as i64).max(0))
-                        }
-                        _ => Offset::Beginning,
-                    };
-                    if let Err(err) = start.add_partition_offset(topic, e.partition(), offset) {
-                        tracing::warn!(topic, partition = e.partition(), "cannot assign: {err}");
-                    }
-                }
+                let (start, resumed) = rewound(&committed, rewind);
                 match consumer.assign(&start) {
                     Ok(()) => {
                         tracing::info!(topic, partitions = start.count(), ?resumed, "assigned");
-                        return resumed;
+                        return resumed.into_iter().map(|(_, p, c)| (p, c)).collect();
                     }
                     Err(e) => format!("assignment failed: {e}"),
                 }
@@ -672,6 +731,134 @@ async fn assign_static(
             last_warning = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Where to start reading partitions whose group offsets are `committed`:
+/// `rewind` records before each committed offset (see [`assign_static`]),
+/// or the beginning when nothing is committed. Also returns each committed
+/// offset found.
+fn rewound(
+    committed: &TopicPartitionList,
+    rewind: u64,
+) -> (TopicPartitionList, Vec<(String, i32, i64)>) {
+    let mut start = TopicPartitionList::new();
+    let mut resumed = Vec::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(c) => {
+                resumed.push((e.topic().to_owned(), e.partition(), c));
+                Offset::Offset(c.saturating_sub(rewind as i64).max(0))
+            }
+            _ => Offset::Beginning,
+        };
+        if let Err(err) = start.add_partition_offset(e.topic(), e.partition(), offset) {
+            tracing::warn!(
+                topic = e.topic(),
+                partition = e.partition(),
+                "cannot assign: {err}"
+            );
+        }
+    }
+    (start, resumed)
+}
+
+type SourceConsumer = StreamConsumer<SourceContext>;
+
+/// The consumer context of a source. In group mode it handles rebalances:
+/// an assignment resumes a little before the committed offsets (as static
+/// assignment does) and tells the loop where the group stood; a revocation
+/// asks the loop to apply and synchronously commit everything it holds and
+/// waits for that, up to the drain timeout, before the partitions go.
+/// librdkafka calls it inside the source stream's poll, on an executor
+/// thread, so it blocks through `block_in_place` (group mode needs the
+/// multi-threaded runtime). Its messages travel with the records, so the
+/// loop has handled every record received before a revocation when it
+/// drains.
+struct SourceContext {
+    index: usize,
+    tx: mpsc::Sender<(usize, Incoming)>,
+    rewind: u64,
+    drain_timeout: Duration,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        tokio::task::block_in_place(|| match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, tpl),
+            other => {
+                tracing::warn!(source = self.index, "rebalance failed: {other:?}");
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(source = self.index, "unassign failed: {e}");
+                }
+            }
+        });
+    }
+}
+
+impl SourceContext {
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let (start, resumed) =
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(committed) => rewound(&committed, self.rewind),
+                Err(e) => {
+                    tracing::warn!(
+                        source = self.index,
+                        "cannot read committed offsets, resuming at them without a rewind: {e}"
+                    );
+                    (tpl.clone(), Vec::new())
+                }
+            };
+        for (topic, partition, committed) in &resumed {
+            let resume = Incoming::Resume((self.index, topic.clone(), *partition), *committed);
+            if self.tx.blocking_send((self.index, resume)).is_err() {
+                return;
+            }
+        }
+        match consumer.assign(&start) {
+            Ok(()) => tracing::info!(
+                source = self.index,
+                partitions = start.count(),
+                ?resumed,
+                "partitions assigned"
+            ),
+            Err(e) => tracing::warn!(source = self.index, "assignment failed: {e}"),
+        }
+    }
+
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let partitions: Vec<Partition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (self.index, e.topic().to_owned(), e.partition()))
+            .collect();
+        let (done, drained) = std::sync::mpsc::sync_channel(1);
+        let revoke = Incoming::Revoke(partitions.clone(), done);
+        if self.tx.blocking_send((self.index, revoke)).is_ok() {
+            match drained.recv_timeout(self.drain_timeout) {
+                Ok(()) => tracing::info!(
+                    source = self.index,
+                    ?partitions,
+                    "partitions revoked after a drain and commit"
+                ),
+                Err(_) => tracing::warn!(
+                    source = self.index,
+                    ?partitions,
+                    "partitions revoked before the drain finished; their uncommitted records will be replayed by their next owner"
+                ),
+            }
+        }
+        if let Err(e) = consumer.unassign() {
+            tracing::warn!(source = self.index, "unassign failed: {e}");
+        }
     }
 }
 
@@ -714,13 +901,16 @@ enum Incoming {
     Record(Received),
     /// A partition assigned at this committed offset.
     Resume(Partition, i64),
+    /// The group takes these partitions away once the loop has drained,
+    /// committed and answered.
+    Revoke(Vec<Partition>, std::sync::mpsc::SyncSender<()>),
 }
 
 /// Hands a source's records to the worker loop. Errors such as a topic that
 /// does not exist yet are logged and waited out.
 async fn forward(
     index: usize,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<SourceConsumer>,
     assign: Option<(String, u32, u32, u64)>,
     tx: mpsc::Sender<(usize, Incoming)>,
 ) {

@@ -1,6 +1,8 @@
 //! Two regions on two real brokers, each writing and each replaying the
 //! other's topic directly (and its own): after quiescence both stores hold
-//! exactly the state the fold of every event in HLC order defines.
+//! exactly the state the fold of every event in HLC order defines. Run with
+//! each store backend: the embedded engine, and a Qdrant server per region
+//! through qdrant-client (devkit's gRPC endpoint over the real engine).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
@@ -9,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vecsync_consumer::apply::{Change, Record, apply};
 use vecsync_consumer::digest::Digest;
-use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::store::{self, Store, StoreError};
 use vecsync_consumer::worker;
 use vecsync_devkit::broker::{Tansu, unique_name};
+use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Mutation, Publisher};
-use vecsync_schemas::config::{Distance, RegionConfig, SourceConfig};
+use vecsync_schemas::config::{Distance, RegionConfig, SourceConfig, StoreBackend};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::testing::vector;
@@ -62,12 +65,25 @@ fn change(m: &Mutation) -> Change {
     }
 }
 
-fn digest(store: &EdgeStore) -> Digest {
-    Digest::of(store, "docs").unwrap()
+/// The store's digest, read off the executor (store calls block).
+async fn digest(store: &Arc<dyn Store>) -> Result<Digest, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || Digest::of(store.as_ref(), "docs"))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_regions_converge_to_the_fold_of_every_event() {
+async fn both_regions_converge_to_the_fold_of_every_event_in_embedded_stores() {
+    both_regions_converge_to_the_fold_of_every_event(StoreBackend::Edge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_regions_converge_to_the_fold_of_every_event_in_qdrant_servers() {
+    both_regions_converge_to_the_fold_of_every_event(StoreBackend::Qdrant).await;
+}
+
+async fn both_regions_converge_to_the_fold_of_every_event(backend: StoreBackend) {
     let extra = "[producer]\nheartbeat_interval_ms = 200\n[consumer]\nidle_after_ms = 2000\nbatch_max_wait_ms = 10";
     let Some(mut east) = TestRegion::start(DIM as u32, "f32", extra).await else {
         return;
@@ -126,17 +142,26 @@ async fn both_regions_converge_to_the_fold_of_every_event() {
 
     let mut stores = Vec::new();
     let mut workers = Vec::new();
-    for config in [east.config.clone(), west.clone()] {
-        let store = Arc::new(EdgeStore::open(&config.store.path).unwrap());
+    let mut endpoints = Vec::new();
+    for mut config in [east.config.clone(), west.clone()] {
+        if backend == StoreBackend::Qdrant {
+            let endpoint = QdrantEndpoint::start(&config.store.path, "127.0.0.1:0", None)
+                .await
+                .unwrap();
+            config.store.backend = StoreBackend::Qdrant;
+            config.store.url = endpoint.url();
+            endpoints.push(endpoint);
+        }
+        let store = store::open(&config.store).unwrap();
         workers.push(worker::spawn(config, store.clone()));
         stores.push(store);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now: Vec<Digest> = stores
-            .iter()
-            .map(|s| Digest::of(s.as_ref(), "docs").unwrap_or_default())
-            .collect();
+        let mut now = Vec::new();
+        for store in &stores {
+            now.push(digest(store).await.unwrap_or_default());
+        }
         if now.iter().all(|d| *d == expected) {
             break;
         }
@@ -150,6 +175,13 @@ async fn both_regions_converge_to_the_fold_of_every_event() {
         let stats = w.stop().await.unwrap();
         assert_eq!(stats.dead_letters, 0, "{stats:?}");
     }
-    assert_eq!(digest(&stores[0]), digest(&stores[1]));
+    assert_eq!(
+        digest(&stores[0]).await.unwrap(),
+        digest(&stores[1]).await.unwrap()
+    );
+    drop(stores);
+    for endpoint in endpoints {
+        endpoint.stop().await;
+    }
     assert!(expected.points > 10, "{expected}");
 }
