@@ -1,0 +1,144 @@
+//! Outages are not dead letters: a registry that is down when the worker
+//! needs a writer schema, or a Qdrant server that goes away mid-stream, makes
+//! the worker wait and retry; once they are back everything is applied.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::store::{self, Store};
+use vecsync_consumer::worker;
+use vecsync_devkit::qdrant::QdrantEndpoint;
+use vecsync_devkit::registry::DevRegistry;
+use vecsync_devkit::testbed::TestRegion;
+use vecsync_producer::{Mutation, Publisher};
+use vecsync_schemas::avro::AvroRecord;
+use vecsync_schemas::config::{Distance, StoreBackend};
+use vecsync_schemas::event::{DeltaEvent, PointId};
+use vecsync_schemas::registry::{RegistryClient, value_subject};
+use vecsync_schemas::testing::vector;
+
+const DIM: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_pauses_the_worker_and_loses_nothing() {
+    let Some(mut region) = TestRegion::start(DIM as u32, "f32", "").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    region.config.store.path = dir.path().join("store");
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let batch: Vec<Mutation> = (0..10)
+        .map(|i| Mutation::Upsert {
+            id: PointId::Num(i),
+            vector: vector(DIM, i),
+            payload: None,
+        })
+        .collect();
+    publisher.publish("docs", &batch).await.unwrap();
+    drop(publisher);
+
+    // The registry goes down before the worker has seen the schema.
+    let addr = region.registry.addr();
+    let TestRegion {
+        broker: _broker,
+        registry,
+        config,
+    } = region;
+    registry.stop().await;
+    let store = Arc::new(EdgeStore::open(&config.store.path).unwrap());
+    let running = worker::spawn(config.clone(), store.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        store.count("docs").unwrap(),
+        0,
+        "nothing applied while the registry is down"
+    );
+
+    // It comes back, holding the same schema under the same id.
+    let back = DevRegistry::in_memory()
+        .spawn(&addr.to_string())
+        .await
+        .unwrap();
+    let client = RegistryClient::new(&back.url(), Duration::from_secs(5)).unwrap();
+    client
+        .register(&value_subject(&config.kafka.topic), DeltaEvent::SCHEMA)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.count("docs").unwrap() < 10 {
+        assert!(Instant::now() < deadline, "the worker did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = running.stop().await.unwrap();
+    assert_eq!(stats.dead_letters, 0, "an outage is not a dead letter");
+    assert_eq!(stats.applied, 10);
+}
+
+fn upserts(range: std::ops::Range<u64>) -> Vec<Mutation> {
+    range
+        .map(|i| Mutation::Upsert {
+            id: PointId::Num(i),
+            vector: vector(DIM, i),
+            payload: None,
+        })
+        .collect()
+}
+
+async fn count(store: &Arc<dyn Store>) -> usize {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.count("docs").unwrap_or(0))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qdrant_server_outage_pauses_the_worker_and_loses_nothing() {
+    let Some(mut region) =
+        TestRegion::start(DIM as u32, "f32", "[consumer]\nbatch_max_wait_ms = 10").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = QdrantEndpoint::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let addr = endpoint.addr().to_string();
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    region.config.store.backend = StoreBackend::Qdrant;
+    region.config.store.url = endpoint.url();
+    region.config.store.timeout_ms = 1_000;
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let store = store::open(&region.config.store).unwrap();
+    let running = worker::spawn(region.config.clone(), store.clone());
+    publisher.publish("docs", &upserts(0..20)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&store).await < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the first events were not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The server goes away while more events arrive.
+    endpoint.stop().await;
+    publisher.publish("docs", &upserts(20..50)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // It comes back at the same address with its data.
+    let endpoint = QdrantEndpoint::start(dir.path(), &addr, None)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&store).await < 50 {
+        assert!(Instant::now() < deadline, "the worker did not resume");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = running.stop().await.unwrap();
+    assert_eq!(stats.dead_letters, 0, "an outage is not a dead letter");
+    assert_eq!(stats.applied, 50);
+    drop(store);
+    endpoint.stop().await;
+}
