@@ -1,10 +1,10 @@
 //! `vecsync consume`: a consumer worker of one region, with `/metrics`,
-//! `/healthz` and `/readyz` on `consumer.listen`.
+//! `/healthz`, `/readyz` and `/v1/freshness` on `consumer.listen`.
 
 use anyhow::Context;
-use axum::Router;
 use axum::routing::get;
 use std::path::PathBuf;
+use vecsync_consumer::freshness::Watermarks;
 use vecsync_consumer::{store, worker};
 use vecsync_schemas::config::RegionConfig;
 
@@ -27,7 +27,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 config.consumer.listen
             )
         })?;
-    let api = Router::new()
+    let watermarks = Watermarks::new();
+    let api = vecsync_consumer::api::router(watermarks.clone())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .route(
@@ -36,7 +37,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     let server = tokio::spawn(async move { axum::serve(listener, api).await });
     tracing::info!(listen = %config.consumer.listen, "consumer API listening");
-    let result = worker::run(&config, store, crate::shutdown_signal()).await;
+    let result = worker::run(&config, store, watermarks, crate::shutdown_signal()).await;
     server.abort();
     let stats = result.with_context(|| format!("worker of region {} failed", config.region))?;
     let r = stats.reorder;

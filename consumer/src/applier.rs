@@ -40,6 +40,8 @@ impl DeadReason {
 pub struct Outcome {
     /// Events that changed a point.
     pub changed: u64,
+    /// Their positions in the batch.
+    pub changed_at: Vec<usize>,
     /// Duplicates and superseded events.
     pub unchanged: u64,
     /// Deltas kept until their base version arrives.
@@ -77,7 +79,8 @@ impl<'a> Applier<'a> {
     /// not flush: the caller flushes before committing offsets.
     pub fn apply_batch(&self, events: &[DeltaEvent]) -> Result<Outcome, StoreError> {
         let mut outcome = Outcome::default();
-        let mut by_collection: HashMap<&str, Vec<(PointId, &DeltaEvent, Change)>> = HashMap::new();
+        let mut by_collection: HashMap<&str, Vec<(usize, PointId, &DeltaEvent, Change)>> =
+            HashMap::new();
         for (at, event) in events.iter().enumerate() {
             let Some((collection, id)) = event.target() else {
                 outcome.heartbeats += 1;
@@ -87,24 +90,27 @@ impl<'a> Applier<'a> {
                 Ok(Some(change)) => by_collection
                     .entry(collection)
                     .or_default()
-                    .push((id, event, change)),
+                    .push((at, id, event, change)),
                 Ok(None) => outcome.waiting.push(at),
                 Err((reason, detail)) => outcome.dead.push((at, reason, detail)),
             }
         }
         for (collection, changes) in by_collection {
-            let mut ids: Vec<PointId> = changes.iter().map(|(id, _, _)| *id).collect();
+            let mut ids: Vec<PointId> = changes.iter().map(|(_, id, _, _)| *id).collect();
             ids.sort_unstable();
             ids.dedup();
             let mut held: HashMap<PointId, Record> = self.store.read(collection, &ids)?;
             let mut dirty = HashSet::new();
-            for (id, event, change) in changes {
+            for (at, id, event, change) in changes {
                 let (next, effect) = apply(held.remove(&id), event.hlc.clone(), change);
                 if let Some(next) = next {
                     held.insert(id, next);
                 }
                 match effect {
-                    Effect::Changed => outcome.changed += 1,
+                    Effect::Changed => {
+                        outcome.changed += 1;
+                        outcome.changed_at.push(at);
+                    }
                     Effect::Unchanged => outcome.unchanged += 1,
                     Effect::Parked => outcome.parked += 1,
                 }

@@ -10,10 +10,12 @@
 //! - [`offsets`]: which offsets may be committed;
 //! - [`worker`]: the loop from sources to store to commit.
 
+pub mod api;
 pub mod applier;
 pub mod apply;
 pub mod bookkeeping;
 pub mod digest;
+pub mod freshness;
 mod metrics;
 pub mod offsets;
 pub mod reorder;

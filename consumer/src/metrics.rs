@@ -3,7 +3,47 @@
 
 use crate::reorder::Counters;
 use metrics::{counter, gauge, histogram};
+use std::collections::BTreeMap;
 use std::time::Duration;
+use vecsync_schemas::hlc::Hlc;
+
+/// End-to-end replication lag of one event that changed the store: apply
+/// time minus the event's HLC wall time.
+pub(crate) struct ReplicationLag<'a> {
+    pub origin: &'a str,
+    pub region: &'a str,
+    pub seconds: f64,
+}
+
+impl ReplicationLag<'_> {
+    pub fn emit(&self) {
+        histogram!("vecsync_replication_lag_seconds", "origin" => self.origin.to_owned(), "region" => self.region.to_owned())
+            .record(self.seconds);
+    }
+}
+
+/// The applied watermark of every origin, and its age, which keeps rising
+/// while nothing arrives from it. Emitted on every tick of the loop.
+pub(crate) struct WatermarkState<'a> {
+    pub region: &'a str,
+    pub marks: &'a BTreeMap<String, Hlc>,
+    pub now_ms: u64,
+}
+
+impl WatermarkState<'_> {
+    pub fn emit(&self) {
+        for (origin, mark) in self.marks {
+            let labels = [
+                ("origin", origin.clone()),
+                ("region", self.region.to_owned()),
+            ];
+            gauge!("vecsync_watermark_age_seconds", &labels)
+                .set(self.now_ms.saturating_sub(mark.wall_ms) as f64 / 1000.0);
+            gauge!("vecsync_applied_watermark_timestamp_seconds", &labels)
+                .set(mark.wall_ms as f64 / 1000.0);
+        }
+    }
+}
 
 /// A batch applied and flushed.
 pub(crate) struct BatchApplied {

@@ -14,7 +14,9 @@
 //! worker waits and retries, committing nothing it has not applied.
 
 use crate::applier::Applier;
+use crate::freshness::{Progress, Watermarks};
 use crate::metrics::{BatchApplied, DeadLettered, ReorderState};
+use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
 use crate::reorder::{Bounds, ReorderBuffer};
 use crate::store::{Store, StoreError};
@@ -138,9 +140,11 @@ fn now_ms() -> u64 {
 
 /// Runs a worker of `config`'s region over `store` until `shutdown`
 /// resolves, then drains what it holds within the drain timeout and commits.
+/// Publishes the applied watermark of every origin to `watermarks`.
 pub async fn run(
     config: &RegionConfig,
     store: Arc<dyn Store>,
+    watermarks: Watermarks,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, WorkerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -152,7 +156,7 @@ pub async fn run(
         }
     };
     let work = async move {
-        let result = work(config, store, Stopping(stop_rx)).await;
+        let result = work(config, store, watermarks, Stopping(stop_rx)).await;
         let _ = done_tx.send(());
         result
     };
@@ -195,6 +199,7 @@ async fn ensure_collections(
 async fn work(
     config: &RegionConfig,
     store: Arc<dyn Store>,
+    watermarks: Watermarks,
     mut stopping: Stopping,
 ) -> Result<Stats, WorkerError> {
     if config.consumer.assignment == Assignment::Group
@@ -250,6 +255,7 @@ async fn work(
         collections: Arc::new(collections),
         dead_letters,
         sources: sources.clone(),
+        region: config.region.clone(),
         consumers,
     };
     tracing::info!(
@@ -264,7 +270,10 @@ async fn work(
         max_events: c.reorder_max_events,
         idle_after_ms: c.idle_after_ms,
     });
-    let mut offsets = Offsets::new();
+    let mut tracking = Tracking {
+        offsets: Offsets::new(),
+        progress: Progress::new(),
+    };
     let mut codebooks: HashMap<String, PqCodebook> = HashMap::new();
     let mut pending: Vec<Held> = Vec::new();
     let mut stats = Stats::default();
@@ -289,16 +298,17 @@ async fn work(
                 let (partition, offset, bytes, key) = match incoming {
                     Incoming::Record(record) => record,
                     Incoming::Resume(partition, committed) => {
-                        offsets.resume(&partition, committed);
+                        tracking.offsets.resume(&partition, committed);
                         continue;
                     }
                     Incoming::Revoke(partitions, done) => {
-                        sink.drain(&mut reorder, &codebooks, &mut pending, &mut offsets, &mut stats, &mut stopping)
+                        sink.drain(&mut reorder, &codebooks, &mut pending, &mut tracking, &mut stats, &mut stopping)
                             .await?;
                         // What still waits for a codebook is the next owner's.
                         pending.retain(|h| !partitions.contains(&h.partition));
                         for p in &partitions {
-                            offsets.forget(p);
+                            tracking.offsets.forget(p);
+                            tracking.progress.forget(p);
                             reorder.remove_source(p);
                         }
                         stats.revocations += 1;
@@ -306,7 +316,7 @@ async fn work(
                         continue;
                     }
                 };
-                offsets.received(&partition, offset);
+                tracking.offsets.received(&partition, offset);
                 let event = loop {
                     match decoder.decode(&bytes).await {
                         Ok(event) => break Some(event),
@@ -318,24 +328,30 @@ async fn work(
                             let reason = e.reason_label();
                             sink.dead_letters.send(&sources[index], &partition, offset, key.as_deref(), &bytes, reason, &e.to_string()).await?;
                             stats.dead_letters += 1;
-                            offsets.done(&partition, offset);
+                            tracking.offsets.done(&partition, offset);
                             break None;
                         }
                     }
                 };
                 let Some(event) = event else { continue };
                 let now = now_ms();
+                let origin = &sources[index].region;
                 if event.target().is_none() {
-                    offsets.done(&partition, offset);
+                    tracking.offsets.done(&partition, offset);
+                    tracking.progress.seen(&partition, origin, &event.hlc);
                     pending.extend(reorder.heartbeat(partition, event.hlc, now).into_iter().map(|(_, h)| h));
                 } else {
                     let hlc: Hlc = event.hlc.clone();
+                    tracking.progress.held(&partition, origin, &hlc);
                     let held = Held { partition: partition.clone(), offset, key, bytes, event };
                     pending.extend(reorder.push(partition, hlc, held, now).into_iter().map(|(_, h)| h));
                 }
             }
             _ = ticker.tick() => {
                 pending.extend(reorder.tick(now_ms()).into_iter().map(|(_, h)| h));
+                let marks = tracking.progress.watermarks();
+                WatermarkState { region: &config.region, marks: &marks, now_ms: now_ms() }.emit();
+                watermarks.publish(marks);
                 if last_expiry.elapsed() >= expiry_interval {
                     sink.expire(now_ms().saturating_sub(c.tombstone_horizon_ms)).await;
                     last_expiry = Instant::now();
@@ -347,17 +363,18 @@ async fn work(
             sink.apply_and_commit(
                 &codebooks,
                 &mut pending,
-                &mut offsets,
+                &mut tracking,
                 &mut stats,
                 CommitMode::Async,
                 &mut stopping,
             )
             .await?;
+            watermarks.publish(tracking.progress.watermarks());
             last_batch = Instant::now();
             let counters = reorder.counters();
             ReorderState {
                 buffered: reorder.len(),
-                uncommitted: offsets.held(),
+                uncommitted: tracking.offsets.held(),
                 counters,
                 before: reported,
             }
@@ -375,7 +392,7 @@ async fn work(
             &mut reorder,
             &codebooks,
             &mut pending,
-            &mut offsets,
+            &mut tracking,
             &mut stats,
             &mut draining,
         )
@@ -395,9 +412,15 @@ async fn work(
 pub struct RunningWorker {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<Stats, WorkerError>>,
+    watermarks: Watermarks,
 }
 
 impl RunningWorker {
+    /// The applied watermarks the worker publishes.
+    pub fn watermarks(&self) -> &Watermarks {
+        &self.watermarks
+    }
+
     /// Asks the worker to drain and commit, and waits for it.
     pub async fn stop(self) -> Result<Stats, WorkerError> {
         let _ = self.stop.send(());
@@ -410,13 +433,26 @@ impl RunningWorker {
 /// Starts [`run`] on a tokio task.
 pub fn spawn(config: RegionConfig, store: Arc<dyn Store>) -> RunningWorker {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watermarks = Watermarks::new();
+    let published = watermarks.clone();
     let task = tokio::spawn(async move {
-        run(&config, store, async {
+        run(&config, store, published, async {
             let _ = stopped.await;
         })
         .await
     });
-    RunningWorker { stop, task }
+    RunningWorker {
+        stop,
+        task,
+        watermarks,
+    }
+}
+
+/// What the loop knows of each partition: offsets to commit, and how far
+/// each origin is applied.
+struct Tracking {
+    offsets: Offsets,
+    progress: Progress,
 }
 
 /// Where batches go: the store, the dead-letter topic, and the commits.
@@ -425,6 +461,7 @@ struct Sink {
     collections: Arc<HashMap<String, CollectionConfig>>,
     dead_letters: DeadLetters,
     sources: Vec<SourceConfig>,
+    region: String,
     consumers: Vec<Arc<SourceConsumer>>,
 }
 
@@ -465,7 +502,7 @@ impl Sink {
         reorder: &mut ReorderBuffer<Partition, Held>,
         codebooks: &HashMap<String, PqCodebook>,
         pending: &mut Vec<Held>,
-        offsets: &mut Offsets,
+        tracking: &mut Tracking,
         stats: &mut Stats,
         stopping: &mut Stopping,
     ) -> Result<(), WorkerError> {
@@ -473,7 +510,7 @@ impl Sink {
         self.apply_and_commit(
             codebooks,
             pending,
-            offsets,
+            tracking,
             stats,
             CommitMode::Sync,
             stopping,
@@ -487,7 +524,7 @@ impl Sink {
         &self,
         codebooks: &HashMap<String, PqCodebook>,
         pending: &mut Vec<Held>,
-        offsets: &mut Offsets,
+        tracking: &mut Tracking,
         stats: &mut Stats,
         mode: CommitMode,
         stopping: &mut Stopping,
@@ -495,10 +532,10 @@ impl Sink {
         if !pending.is_empty() {
             let batch = std::mem::take(pending);
             *pending = self
-                .apply(codebooks, batch, offsets, stats, stopping)
+                .apply(codebooks, batch, tracking, stats, stopping)
                 .await?;
         }
-        commit(&self.consumers, offsets, mode)
+        commit(&self.consumers, &mut tracking.offsets, mode)
     }
 
     /// Applies a batch, flushes the store, writes dead letters, and marks the
@@ -507,7 +544,7 @@ impl Sink {
         &self,
         codebooks: &HashMap<String, PqCodebook>,
         mut batch: Vec<Held>,
-        offsets: &mut Offsets,
+        tracking: &mut Tracking,
         stats: &mut Stats,
         stopping: &mut Stopping,
     ) -> Result<Vec<Held>, WorkerError> {
@@ -588,11 +625,21 @@ impl Sink {
         for at in &outcome.waiting {
             is_waiting[*at] = true;
         }
+        for at in &outcome.changed_at {
+            let held = &batch[*at];
+            ReplicationLag {
+                origin: &self.sources[held.partition.0].region,
+                region: &self.region,
+                seconds: now_ms().saturating_sub(held.event.hlc.wall_ms) as f64 / 1000.0,
+            }
+            .emit();
+        }
         for (held, wait) in batch.into_iter().zip(is_waiting) {
             if wait {
                 waiting.push(held);
             } else {
-                offsets.done(&held.partition, held.offset);
+                tracking.offsets.done(&held.partition, held.offset);
+                tracking.progress.done(&held.partition, &held.event.hlc);
             }
         }
         Ok(waiting)

@@ -1,0 +1,76 @@
+//! The worker's HTTP API, served on `consumer.listen` next to `/metrics`:
+//! `GET /v1/freshness`, the bounded-staleness contract of DESIGN.md §3.
+//!
+//! - no parameters: every origin's applied watermark and its age;
+//! - `max_staleness_ms=N`: answers at once when every origin asked about is
+//!   at most N ms behind, otherwise waits for catch-up up to `wait_ms`
+//!   (default 5,000, at most 60,000) and then answers, `"fresh": false` if
+//!   it is still behind;
+//! - `origins=a,b`: only those origins (an origin with no watermark yet is
+//!   listed under `unknown` and is not fresh).
+
+use crate::freshness::{Freshness, Watermarks};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Default and longest wait for catch-up.
+const DEFAULT_WAIT_MS: u64 = 5_000;
+const MAX_WAIT_MS: u64 = 60_000;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreshnessQuery {
+    max_staleness_ms: Option<u64>,
+    wait_ms: Option<u64>,
+    origins: Option<String>,
+}
+
+/// The routes of the worker's API.
+pub fn router(watermarks: Watermarks) -> Router {
+    Router::new()
+        .route("/v1/freshness", get(freshness))
+        .with_state(watermarks)
+}
+
+async fn freshness(
+    State(watermarks): State<Watermarks>,
+    query: Result<Query<FreshnessQuery>, QueryRejection>,
+) -> Result<Json<Freshness>, (StatusCode, String)> {
+    let Query(q) = query.map_err(|e| (StatusCode::BAD_REQUEST, e.body_text()))?;
+    let wait_ms = match q.max_staleness_ms {
+        Some(_) => q.wait_ms.unwrap_or(DEFAULT_WAIT_MS),
+        None => 0,
+    };
+    if wait_ms > MAX_WAIT_MS {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("wait_ms: at most {MAX_WAIT_MS}, got {wait_ms}"),
+        ));
+    }
+    let origins: Vec<String> = q
+        .origins
+        .iter()
+        .flat_map(|o| o.split(','))
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let answer = watermarks
+        .freshness(
+            &origins,
+            q.max_staleness_ms,
+            Duration::from_millis(wait_ms),
+            now_ms,
+        )
+        .await;
+    Ok(Json(answer))
+}
