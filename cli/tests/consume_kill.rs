@@ -16,6 +16,7 @@ use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::testing::vector;
 
 const DIM: usize = 8;
@@ -106,6 +107,7 @@ async fn a_worker_killed_at_random_loses_nothing() {
     }
     let mut sent = producing.await.unwrap();
     sent.sort_by(|a, b| a.1.cmp(&b.1));
+    let newest = sent.last().map(|(_, hlc, _)| hlc.clone()).unwrap();
     let mut records: HashMap<PointId, Record> = HashMap::new();
     for (id, hlc, change) in sent {
         let next = apply(records.remove(&id), hlc, change).0.unwrap();
@@ -122,7 +124,25 @@ async fn a_worker_killed_at_random_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let worker = start(&config_path);
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        // Until the worker has applied everything up to the newest event
+        // sent (its freshness watermark), or a while has passed.
+        let round = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < round {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/v1/freshness")).await
+            else {
+                continue;
+            };
+            let Ok(answer) = answer.json::<serde_json::Value>().await else {
+                continue;
+            };
+            let applied: Option<Hlc> = answer["origins"][0]["applied_up_to"]
+                .as_str()
+                .and_then(|h| h.parse().ok());
+            if applied.is_some_and(|h| h >= newest) {
+                break;
+            }
+        }
         // The worker reports what it applied on consumer.listen.
         let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await

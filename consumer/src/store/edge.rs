@@ -6,13 +6,13 @@
 //! after a crash, so what matters is [`EdgeStore::flush`]: consumers commit
 //! offsets only after it.
 
-use super::{Part, SCAN_PAGE, Store, StoreError, stored_point, stored_record, tombstones_of};
-use crate::apply::Record;
+use super::{Part, SCAN_PAGE, Store, StoreError, stored_record, tombstones_of};
+use crate::apply::{Payload, Record};
 use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeVectorParamsBuilder, PointId as EdgePointId, PointInsertOperations, PointOperations,
-    PointStruct, PointStructPersisted, Record as EdgeRecord, ScrollRequest, UpdateOperation,
-    VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
+    PointStruct, Record as EdgeRecord, ScrollRequest, UpdateOperation, VectorInternal,
+    VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -25,6 +25,15 @@ use vecsync_schemas::event::PointId;
 struct Collection {
     live: EdgeShard,
     tombstones: EdgeShard,
+}
+
+impl Collection {
+    fn part(&self, part: Part) -> &EdgeShard {
+        match part {
+            Part::Live => &self.live,
+            Part::Tombstones => &self.tombstones,
+        }
+    }
 }
 
 /// Collections under one directory.
@@ -109,67 +118,56 @@ impl Store for EdgeStore {
         Ok(())
     }
 
-    fn read(
+    fn get(
         &self,
         collection: &str,
+        part: Part,
         ids: &[PointId],
-    ) -> Result<HashMap<PointId, Record>, StoreError> {
+    ) -> Result<Vec<(PointId, Record)>, StoreError> {
         let c = self.collection(collection)?;
         let edge_ids: Vec<EdgePointId> = ids.iter().map(edge_id).collect();
-        let err = |e: qdrant_edge::OperationError| StoreError::engine(collection, e.to_string());
-        let mut out = HashMap::with_capacity(ids.len());
-        let live = c
-            .live
+        let live = part == Part::Live;
+        c.part(part)
             .retrieve(
                 &edge_ids,
                 Some(WithPayloadInterface::Bool(true)),
-                Some(WithVector::Bool(true)),
+                Some(WithVector::Bool(live)),
             )
-            .map_err(err)?;
-        let dead = c
-            .tombstones
-            .retrieve(
-                &edge_ids,
-                Some(WithPayloadInterface::Bool(true)),
-                Some(WithVector::Bool(false)),
-            )
-            .map_err(err)?;
-        for (record, is_live) in live
+            .map_err(|e| StoreError::engine(collection, e.to_string()))?
             .into_iter()
-            .map(|r| (r, true))
-            .chain(dead.into_iter().map(|r| (r, false)))
-        {
-            let (id, rec) = to_record(collection, record, is_live)?;
-            out.insert(id, rec);
-        }
-        Ok(out)
+            .map(|record| to_record(collection, record, live))
+            .collect()
     }
 
-    fn write(&self, collection: &str, records: &[(PointId, Record)]) -> Result<(), StoreError> {
-        let c = self.collection(collection)?;
-        let mut live = Vec::new();
-        let mut dead = Vec::new();
-        for (id, record) in records {
-            match stored_point(record) {
-                (Some(vector), payload) => {
-                    live.push(PointStruct::new(edge_id(id), vector, Value::Object(payload)).into())
-                }
-                (None, payload) => dead.push(
-                    PointStruct::new(edge_id(id), vec![0.0f32], Value::Object(payload)).into(),
-                ),
-            }
-        }
-        let err = |e: qdrant_edge::OperationError| StoreError::engine(collection, e.to_string());
-        let ids = |points: &[PointStructPersisted]| points.iter().map(|p| p.id).collect::<Vec<_>>();
-        let (live_ids, dead_ids) = (ids(&live), ids(&dead));
-        if !live.is_empty() {
-            c.live.update(upsert(live)).map_err(err)?;
-            c.tombstones.update(delete(live_ids)).map_err(err)?;
-        }
-        if !dead.is_empty() {
-            c.tombstones.update(upsert(dead)).map_err(err)?;
-            c.live.update(delete(dead_ids)).map_err(err)?;
-        }
+    fn upsert(
+        &self,
+        collection: &str,
+        part: Part,
+        points: Vec<(PointId, Vec<f32>, Payload)>,
+    ) -> Result<(), StoreError> {
+        let points = points
+            .into_iter()
+            .map(|(id, vector, payload)| {
+                PointStruct::new(edge_id(&id), vector, Value::Object(payload)).into()
+            })
+            .collect();
+        self.collection(collection)?
+            .part(part)
+            .update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+            ))
+            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
+        Ok(())
+    }
+
+    fn delete(&self, collection: &str, part: Part, ids: &[PointId]) -> Result<(), StoreError> {
+        let ids = ids.iter().map(edge_id).collect();
+        self.collection(collection)?
+            .part(part)
+            .update(UpdateOperation::PointOperation(
+                PointOperations::DeletePoints { ids },
+            ))
+            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
         Ok(())
     }
 
@@ -200,10 +198,7 @@ impl Store for EdgeStore {
         visit: &mut dyn FnMut(PointId, Record) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let c = self.collection(collection)?;
-        let (shard, live) = match part {
-            Part::Live => (&c.live, true),
-            Part::Tombstones => (&c.tombstones, false),
-        };
+        let (shard, live) = (c.part(part), part == Part::Live);
         let mut offset = None;
         loop {
             let request = ScrollRequest {
@@ -226,14 +221,6 @@ impl Store for EdgeStore {
                 None => return Ok(()),
             }
         }
-    }
-
-    fn remove_tombstones(&self, collection: &str, ids: &[PointId]) -> Result<(), StoreError> {
-        self.collection(collection)?
-            .tombstones
-            .update(delete(ids.iter().map(edge_id).collect()))
-            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
-        Ok(())
     }
 }
 
@@ -287,16 +274,6 @@ fn edge_id(id: &PointId) -> EdgePointId {
         PointId::Num(n) => EdgePointId::NumId(*n),
         PointId::Uuid(u) => EdgePointId::Uuid(*u),
     }
-}
-
-fn upsert(points: Vec<PointStructPersisted>) -> UpdateOperation {
-    UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-        PointInsertOperations::PointsList(points),
-    ))
-}
-
-fn delete(ids: Vec<EdgePointId>) -> UpdateOperation {
-    UpdateOperation::PointOperation(PointOperations::DeletePoints { ids })
 }
 
 fn edge_point_id(id: EdgePointId) -> PointId {

@@ -92,17 +92,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (for inspecting a store without its config).
     fn open_collection(&self, name: &str) -> Result<(), StoreError>;
 
-    /// The records of `ids` (live or tombstone) that the store holds, in one
-    /// read per part.
-    fn read(
+    /// The records of `ids` that one part holds, in one call. Live records
+    /// come with their vectors.
+    fn get(
         &self,
         collection: &str,
+        part: Part,
         ids: &[PointId],
-    ) -> Result<HashMap<PointId, Record>, StoreError>;
+    ) -> Result<Vec<(PointId, Record)>, StoreError>;
 
-    /// Writes records: live ones to the collection (and out of the
-    /// tombstones), deleted ones the other way round.
-    fn write(&self, collection: &str, records: &[(PointId, Record)]) -> Result<(), StoreError>;
+    /// Writes points (id, vector, payload with bookkeeping) to one part.
+    fn upsert(
+        &self,
+        collection: &str,
+        part: Part,
+        points: Vec<(PointId, Vec<f32>, Payload)>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes points from one part.
+    fn delete(&self, collection: &str, part: Part, ids: &[PointId]) -> Result<(), StoreError>;
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
@@ -120,8 +128,45 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         visit: &mut dyn FnMut(PointId, Record) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 
-    /// Removes tombstones outright (after the horizon).
-    fn remove_tombstones(&self, collection: &str, ids: &[PointId]) -> Result<(), StoreError>;
+    /// The records of `ids` (live or tombstone) that the store holds, in one
+    /// read per part. A point found in both (a write cut short between the
+    /// parts) reads as its tombstone; replaying its event sets it right.
+    fn read(
+        &self,
+        collection: &str,
+        ids: &[PointId],
+    ) -> Result<HashMap<PointId, Record>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for part in [Part::Live, Part::Tombstones] {
+            out.extend(self.get(collection, part, ids)?);
+        }
+        Ok(out)
+    }
+
+    /// Writes records: live ones to the collection (and out of the
+    /// tombstones), deleted ones the other way round.
+    fn write(&self, collection: &str, records: &[(PointId, Record)]) -> Result<(), StoreError> {
+        let (mut live, mut dead) = (Vec::new(), Vec::new());
+        for (id, record) in records {
+            match stored_point(record) {
+                (Some(vector), payload) => live.push((*id, vector, payload)),
+                // Tombstones carry a one-dimensional placeholder vector.
+                (None, payload) => dead.push((*id, vec![0.0f32], payload)),
+            }
+        }
+        for (points, into, out_of) in [
+            (live, Part::Live, Part::Tombstones),
+            (dead, Part::Tombstones, Part::Live),
+        ] {
+            if points.is_empty() {
+                continue;
+            }
+            let ids: Vec<PointId> = points.iter().map(|(id, _, _)| *id).collect();
+            self.upsert(collection, into, points)?;
+            self.delete(collection, out_of, &ids)?;
+        }
+        Ok(())
+    }
 
     /// Calls `visit` with every live point's id and current state.
     fn scan(
@@ -166,7 +211,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         self.write(collection, &rewritten)?;
         if !old_tombstones.is_empty() {
             expired.tombstones_removed = old_tombstones.len() as u64;
-            self.remove_tombstones(collection, &old_tombstones)?;
+            self.delete(collection, Part::Tombstones, &old_tombstones)?;
         }
         Ok(expired)
     }

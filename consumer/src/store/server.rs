@@ -8,8 +8,8 @@
 //! nothing left to do. The client runs on a small runtime of its own, so
 //! calls block the calling thread and never the worker's executor.
 
-use super::{Part, SCAN_PAGE, Store, StoreError, stored_point, stored_record, tombstones_of};
-use crate::apply::Record;
+use super::{Part, SCAN_PAGE, Store, StoreError, stored_record, tombstones_of};
+use crate::apply::{Payload, Record};
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as OutputVector;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
@@ -20,7 +20,6 @@ use qdrant_client::qdrant::{
     ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
 };
 use qdrant_client::{Qdrant, QdrantError};
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 use vecsync_schemas::config::{Distance, StoreConfig};
@@ -101,47 +100,6 @@ impl ServerStore {
         rx.recv()
             .map_err(|_| StoreError::engine(collection, "the store's client stopped"))?
             .map_err(|e| server_error(collection, e))
-    }
-
-    fn get(
-        &self,
-        collection: &str,
-        name: String,
-        ids: Vec<QdrantPointId>,
-        with_vectors: bool,
-    ) -> Result<Vec<RetrievedPoint>, StoreError> {
-        let request = GetPointsBuilder::new(name, ids)
-            .with_payload(true)
-            .with_vectors(with_vectors);
-        self.call(collection, |c| async move {
-            Ok(c.get_points(request).await?.result)
-        })
-    }
-
-    fn upsert(
-        &self,
-        collection: &str,
-        name: String,
-        points: Vec<PointStruct>,
-    ) -> Result<(), StoreError> {
-        let request = UpsertPointsBuilder::new(name, points).wait(true);
-        self.call(collection, |c| async move {
-            c.upsert_points(request).await.map(drop)
-        })
-    }
-
-    fn delete(
-        &self,
-        collection: &str,
-        name: String,
-        ids: Vec<QdrantPointId>,
-    ) -> Result<(), StoreError> {
-        let request = DeletePointsBuilder::new(name)
-            .points(PointsIdsList { ids })
-            .wait(true);
-        self.call(collection, |c| async move {
-            c.delete_points(request).await.map(drop)
-        })
     }
 
     /// The vector size and distance of an existing collection.
@@ -229,50 +187,50 @@ impl Store for ServerStore {
         Ok(())
     }
 
-    fn read(
+    fn get(
         &self,
         collection: &str,
+        part: Part,
         ids: &[PointId],
-    ) -> Result<HashMap<PointId, Record>, StoreError> {
+    ) -> Result<Vec<(PointId, Record)>, StoreError> {
+        let live = part == Part::Live;
         let ids: Vec<QdrantPointId> = ids.iter().map(qdrant_id).collect();
-        let live = self.get(collection, collection.to_owned(), ids.clone(), true)?;
-        let dead = self.get(collection, tombstones_of(collection), ids, false)?;
-        let mut out = HashMap::with_capacity(live.len() + dead.len());
-        for (point, is_live) in live
+        let request = GetPointsBuilder::new(part_name(collection, part), ids)
+            .with_payload(true)
+            .with_vectors(live);
+        let points = self.call(collection, |c| async move {
+            Ok(c.get_points(request).await?.result)
+        })?;
+        points
             .into_iter()
-            .map(|p| (p, true))
-            .chain(dead.into_iter().map(|p| (p, false)))
-        {
-            let (id, record) = to_record(collection, point, is_live)?;
-            out.insert(id, record);
-        }
-        Ok(out)
+            .map(|point| to_record(collection, point, live))
+            .collect()
     }
 
-    fn write(&self, collection: &str, records: &[(PointId, Record)]) -> Result<(), StoreError> {
-        let mut live = Vec::new();
-        let mut dead = Vec::new();
-        for (id, record) in records {
-            match stored_point(record) {
-                (Some(vector), payload) => {
-                    live.push(PointStruct::new(qdrant_id(id), vector, payload))
-                }
-                (None, payload) => {
-                    dead.push(PointStruct::new(qdrant_id(id), vec![0.0f32], payload))
-                }
-            }
-        }
-        let ids = |points: &[PointStruct]| points.iter().filter_map(|p| p.id.clone()).collect();
-        let (live_ids, dead_ids) = (ids(&live), ids(&dead));
-        if !live.is_empty() {
-            self.upsert(collection, collection.to_owned(), live)?;
-            self.delete(collection, tombstones_of(collection), live_ids)?;
-        }
-        if !dead.is_empty() {
-            self.upsert(collection, tombstones_of(collection), dead)?;
-            self.delete(collection, collection.to_owned(), dead_ids)?;
-        }
-        Ok(())
+    fn upsert(
+        &self,
+        collection: &str,
+        part: Part,
+        points: Vec<(PointId, Vec<f32>, Payload)>,
+    ) -> Result<(), StoreError> {
+        let points: Vec<PointStruct> = points
+            .into_iter()
+            .map(|(id, vector, payload)| PointStruct::new(qdrant_id(&id), vector, payload))
+            .collect();
+        let request = UpsertPointsBuilder::new(part_name(collection, part), points).wait(true);
+        self.call(collection, |c| async move {
+            c.upsert_points(request).await.map(drop)
+        })
+    }
+
+    fn delete(&self, collection: &str, part: Part, ids: &[PointId]) -> Result<(), StoreError> {
+        let ids = ids.iter().map(qdrant_id).collect();
+        let request = DeletePointsBuilder::new(part_name(collection, part))
+            .points(PointsIdsList { ids })
+            .wait(true);
+        self.call(collection, |c| async move {
+            c.delete_points(request).await.map(drop)
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -292,10 +250,7 @@ impl Store for ServerStore {
         with_vectors: bool,
         visit: &mut dyn FnMut(PointId, Record) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let (name, live) = match part {
-            Part::Live => (collection.to_owned(), true),
-            Part::Tombstones => (tombstones_of(collection), false),
-        };
+        let (name, live) = (part_name(collection, part), part == Part::Live);
         let mut offset = None;
         loop {
             let mut request = ScrollPointsBuilder::new(name.clone())
@@ -315,11 +270,6 @@ impl Store for ServerStore {
                 None => return Ok(()),
             }
         }
-    }
-
-    fn remove_tombstones(&self, collection: &str, ids: &[PointId]) -> Result<(), StoreError> {
-        let ids = ids.iter().map(qdrant_id).collect();
-        self.delete(collection, tombstones_of(collection), ids)
     }
 }
 
@@ -343,6 +293,14 @@ fn server_error(collection: &str, e: QdrantError) -> StoreError {
             },
         },
         _ => StoreError::engine(collection, e.to_string()),
+    }
+}
+
+/// The server collection that holds one part of `collection`.
+fn part_name(collection: &str, part: Part) -> String {
+    match part {
+        Part::Live => collection.to_owned(),
+        Part::Tombstones => tombstones_of(collection),
     }
 }
 

@@ -11,6 +11,17 @@ const MINIMAL: &str = r#"
     distance = "cosine"
 "#;
 
+/// The fields an `Invalid` error names, in order.
+fn problem_fields(err: &ConfigError) -> Vec<&str> {
+    let ConfigError::Invalid { problems, .. } = err else {
+        panic!("{err}")
+    };
+    problems
+        .iter()
+        .map(|p| p.split(':').next().unwrap())
+        .collect()
+}
+
 fn parse(text: &str, env: &[(&str, &str)]) -> Result<RegionConfig, ConfigError> {
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
     RegionConfig::parse(text, "test.toml", env)
@@ -59,13 +70,7 @@ fn every_problem_is_reported_at_once_naming_its_field() {
         .replace("384", "0")
         .replace("[kafka]", "[kafka]\npartitions = 0");
     let err = parse(&text, &[("VECSYNC__PRODUCER__RATE_LIMIT_BURST", "5")]).unwrap_err();
-    let ConfigError::Invalid { problems, .. } = &err else {
-        panic!("{err}")
-    };
-    let fields: Vec<&str> = problems
-        .iter()
-        .map(|p| p.split(':').next().unwrap())
-        .collect();
+    let fields = problem_fields(&err);
     assert_eq!(
         fields,
         [
@@ -196,13 +201,7 @@ fn a_qdrant_server_store_is_checked_and_its_key_kept_secret() {
         ],
     )
     .unwrap_err();
-    let ConfigError::Invalid { problems, .. } = &err else {
-        panic!("{err}")
-    };
-    let fields: Vec<&str> = problems
-        .iter()
-        .map(|p| p.split(':').next().unwrap())
-        .collect();
+    let fields = problem_fields(&err);
     assert_eq!(fields, ["store.url", "store.timeout_ms", "store.api_key"]);
     let err = parse(MINIMAL, &[("VECSYNC__STORE__BACKEND", "milvus")]).unwrap_err();
     assert!(err.to_string().contains("milvus"), "{err}");
