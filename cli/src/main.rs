@@ -2,6 +2,7 @@
 
 mod consume;
 mod inspect;
+mod lag;
 mod produce;
 mod registry;
 
@@ -34,6 +35,9 @@ enum Command {
     Consume(consume::Args),
     /// Look into a region's store: count, digest, or one point.
     Inspect(inspect::Args),
+    /// Export consumer lag, MirrorMaker 2 lag and cluster reachability to
+    /// Prometheus (the lag exporter).
+    Lag(lag::Args),
 }
 
 #[tokio::main]
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Inspect(args) => inspect::run(args),
+        Command::Lag(args) => lag::run(args).await,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod apply;
 pub mod bookkeeping;
 pub mod digest;
 pub mod freshness;
+pub mod lag;
 mod metrics;
 pub mod offsets;
 pub mod reorder;

@@ -8,8 +8,11 @@
 //! - [`testbed`]: a broker, a registry and a region config to test against.
 //! - [`qdrant`]: a Qdrant gRPC endpoint over the real engine (`qdrant-edge`)
 //!   for testing the `qdrant-client` store.
+//! - [`mirror`]: a MirrorMaker 2 stand-in that copies topics between
+//!   clusters with their timestamps and emits MirrorMaker's heartbeats.
 
 pub mod broker;
+pub mod mirror;
 pub mod qdrant;
 pub mod registry;
 pub mod testbed;

@@ -36,6 +36,7 @@ pub mod config;
 pub mod event;
 pub mod hlc;
 pub mod json;
+pub mod mm2;
 pub mod npy;
 pub mod payload;
 pub mod quality;

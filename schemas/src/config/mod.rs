@@ -90,6 +90,9 @@ pub struct RegionConfig {
     /// The region's vector store.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The lag exporter (`vecsync lag`).
+    #[serde(default)]
+    pub lag: LagConfig,
     /// Replicated collections by name.
     pub collections: BTreeMap<String, CollectionConfig>,
 }
@@ -345,6 +348,44 @@ impl RegionConfig {
             check(
                 is_name(&src.codebook_topic, 249),
                 &field("codebook_topic"),
+                NAME_RULE,
+            );
+        }
+        let l = &self.lag;
+        check(l.interval_ms > 0, "lag.interval_ms", "must be positive");
+        check(l.timeout_ms > 0, "lag.timeout_ms", "must be positive");
+        for (i, g) in l.groups.iter().enumerate() {
+            let field = |f: &str| format!("lag.groups[{i}].{f}");
+            check(
+                !g.group.trim().is_empty(),
+                &field("group"),
+                "must not be empty",
+            );
+            check(
+                !g.topics.is_empty(),
+                &field("topics"),
+                "must name at least one topic",
+            );
+            for t in &g.topics {
+                check(is_name(t, 249), &field("topics"), NAME_RULE);
+            }
+            check(
+                g.brokers.is_none() || g.cluster.as_deref().is_some_and(|c| is_name(c, 64)),
+                &field("cluster"),
+                "names the cluster of lag.groups brokers in metrics; letters, digits, '.', '_' and '-'",
+            );
+        }
+        for (i, m) in l.mirrors.iter().enumerate() {
+            let field = |f: &str| format!("lag.mirrors[{i}].{f}");
+            check(is_name(&m.alias, 64), &field("alias"), NAME_RULE);
+            check(
+                !m.brokers.trim().is_empty(),
+                &field("brokers"),
+                "must name at least one host:port",
+            );
+            check(
+                m.topic.as_deref().is_none_or(|t| is_name(t, 249)),
+                &field("topic"),
                 NAME_RULE,
             );
         }

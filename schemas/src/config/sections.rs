@@ -253,6 +253,68 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
+/// The lag exporter (`vecsync lag`): consumer lag of the region's workers
+/// (and any other groups listed) and MirrorMaker 2 lag into this region's
+/// cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LagConfig {
+    /// Address of the exporter's `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_lag_listen")]
+    pub listen: SocketAddr,
+    /// How often the clusters are read.
+    #[serde(default = "default_lag_interval_ms")]
+    pub interval_ms: u64,
+    /// Longest wait for one cluster in one scan; a cluster that does not
+    /// answer within it is reported unreachable.
+    #[serde(default = "default_lag_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Records read back before an offset when the broker cannot fetch from
+    /// inside a record batch (tansu 0.6), to find the record at a committed
+    /// offset; at least the largest batch a producer writes.
+    #[serde(default = "default_resume_rewind_records")]
+    pub rewind_records: u64,
+    /// Consumer groups watched besides the region's own workers (which are
+    /// always watched, over every source).
+    #[serde(default)]
+    pub groups: Vec<LagGroupConfig>,
+    /// MirrorMaker 2 flows into this region's cluster.
+    #[serde(default)]
+    pub mirrors: Vec<MirrorConfig>,
+}
+
+/// A consumer group whose lag is exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LagGroupConfig {
+    /// The consumer group.
+    pub group: String,
+    /// Topics it reads.
+    pub topics: Vec<String>,
+    /// Bootstrap servers of the group's cluster; this region's
+    /// `kafka.brokers` if unset.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Name of that cluster in metrics (needed with `brokers`; this region's
+    /// name otherwise).
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+/// A MirrorMaker 2 flow from another cluster into this region's cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// MirrorMaker's alias of the source cluster: the prefix of the mirrored
+    /// topics (`<alias>.vecsync.deltas`, `<alias>.heartbeats`).
+    pub alias: String,
+    /// Bootstrap servers of the source cluster.
+    pub brokers: String,
+    /// The source topic; this region's `kafka.topic` if unset.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
 /// Which vector store a region uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -389,6 +451,16 @@ fn default_store_timeout_ms() -> u64 {
     10_000
 }
 
+fn default_lag_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9095))
+}
+fn default_lag_interval_ms() -> u64 {
+    5_000
+}
+fn default_lag_timeout_ms() -> u64 {
+    5_000
+}
+
 /// Serde's defaults for a section that is left out: the named functions above.
 fn from_defaults<T: serde::de::DeserializeOwned>() -> T {
     T::deserialize(toml::Value::Table(toml::Table::new()))
@@ -411,6 +483,11 @@ impl Default for ConsumerConfig {
     }
 }
 impl Default for StoreConfig {
+    fn default() -> Self {
+        from_defaults()
+    }
+}
+impl Default for LagConfig {
     fn default() -> Self {
         from_defaults()
     }

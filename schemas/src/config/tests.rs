@@ -206,3 +206,35 @@ fn a_qdrant_server_store_is_checked_and_its_key_kept_secret() {
     let err = parse(MINIMAL, &[("VECSYNC__STORE__BACKEND", "milvus")]).unwrap_err();
     assert!(err.to_string().contains("milvus"), "{err}");
 }
+
+#[test]
+fn lag_groups_and_mirrors_are_checked() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.lag.interval_ms, 5_000);
+    assert!(c.lag.groups.is_empty() && c.lag.mirrors.is_empty());
+    let text = format!(
+        "{MINIMAL}
+        [lag]
+        interval_ms = 0
+        [[lag.groups]]
+        group = \"analytics\"
+        topics = []
+        brokers = \"10.0.0.1:9092\"
+        [[lag.mirrors]]
+        alias = \"eu west\"
+        brokers = \"10.0.0.2:9092\"
+        topic = \"a/b\"
+        "
+    );
+    let err = parse(&text, &[]).unwrap_err();
+    assert_eq!(
+        problem_fields(&err),
+        [
+            "lag.interval_ms",
+            "lag.groups[0].topics",
+            "lag.groups[0].cluster",
+            "lag.mirrors[0].alias",
+            "lag.mirrors[0].topic"
+        ]
+    );
+}

@@ -1,0 +1,32 @@
+//! `vecsync lag`: the lag exporter of one region, serving `/metrics`,
+//! `/healthz` and `/readyz` on `lag.listen`.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use vecsync_schemas::config::RegionConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The region's config file (its `[lag]` section).
+    #[arg(long, env = "VECSYNC_CONFIG")]
+    config: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = RegionConfig::load(&args.config)?;
+    let listen = config.lag.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (lag.listen)"))?;
+    let running = vecsync_consumer::lag::spawn(&config)
+        .map_err(anyhow::Error::msg)
+        .context("cannot start the lag exporter ([lag])")?;
+    let router = running.router();
+    tracing::info!(%listen, interval_ms = config.lag.interval_ms, "lag exporter listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await
+        .context("the lag exporter's server failed")?;
+    tokio::task::spawn_blocking(move || running.stop()).await?;
+    Ok(())
+}
