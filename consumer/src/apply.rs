@@ -97,6 +97,17 @@ pub enum Effect {
     Parked,
 }
 
+impl Effect {
+    /// The `result` label of `vecsync_consumer_events_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Changed => "changed",
+            Effect::Unchanged => "unchanged",
+            Effect::Parked => "parked",
+        }
+    }
+}
+
 impl Record {
     /// A record holding one full write.
     fn anchored(version: Hlc, change: Change) -> Self {

@@ -3,7 +3,7 @@
 
 use crate::reorder::Counters;
 use metrics::{counter, gauge, histogram};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use vecsync_schemas::hlc::Hlc;
 
@@ -46,25 +46,43 @@ impl WatermarkState<'_> {
 }
 
 /// A batch applied and flushed.
-pub(crate) struct BatchApplied {
-    pub changed: u64,
-    pub unchanged: u64,
-    pub parked: u64,
+pub(crate) struct BatchApplied<'a> {
+    /// Events by (operation, result).
+    pub by_op: &'a HashMap<(&'static str, &'static str), u64>,
+    pub events: usize,
     pub elapsed: Duration,
 }
 
-impl BatchApplied {
+impl BatchApplied<'_> {
     pub fn emit(&self) {
-        for (result, n) in [
-            ("changed", self.changed),
-            ("unchanged", self.unchanged),
-            ("parked", self.parked),
-        ] {
-            if n > 0 {
-                counter!("vecsync_consumer_events_total", "result" => result).increment(n);
-            }
+        for ((op, result), n) in self.by_op {
+            counter!("vecsync_consumer_events_total", "op" => *op, "result" => *result)
+                .increment(*n);
         }
+        histogram!("vecsync_consumer_batch_events").record(self.events as f64);
         histogram!("vecsync_consumer_batch_apply_seconds").record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// Every reason an event is dead-lettered for: undecodable records
+/// (`DecodeError::reason_label`) and events that cannot apply
+/// (`DeadReason`).
+pub(crate) const DEAD_LETTER_REASONS: [&str; 8] = [
+    "bad_framing",
+    "malformed",
+    "invalid_value",
+    "unknown_schema",
+    "unknown_collection",
+    "wrong_dimension",
+    "invalid_vector",
+    "invalid_payload",
+];
+
+/// Creates every dead-letter series at zero, so that `increase()` sees the
+/// first dead letter and dashboards show zero rather than nothing.
+pub(crate) fn init_dead_letter_counters() {
+    for reason in DEAD_LETTER_REASONS {
+        counter!("vecsync_consumer_dead_letters_total", "reason" => reason).absolute(0);
     }
 }
 

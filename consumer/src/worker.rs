@@ -147,6 +147,7 @@ pub async fn run(
     watermarks: Watermarks,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, WorkerError> {
+    crate::metrics::init_dead_letter_counters();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let forward_stop = async move {
@@ -588,9 +589,8 @@ impl Sink {
         };
         stats.batches += 1;
         BatchApplied {
-            changed: outcome.changed,
-            unchanged: outcome.unchanged,
-            parked: outcome.parked,
+            by_op: &outcome.by_op,
+            events: events.len(),
             elapsed: started.elapsed(),
         }
         .emit();

@@ -1,7 +1,7 @@
 //! Every metric the producer reports, each named in exactly one place.
 //! Emitted once per batch, not per event.
 
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,11 +16,17 @@ pub fn prometheus() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
                     &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0,
                         10.0, 30.0,
                     ],
                 )
-                .unwrap_or_else(|e| unreachable!("the bucket list is not empty: {e}"));
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Suffix("_batch_events".into()),
+                        &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0],
+                    )
+                })
+                .unwrap_or_else(|e| unreachable!("the bucket lists are not empty: {e}"));
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding
@@ -31,6 +37,19 @@ pub fn prometheus() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Every label value of the error counters, so that each series exists
+/// (at zero) before its first error: `rate()` and `increase()` then see the
+/// first one, and dashboards show zero rather than nothing.
+pub(crate) fn init_error_counters() {
+    for reason in ["timeout", "queue_full", "too_large", "fatal", "broker"] {
+        counter!("vecsync_producer_send_failures_total", "reason" => reason).absolute(0);
+    }
+    for reason in ["unknown_collection", "invalid"] {
+        counter!("vecsync_producer_rejected_total", "reason" => reason).absolute(0);
+    }
+    counter!("vecsync_producer_backpressure_waits_total").absolute(0);
 }
 
 /// A batch the broker acknowledged.
@@ -95,6 +114,17 @@ pub(crate) struct QueueFull;
 impl QueueFull {
     pub fn emit(&self) {
         counter!("vecsync_producer_backpressure_waits_total").increment(1);
+    }
+}
+
+/// Events handed to librdkafka and not yet acknowledged by the broker.
+pub(crate) struct QueueDepth {
+    pub messages: i32,
+}
+
+impl QueueDepth {
+    pub fn emit(&self) {
+        gauge!("vecsync_producer_queue_messages").set(f64::from(self.messages));
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::error::{ProducerError, error_label};
 use crate::kafka;
 use crate::metrics::{
-    BatchSent, CodebookPublished, HeartbeatsSent, QueueFull, Rejected, SendFailed,
+    BatchSent, CodebookPublished, HeartbeatsSent, QueueDepth, QueueFull, Rejected, SendFailed,
 };
 use crate::rate::TokenBucket;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -137,6 +137,7 @@ impl Publisher {
         if !problems.is_empty() {
             return Err(ProducerError::Config(problems.join("; ")));
         }
+        crate::metrics::init_error_counters();
         let mut collections = HashMap::new();
         for (name, c) in &config.collections {
             let codebook = match &c.codebook_file {
@@ -530,13 +531,17 @@ impl Inner {
     }
 
     /// Sends a heartbeat to every partition each interval, so consumers'
-    /// watermarks move when no mutations arrive.
+    /// watermarks move when no mutations arrive, and reports the queue depth.
     async fn heartbeat_loop(self: Arc<Self>) {
         let interval = Duration::from_millis(u64::from(self.heartbeat_interval_ms));
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            QueueDepth {
+                messages: self.producer.in_flight_count(),
+            }
+            .emit();
             let outgoing = (0..self.partitions as i32)
                 .map(|p| Outgoing {
                     key: format!("__heartbeat.{}.{p}", self.region),
