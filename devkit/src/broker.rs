@@ -57,12 +57,10 @@ impl Tansu {
     /// Like [`Tansu::start`], with the given storage.
     pub fn start_with(storage: Storage) -> Option<Self> {
         let Some(binary) = tansu_binary() else {
-            let msg = "tansu is not installed (cargo install tansu --version 0.6.0 --locked \
-                       --features dynostore,libsql; or set TANSU_BIN)";
-            if std::env::var_os("CI").is_some() {
-                panic!("{msg}: CI must run the broker tests");
-            }
-            eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
+            skip_without(
+                "tansu is not installed (cargo install tansu --version 0.6.0 --locked \
+                 --features dynostore,libsql; or set TANSU_BIN)",
+            );
             return None;
         };
         let port = free_port().unwrap_or_else(|e| panic!("no free loopback port: {e}"));
@@ -153,30 +151,47 @@ impl Tansu {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Err(io::Error::other(format!(
-                    "tansu exited with {status}; see {}",
-                    self.log.display()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::other(format!(
-                    "tansu did not listen on {addr} within 20 s; see {}",
-                    self.log.display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        wait_listening("tansu", child, addr, &self.log)
     }
+}
+
+/// A test that needs a program which is missing: fails in CI (`CI` set),
+/// where `.ci/run` installs everything, and elsewhere is skipped after a
+/// loud message on stderr.
+pub fn skip_without(msg: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}: CI must run this test");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
+}
+
+/// Waits up to 20 s for a started program to listen on `addr`; fails early
+/// when it exits. `log` is where its output went, named in errors.
+pub(crate) fn wait_listening(
+    name: &str,
+    child: &mut Child,
+    addr: SocketAddr,
+    log: &Path,
+) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            return Err(io::Error::other(format!(
+                "{name} exited with {status}; see {}",
+                log.display()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "{name} did not listen on {addr} within 20 s; see {}",
+                log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 impl Drop for Tansu {

@@ -10,9 +10,11 @@
 //!   for testing the `qdrant-client` store.
 //! - [`mirror`]: a MirrorMaker 2 stand-in that copies topics between
 //!   clusters with their timestamps and emits MirrorMaker's heartbeats.
+//! - [`prometheus`]: a real Prometheus server for the dashboard tests.
 
 pub mod broker;
 pub mod mirror;
+pub mod prometheus;
 pub mod qdrant;
 pub mod registry;
 pub mod testbed;
