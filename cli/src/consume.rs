@@ -8,15 +8,22 @@ use vecsync_consumer::freshness::Watermarks;
 use vecsync_consumer::{store, worker};
 use vecsync_schemas::config::RegionConfig;
 
+/// The arguments of a command that needs only the region's config.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The region's config file.
     #[arg(long, env = "VECSYNC_CONFIG")]
-    config: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Args {
+    pub fn load(&self) -> anyhow::Result<RegionConfig> {
+        Ok(RegionConfig::load(&self.config)?)
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = RegionConfig::load(&args.config)?;
+    let config = args.load()?;
     let metrics = vecsync_producer::metrics::prometheus();
     let store = store::open(&config.store).context("cannot open the store ([store])")?;
     let listener = tokio::net::TcpListener::bind(config.consumer.listen)

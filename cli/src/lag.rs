@@ -2,18 +2,11 @@
 //! `/healthz` and `/readyz` on `lag.listen`.
 
 use anyhow::Context;
-use std::path::PathBuf;
-use vecsync_schemas::config::RegionConfig;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The region's config file (its `[lag]` section).
-    #[arg(long, env = "VECSYNC_CONFIG")]
-    config: PathBuf,
-}
+pub use crate::consume::Args;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = RegionConfig::load(&args.config)?;
+    let config = args.load()?;
     let listen = config.lag.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

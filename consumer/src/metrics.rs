@@ -82,7 +82,7 @@ pub(crate) const DEAD_LETTER_REASONS: [&str; 8] = [
 /// first dead letter and dashboards show zero rather than nothing.
 pub(crate) fn init_dead_letter_counters() {
     for reason in DEAD_LETTER_REASONS {
-        counter!("vecsync_consumer_dead_letters_total", "reason" => reason).absolute(0);
+        counter!("vecsync_consumer_dead_letters_total", "reason" => reason).increment(0);
     }
 }
 

@@ -44,12 +44,12 @@ pub fn prometheus() -> PrometheusHandle {
 /// first one, and dashboards show zero rather than nothing.
 pub(crate) fn init_error_counters() {
     for reason in ["timeout", "queue_full", "too_large", "fatal", "broker"] {
-        counter!("vecsync_producer_send_failures_total", "reason" => reason).absolute(0);
+        counter!("vecsync_producer_send_failures_total", "reason" => reason).increment(0);
     }
     for reason in ["unknown_collection", "invalid"] {
-        counter!("vecsync_producer_rejected_total", "reason" => reason).absolute(0);
+        counter!("vecsync_producer_rejected_total", "reason" => reason).increment(0);
     }
-    counter!("vecsync_producer_backpressure_waits_total").absolute(0);
+    counter!("vecsync_producer_backpressure_waits_total").increment(0);
 }
 
 /// A batch the broker acknowledged.
