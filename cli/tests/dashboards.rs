@@ -400,4 +400,10 @@ encoding = "sq8"
     assert_eq!(regions.len(), 2, "both exporters see it: {regions:?}");
     let up = r#"vecsync_lag_cluster_up{cluster="eu-west"}"#;
     assert!(max_of(&prom, up).await == Some(1.0));
+    let said = std::fs::read_to_string(log("l-west")).unwrap();
+    assert!(
+        said.lines()
+            .any(|l| l.contains("cluster unreachable") && l.contains("us-east")),
+        "no log line for the lost cluster:\n{said}"
+    );
 }
