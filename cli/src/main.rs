@@ -1,6 +1,7 @@
 //! `vecsync`: one binary with a subcommand per job.
 
 mod consume;
+mod demo;
 mod inspect;
 mod lag;
 mod produce;
@@ -35,6 +36,9 @@ enum Command {
     Consume(consume::Args),
     /// Look into a region's store: count, digest, or one point.
     Inspect(inspect::Args),
+    /// Three regions in one process replicating to each other, with a live
+    /// lag table, a convergence proof and the same query in every region.
+    Demo(demo::Args),
     /// Export consumer lag, MirrorMaker 2 lag and cluster reachability to
     /// Prometheus (the lag exporter).
     Lag(lag::Args),
@@ -42,20 +46,26 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo prints its own progress; its parts only speak of trouble.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn,qdrant_edge=error,librdkafka=error",
+        _ => "info,qdrant_edge=error",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,qdrant_edge=error")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Registry(args) => registry::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Inspect(args) => inspect::run(args),
         Command::Lag(args) => lag::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }
 

@@ -1023,7 +1023,8 @@ struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// A producer for the dead-letter topic, which is created when missing.
+    /// A producer for the dead-letter topic, which is created when missing
+    /// (with `kafka.create_topics`).
     async fn new(config: &RegionConfig) -> Result<Self, WorkerError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &config.kafka.brokers);
@@ -1040,11 +1041,15 @@ impl DeadLetters {
             TopicReplication::Fixed(i32::from(config.kafka.replication_factor)),
         );
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin
-            .create_topics([&new], &options)
-            .await
-            .map_err(kafka(format!("failed to create {topic}")))?
-        {
+        let created = if config.kafka.create_topics {
+            admin
+                .create_topics([&new], &options)
+                .await
+                .map_err(kafka(format!("failed to create {topic}")))?
+        } else {
+            Vec::new()
+        };
+        for result in created {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {

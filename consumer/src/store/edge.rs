@@ -11,8 +11,8 @@ use crate::apply::{Payload, Record};
 use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeVectorParamsBuilder, PointId as EdgePointId, PointInsertOperations, PointOperations,
-    PointStruct, Record as EdgeRecord, ScrollRequest, UpdateOperation, VectorInternal,
-    VectorStructInternal, WithPayloadInterface, WithVector,
+    PointStruct, QueryEnum, Record as EdgeRecord, ScrollRequest, SearchRequest, UpdateOperation,
+    VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -59,6 +59,35 @@ impl EdgeStore {
             root: root.to_owned(),
             collections: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// The `limit` live points nearest to `vector` by the collection's
+    /// distance, best first, with their scores: the engine's own search.
+    pub fn search(
+        &self,
+        collection: &str,
+        vector: Vec<f32>,
+        limit: usize,
+    ) -> Result<Vec<(PointId, f32)>, StoreError> {
+        let request = SearchRequest {
+            query: QueryEnum::from(vector),
+            filter: None,
+            params: None,
+            limit,
+            offset: 0,
+            with_payload: Some(WithPayloadInterface::Bool(false)),
+            with_vector: Some(WithVector::Bool(false)),
+            score_threshold: None,
+        };
+        let hits = self
+            .collection(collection)?
+            .live
+            .search(request)
+            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
+        Ok(hits
+            .into_iter()
+            .map(|hit| (edge_point_id(hit.id), hit.score))
+            .collect())
     }
 
     fn insert(&self, name: &str, collection: Collection) {

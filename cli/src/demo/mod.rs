@@ -1,0 +1,448 @@
+//! `vecsync demo`: three regions in one process, each with its own Kafka
+//! cluster (librdkafka's in-process `MockCluster`), the development
+//! registry and a `qdrant-edge` store in a temporary directory. Each
+//! region's worker reads the other regions' clusters directly. Every region
+//! writes upserts, deletes and payload patches, many to the same ids as
+//! the others, while a table shows replication per region pair; then the
+//! writes stop, the regions converge, and the demo proves it: equal state
+//! digests, and the same nearest-neighbour answer in every region.
+
+mod recorder;
+
+use anyhow::{Context, bail};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::mocking::MockCluster;
+use recorder::{Book, DemoRecorder};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::worker::{self, RunningWorker};
+use vecsync_devkit::registry::DevRegistry;
+use vecsync_producer::{Mutation, Publisher};
+use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::vector::{EncodedVector, Encoding};
+
+const NAMES: [&str; 6] = [
+    "us-east",
+    "eu-west",
+    "ap-south",
+    "sa-east",
+    "af-south",
+    "ca-central",
+];
+const TOPIC: &str = "vecsync.deltas";
+const CODEBOOKS: &str = "vecsync.codebooks";
+const DEAD_LETTERS: &str = "vecsync.deadletters";
+const COLLECTION: &str = "docs";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Regions to run (2 to 6).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=6))]
+    regions: u8,
+    /// Mutations per second each region writes.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Seconds of writing.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Vector dimension.
+    #[arg(long, default_value_t = 768)]
+    dimension: u32,
+    /// Vector encoding on the wire: f32, f16, sq8, sq4 or binary.
+    #[arg(long, default_value = "sq8")]
+    encoding: Encoding,
+    /// Distinct point ids the regions write to; fewer means more conflicts.
+    #[arg(long, default_value_t = 2_000)]
+    ids: u64,
+    /// Longest wait for convergence after the writes stop, in seconds.
+    #[arg(long, default_value_t = 60)]
+    converge_timeout: u64,
+}
+
+struct Region {
+    name: String,
+    store: Arc<EdgeStore>,
+    worker: RunningWorker,
+    publisher: Arc<Publisher>,
+    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.encoding == Encoding::Pq {
+        bail!(
+            "--encoding pq needs a trained codebook; the demo takes f32, f16, sq8, sq4 or binary"
+        );
+    }
+    let book = Arc::new(Book::default());
+    metrics::set_global_recorder(DemoRecorder(book.clone()))
+        .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let registry = DevRegistry::in_memory()
+        .spawn("127.0.0.1:0")
+        .await
+        .context("cannot start the development registry")?;
+    let names: Vec<&str> = NAMES[..usize::from(args.regions)].to_vec();
+    println!(
+        "vecsync demo: {} regions ({}), each with its own Kafka cluster (in-process MockCluster), \
+         the development registry and a qdrant-edge store; {} mutations/s per region for {} s, \
+         {}-d vectors as {}.",
+        names.len(),
+        names.join(", "),
+        args.rate,
+        args.duration,
+        args.dimension,
+        args.encoding
+    );
+
+    let mut clusters = Vec::new();
+    for _ in &names {
+        let cluster = MockCluster::new(1).context("cannot start a mock Kafka cluster")?;
+        // The mock cluster has no CreateTopics; every topic is made here.
+        for (topic, partitions) in [(TOPIC, 3), (CODEBOOKS, 1), (DEAD_LETTERS, 1)] {
+            cluster
+                .create_topic(topic, partitions, 1)
+                .with_context(|| format!("cannot create {topic}"))?;
+        }
+        clusters.push(cluster);
+    }
+    let brokers: Vec<String> = clusters.iter().map(|c| c.bootstrap_servers()).collect();
+    let mut regions = Vec::new();
+    for (i, cluster) in clusters.into_iter().enumerate() {
+        let name = names[i];
+        let mut sources = String::new();
+        for (j, other) in names.iter().enumerate().filter(|(j, _)| *j != i) {
+            let _ = write!(
+                sources,
+                "[[consumer.sources]]\nregion = \"{other}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
+                brokers[j]
+            );
+        }
+        let text = format!(
+            r#"
+region = "{name}"
+[kafka]
+brokers = "{brokers}"
+topic = "{TOPIC}"
+codebook_topic = "{CODEBOOKS}"
+partitions = 3
+create_topics = false
+fetch_wait_max_ms = 5
+[registry]
+url = "{registry}"
+[producer]
+linger_ms = 5
+heartbeat_interval_ms = 50
+[consumer]
+batch_max_wait_ms = 10
+dead_letter_topic = "{DEAD_LETTERS}"
+{sources}
+[store]
+path = "{store}"
+[collections.{COLLECTION}]
+dimension = {dimension}
+distance = "cosine"
+encoding = "{encoding}"
+"#,
+            brokers = brokers[i],
+            registry = registry.url(),
+            store = dir.path().join(name).display(),
+            dimension = args.dimension,
+            encoding = args.encoding,
+        );
+        let config = RegionConfig::parse(&text, name, std::iter::empty())?;
+        let store = Arc::new(EdgeStore::open(&config.store.path)?);
+        let publisher = Arc::new(
+            Publisher::connect(&config)
+                .await
+                .with_context(|| format!("cannot start {name}'s producer"))?,
+        );
+        let worker = worker::spawn(config.clone(), store.clone());
+        regions.push(Region {
+            name: name.to_owned(),
+            store,
+            worker,
+            publisher,
+            cluster,
+        });
+    }
+
+    // Every region writes; the table shows what crossed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers_of_id: Arc<Mutex<HashMap<u64, HashSet<usize>>>> = Arc::default();
+    let mut writers = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        writers.push(tokio::spawn(write(
+            i,
+            r.publisher.clone(),
+            args.rate,
+            args.dimension as usize,
+            args.ids,
+            stop.clone(),
+            writers_of_id.clone(),
+        )));
+    }
+    let started = Instant::now();
+    let end = started + Duration::from_secs(args.duration);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(2).min(end - Instant::now())).await;
+        print_table(&regions, &book, started.elapsed());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut last: BTreeMap<String, Hlc> = BTreeMap::new();
+    let mut written = 0u64;
+    for (i, w) in writers.into_iter().enumerate() {
+        let (count, newest) = w.await??;
+        written += count;
+        if let Some(hlc) = newest {
+            last.insert(regions[i].name.clone(), hlc);
+        }
+    }
+    let conflicted = writers_of_id
+        .lock()
+        .map(|m| m.values().filter(|w| w.len() > 1).count())
+        .unwrap_or(0);
+    println!(
+        "writes stopped: {written} mutations, {conflicted} ids written by more than one region; \
+         waiting for every region to apply every other's writes"
+    );
+
+    // Convergence: every region has applied every origin's last write
+    // (heartbeats carry the watermarks past it), and all digests agree.
+    let deadline = Instant::now() + Duration::from_secs(args.converge_timeout);
+    let digests = loop {
+        let caught_up = regions.iter().all(|r| {
+            let marks = r.worker.watermarks().current();
+            last.iter()
+                .all(|(origin, hlc)| marks.get(origin).is_some_and(|m| m >= hlc))
+        });
+        if caught_up {
+            let digests = digests_of(&regions)?;
+            if digests.windows(2).all(|w| w[0].1 == w[1].1) {
+                break digests;
+            }
+        }
+        if Instant::now() >= deadline {
+            print_table(&regions, &book, started.elapsed());
+            let digests = digests_of(&regions)?;
+            for (name, digest) in &digests {
+                eprintln!("  {name}: {digest}");
+            }
+            bail!(
+                "the regions did not converge within {} s",
+                args.converge_timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    print_table(&regions, &book, started.elapsed());
+    println!(
+        "converged: {} regions hold the same state ({}), {:.1} s after the writes stopped",
+        regions.len(),
+        digests[0].1,
+        (Instant::now() - end).as_secs_f64()
+    );
+
+    // The same query in every region gets the same answer.
+    let mut rng = StdRng::seed_from_u64(7);
+    let query = random_vector(&mut rng, args.dimension as usize);
+    let mut answers = Vec::new();
+    for r in &regions {
+        let hits = r.store.search(COLLECTION, query.clone(), 5)?;
+        let shown: Vec<String> = hits
+            .iter()
+            .map(|(id, score)| format!("{id}:{score:.4}"))
+            .collect();
+        println!("  nearest 5 in {:<10} {}", r.name, shown.join("  "));
+        answers.push(hits);
+    }
+    if !answers.windows(2).all(|w| w[0] == w[1]) {
+        bail!("the same query answered differently in different regions");
+    }
+    println!("same nearest neighbours in every region");
+
+    // What the encoding saved on the wire.
+    let events = book.events.load(Ordering::Relaxed);
+    let bytes = book.bytes.load(Ordering::Relaxed);
+    let encoded = EncodedVector::encode(args.encoding, &query)?.wire_len();
+    let raw = args.dimension as usize * 4;
+    println!(
+        "on the wire: {bytes} bytes for {events} events ({} B/event); a {}-d vector is {encoded} B as {} \
+         against {raw} B as f32: {:.0}% saved",
+        bytes / events.max(1),
+        args.dimension,
+        args.encoding,
+        100.0 * (1.0 - encoded as f64 / raw as f64)
+    );
+
+    // Workers and producers stop before any cluster goes away.
+    let mut clusters = Vec::new();
+    for r in regions {
+        r.worker.stop().await?;
+        if let Ok(p) = Arc::try_unwrap(r.publisher) {
+            p.close(Duration::from_secs(5)).await?;
+        }
+        clusters.push(r.cluster);
+    }
+    // librdkafka closes the workers' consumers on their own threads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(clusters);
+    Ok(())
+}
+
+/// One region's writer: `rate` mutations a second in batches every 20 ms,
+/// until `stop`. Returns how many it wrote and the newest version.
+async fn write(
+    index: usize,
+    publisher: Arc<Publisher>,
+    rate: u32,
+    dimension: usize,
+    ids: u64,
+    stop: Arc<AtomicBool>,
+    writers_of_id: Arc<Mutex<HashMap<u64, HashSet<usize>>>>,
+) -> anyhow::Result<(u64, Option<Hlc>)> {
+    let mut rng = StdRng::seed_from_u64(index as u64);
+    let tick = Duration::from_millis(20);
+    let per_tick = (f64::from(rate) * tick.as_secs_f64()).max(1.0);
+    let mut owed = 0.0;
+    let mut versions: HashMap<u64, Hlc> = HashMap::new();
+    let (mut count, mut newest) = (0u64, None);
+    let mut ticks = tokio::time::interval(tick);
+    while !stop.load(Ordering::SeqCst) {
+        ticks.tick().await;
+        owed += per_tick;
+        let mut batch = Vec::new();
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let id = rng.random_range(0..ids);
+            let roll: f64 = rng.random();
+            let m = match versions.get(&id) {
+                Some(base) if roll < 0.1 => Mutation::PatchPayload {
+                    id: PointId::Num(id),
+                    base_version: base.clone(),
+                    payload: json!({"reviewed": true})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                },
+                _ if roll < 0.2 => Mutation::Delete {
+                    id: PointId::Num(id),
+                },
+                _ => Mutation::Upsert {
+                    id: PointId::Num(id),
+                    vector: random_vector(&mut rng, dimension),
+                    payload: json!({"n": count}).as_object().cloned(),
+                },
+            };
+            batch.push(m);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let written = publisher.publish(COLLECTION, &batch).await?;
+        if let Ok(mut w) = writers_of_id.lock() {
+            for m in &batch {
+                if let PointId::Num(id) = m.id() {
+                    w.entry(id).or_default().insert(index);
+                }
+            }
+        }
+        for (m, hlc) in batch.iter().zip(&written) {
+            if let PointId::Num(id) = m.id() {
+                versions.insert(id, hlc.clone());
+            }
+        }
+        count += batch.len() as u64;
+        newest = written.into_iter().max().or(newest);
+    }
+    Ok((count, newest))
+}
+
+fn random_vector(rng: &mut StdRng, dimension: usize) -> Vec<f32> {
+    (0..dimension)
+        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+        .collect()
+}
+
+/// Each region's state digest (DESIGN.md §3), with its name.
+fn digests_of(regions: &[Region]) -> anyhow::Result<Vec<(String, String)>> {
+    regions
+        .iter()
+        .map(|r| {
+            Ok((
+                r.name.clone(),
+                Digest::of(r.store.as_ref(), COLLECTION)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Per region pair: events applied, p50 and p99 replication lag, and the
+/// age of the applied watermark. On a terminal the table is redrawn in
+/// place; otherwise each one is printed below the last.
+fn print_table(regions: &[Region], book: &Book, elapsed: Duration) {
+    use std::io::IsTerminal;
+    static DRAWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let drawn = DRAWN.swap(0, Ordering::SeqCst);
+    let terminal = std::io::stdout().is_terminal();
+    if terminal && drawn > 0 {
+        print!("\x1b[{drawn}A\x1b[J");
+    }
+    let mut out = String::new();
+    let lags = book.lags();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "\n t={:>3}s  {:<24} {:>10} {:>9} {:>9} {:>15}",
+        elapsed.as_secs(),
+        "origin → region",
+        "applied",
+        "p50 ms",
+        "p99 ms",
+        "watermark age"
+    );
+    for r in regions {
+        let marks = r.worker.watermarks().current();
+        for origin in regions.iter().filter(|o| o.name != r.name) {
+            let mut samples = lags
+                .get(&(origin.name.clone(), r.name.clone()))
+                .cloned()
+                .unwrap_or_default();
+            samples.sort_by(f64::total_cmp);
+            let pct = |q: f64| {
+                samples
+                    .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+                    .map(|s| format!("{:.1}", s * 1000.0))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let age = marks
+                .get(&origin.name)
+                .map(|m| format!("{} ms", now_ms.saturating_sub(m.wall_ms)))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "         {:<24} {:>10} {:>9} {:>9} {:>15}",
+                format!("{} → {}", origin.name, r.name),
+                samples.len(),
+                pct(0.5),
+                pct(0.99),
+                age
+            );
+        }
+    }
+    print!("{out}");
+    if terminal {
+        DRAWN.store(out.lines().count(), Ordering::SeqCst);
+    }
+}
