@@ -8,7 +8,15 @@ use std::process::Command;
 #[test]
 fn the_demo_converges_and_answers_alike_everywhere() {
     let out = Command::new(env!("CARGO_BIN_EXE_vecsync"))
-        .args(["demo", "--duration", "4", "--dimension", "32", "--rate", "150"])
+        .args([
+            "demo",
+            "--duration",
+            "4",
+            "--dimension",
+            "32",
+            "--rate",
+            "150",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -19,7 +27,10 @@ fn the_demo_converges_and_answers_alike_everywhere() {
         .find(|l| l.starts_with("converged: 3 regions hold the same state"))
         .unwrap_or_else(|| panic!("no convergence line:\n{stdout}"));
     assert!(converged.contains("points, "), "{converged}");
-    assert!(stdout.contains("same nearest neighbours in every region"), "{stdout}");
+    assert!(
+        stdout.contains("same nearest neighbours in every region"),
+        "{stdout}"
+    );
     let answers: Vec<&str> = stdout
         .lines()
         .filter_map(|l| l.trim().strip_prefix("nearest 5 in "))
