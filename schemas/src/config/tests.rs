@@ -238,3 +238,41 @@ fn lag_groups_and_mirrors_are_checked() {
         ]
     );
 }
+
+/// Dotted paths of every value in a table; arrays of tables as `name[]`.
+fn paths(table: &toml::Table, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(t) => paths(t, &path, out),
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+                for item in items.iter().filter_map(toml::Value::as_table) {
+                    paths(item, &format!("{path}[]"), out);
+                }
+            }
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_reference_config_names_every_field() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/reference.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = RegionConfig::parse(&text, "reference.toml", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut written = std::collections::BTreeSet::new();
+    paths(&text.parse().unwrap(), "", &mut written);
+    // What the structs serialize: every field, Option ones included since
+    // the reference sets them all.
+    let mut fields = std::collections::BTreeSet::new();
+    paths(&toml::Table::try_from(&config).unwrap(), "", &mut fields);
+    let missing: Vec<&String> = fields.difference(&written).collect();
+    assert!(missing.is_empty(), "examples/reference.toml lacks {missing:?}");
+}
