@@ -7,9 +7,12 @@
 //!   (default 5,000, at most 60,000) and then answers, `"fresh": false` if
 //!   it is still behind;
 //! - `origins=a,b`: only those origins (an origin with no watermark yet is
-//!   listed under `unknown` and is not fresh).
+//!   listed under `unknown` and is not fresh);
+//! - `after=V1,V2`: versions as writes returned them
+//!   (`1795298965179.0@us-east`); fresh once each is applied, waiting up
+//!   to `wait_ms` as above: read-your-writes across regions.
 
-use crate::freshness::{Freshness, Watermarks};
+use crate::freshness::{Ask, Freshness, Watermarks};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -27,6 +30,7 @@ struct FreshnessQuery {
     max_staleness_ms: Option<u64>,
     wait_ms: Option<u64>,
     origins: Option<String>,
+    after: Option<String>,
 }
 
 /// The routes of the worker's API.
@@ -41,9 +45,9 @@ async fn freshness(
     query: Result<Query<FreshnessQuery>, QueryRejection>,
 ) -> Result<Json<Freshness>, (StatusCode, String)> {
     let Query(q) = query.map_err(|e| (StatusCode::BAD_REQUEST, e.body_text()))?;
-    let wait_ms = match q.max_staleness_ms {
-        Some(_) => q.wait_ms.unwrap_or(DEFAULT_WAIT_MS),
-        None => 0,
+    let wait_ms = match (q.max_staleness_ms, &q.after) {
+        (None, None) => 0,
+        _ => q.wait_ms.unwrap_or(DEFAULT_WAIT_MS),
     };
     if wait_ms > MAX_WAIT_MS {
         return Err((
@@ -51,26 +55,31 @@ async fn freshness(
             format!("wait_ms: at most {MAX_WAIT_MS}, got {wait_ms}"),
         ));
     }
-    let origins: Vec<String> = q
-        .origins
+    let list = |v: &Option<String>| -> Vec<String> {
+        v.iter()
+            .flat_map(|o| o.split(','))
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let after = list(&q.after)
         .iter()
-        .flat_map(|o| o.split(','))
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-        .map(str::to_owned)
-        .collect();
+        .map(|v| v.parse())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("after: {e}")))?;
+    let ask = Ask {
+        origins: list(&q.origins),
+        max_staleness_ms: q.max_staleness_ms,
+        after,
+    };
     let now_ms = || {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     };
     let answer = watermarks
-        .freshness(
-            &origins,
-            q.max_staleness_ms,
-            Duration::from_millis(wait_ms),
-            now_ms,
-        )
+        .freshness(&ask, Duration::from_millis(wait_ms), now_ms)
         .await;
     Ok(Json(answer))
 }

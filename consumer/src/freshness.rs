@@ -163,13 +163,11 @@ impl Watermarks {
         self.tx.borrow().clone()
     }
 
-    /// How fresh the store is for `origins` (all known ones when empty),
-    /// against `max_staleness_ms` when given. When not fresh enough, waits
-    /// up to `wait` for catch-up before answering stale.
+    /// How fresh the store is for what `ask` names. When not fresh enough,
+    /// waits up to `wait` for catch-up before answering stale.
     pub async fn freshness(
         &self,
-        origins: &[String],
-        max_staleness_ms: Option<u64>,
+        ask: &Ask,
         wait: Duration,
         now_ms: impl Fn() -> u64,
     ) -> Freshness {
@@ -178,7 +176,7 @@ impl Watermarks {
         let mut rx = self.tx.subscribe();
         let mut waited = false;
         loop {
-            let answer = judge(&rx.borrow_and_update(), origins, max_staleness_ms, now_ms());
+            let answer = judge(&rx.borrow_and_update(), ask, now_ms());
             if answer.fresh || tokio::time::Instant::now() >= deadline {
                 return Freshness {
                     waited_ms: if waited {
@@ -198,17 +196,29 @@ impl Watermarks {
     }
 }
 
-fn judge(
-    marks: &BTreeMap<String, Hlc>,
-    origins: &[String],
-    max_staleness_ms: Option<u64>,
-    now_ms: u64,
-) -> Freshness {
-    let asked: Vec<String> = if origins.is_empty() {
-        marks.keys().cloned().collect()
-    } else {
-        origins.to_vec()
-    };
+/// What a freshness question asks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ask {
+    /// The origins asked about: every known one when empty (and no `after`).
+    pub origins: Vec<String>,
+    /// Fresh only when each origin's watermark is at most this old.
+    pub max_staleness_ms: Option<u64>,
+    /// Fresh only when these versions (as a write returned them) are
+    /// applied: each origin's watermark is past its version. Read-your-writes
+    /// across regions.
+    pub after: Vec<Hlc>,
+}
+
+fn judge(marks: &BTreeMap<String, Hlc>, ask: &Ask, now_ms: u64) -> Freshness {
+    let mut asked: Vec<String> = ask.origins.clone();
+    for v in &ask.after {
+        if !asked.contains(&v.origin) {
+            asked.push(v.origin.clone());
+        }
+    }
+    if asked.is_empty() {
+        asked = marks.keys().cloned().collect();
+    }
     let mut out = Freshness {
         fresh: !asked.is_empty(),
         waited_ms: 0,
@@ -222,7 +232,12 @@ fn judge(
             continue;
         };
         let age_ms = now_ms.saturating_sub(mark.wall_ms);
-        if max_staleness_ms.is_some_and(|max| age_ms > max) {
+        if ask.max_staleness_ms.is_some_and(|max| age_ms > max) {
+            out.fresh = false;
+        }
+        // Past the version, not at it: an event at the watermark itself may
+        // still be held.
+        if ask.after.iter().any(|v| v.origin == origin && mark <= v) {
             out.fresh = false;
         }
         out.origins.push(OriginFreshness {
@@ -286,17 +301,31 @@ mod tests {
             ("a".to_owned(), h(1_000, "a")),
             ("b".to_owned(), h(900, "b")),
         ]);
-        let all = judge(&marks, &[], Some(150), 1_100);
+        let ask = |origins: &[&str], max_staleness_ms, after: &[Hlc]| Ask {
+            origins: origins.iter().map(|o| o.to_string()).collect(),
+            max_staleness_ms,
+            after: after.to_vec(),
+        };
+        let all = judge(&marks, &ask(&[], Some(150), &[]), 1_100);
         assert!(!all.fresh, "b is 200 ms behind");
         assert_eq!(all.origins[1].age_ms, 200);
-        assert!(judge(&marks, &["a".into()], Some(150), 1_100).fresh);
-        let unknown = judge(&marks, &["c".into()], None, 1_100);
+        assert!(judge(&marks, &ask(&["a"], Some(150), &[]), 1_100).fresh);
+        let unknown = judge(&marks, &ask(&["c"], None, &[]), 1_100);
         assert!(!unknown.fresh);
         assert_eq!(unknown.unknown, ["c"]);
-        assert!(judge(&marks, &[], None, 5_000).fresh, "no bound asked for");
         assert!(
-            !judge(&BTreeMap::new(), &[], None, 0).fresh,
+            judge(&marks, &ask(&[], None, &[]), 5_000).fresh,
+            "no bound asked for"
+        );
+        assert!(
+            !judge(&BTreeMap::new(), &ask(&[], None, &[]), 0).fresh,
             "nothing known"
         );
+        // A version is applied once the watermark is past it.
+        let past = judge(&marks, &ask(&[], None, &[h(999, "a")]), 1_100);
+        assert!(past.fresh);
+        assert_eq!(past.origins.len(), 1, "only the origin of the version");
+        assert!(!judge(&marks, &ask(&[], None, &[h(1_000, "a")]), 1_100).fresh);
+        assert!(!judge(&marks, &ask(&[], None, &[h(10, "c")]), 1_100).fresh);
     }
 }

@@ -7,10 +7,13 @@
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::store::{Part, Store};
 use vecsync_consumer::{api, worker};
 use vecsync_devkit::testbed::TestRegion;
-use vecsync_producer::Publisher;
+use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::config::Distance;
+use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
 
 async fn ask(base: &str, query: &str) -> Value {
     let answer = reqwest::get(format!("{base}/v1/freshness?{query}"))
@@ -29,7 +32,7 @@ async fn freshness_answers_fresh_waited_and_stale() {
     region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(EdgeStore::open(dir.path()).unwrap());
-    let running = worker::spawn(region.config.clone(), store);
+    let running = worker::spawn(region.config.clone(), store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = api::router(running.watermarks().clone());
@@ -73,12 +76,46 @@ async fn freshness_answers_fresh_waited_and_stale() {
     assert_eq!(waited["fresh"], true, "{waited}");
     assert!(waited["waited_ms"].as_u64().unwrap() >= 300, "{waited}");
 
-    // A bad request says what is wrong.
-    let bad = reqwest::get(format!("{base}/v1/freshness?max_staleness_ms=soon"))
+    // Read-your-writes: asked after the version a write returned, the
+    // answer waits until that write is applied, then says fresh.
+    let versions = publisher
+        .publish(
+            "docs",
+            &[Mutation::Upsert {
+                id: PointId::Num(42),
+                vector: vec![0.5; 8],
+                payload: None,
+            }],
+        )
         .await
         .unwrap();
-    assert_eq!(bad.status(), 400);
-    assert!(bad.text().await.unwrap().contains("max_staleness_ms"));
+    let written = versions[0].to_string();
+    let applied = ask(&base, &format!("after={written}&wait_ms=10000")).await;
+    assert_eq!(applied["fresh"], true, "{applied}");
+    let mark: Hlc = applied["origins"][0]["applied_up_to"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(mark > versions[0], "{applied}");
+    let point = store.get("docs", Part::Live, &[PointId::Num(42)]).unwrap();
+    assert_eq!(point.len(), 1, "the write is in the store when fresh");
+    // A version from the future is not applied: stale after the wait.
+    let future = Hlc::new(versions[0].wall_ms + 3_600_000, 0, origin.as_str());
+    let ahead = ask(&base, &format!("after={future}&wait_ms=300")).await;
+    assert_eq!(ahead["fresh"], false, "{ahead}");
+
+    // A bad request says what is wrong.
+    for (query, field) in [
+        ("max_staleness_ms=soon", "max_staleness_ms"),
+        ("after=yesterday", "after"),
+    ] {
+        let bad = reqwest::get(format!("{base}/v1/freshness?{query}"))
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        assert!(bad.text().await.unwrap().contains(field));
+    }
     drop(publisher);
     running.stop().await.unwrap();
 }

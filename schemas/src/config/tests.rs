@@ -274,5 +274,8 @@ fn the_reference_config_names_every_field() {
     let mut fields = std::collections::BTreeSet::new();
     paths(&toml::Table::try_from(&config).unwrap(), "", &mut fields);
     let missing: Vec<&String> = fields.difference(&written).collect();
-    assert!(missing.is_empty(), "examples/reference.toml lacks {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "examples/reference.toml lacks {missing:?}"
+    );
 }
