@@ -112,3 +112,21 @@ fn the_readme_walkthrough_works_as_written() {
         "{stdout}"
     );
 }
+
+/// The README's two commands: the test command is the one `.ci/run` runs,
+/// and the demo command runs this crate's `demo` (which `demo_command.rs`
+/// runs, shortened).
+#[test]
+fn the_readme_commands_are_the_ones_ci_and_the_demo_test_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let test = "cargo nextest run --workspace";
+    assert!(readme.contains(&format!("\n{test}\n")), "README lacks {test}");
+    assert!(
+        ci.lines().any(|l| l.trim().starts_with(test)),
+        ".ci/run does not run {test}"
+    );
+    let demo = format!("cargo run --release -p {} -- demo", env!("CARGO_PKG_NAME"));
+    assert!(readme.contains(&format!("\n{demo}\n")), "README lacks {demo}");
+}
