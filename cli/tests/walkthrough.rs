@@ -122,11 +122,17 @@ fn the_readme_commands_are_the_ones_ci_and_the_demo_test_run() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
     let test = "cargo nextest run --workspace";
-    assert!(readme.contains(&format!("\n{test}\n")), "README lacks {test}");
+    assert!(
+        readme.contains(&format!("\n{test}\n")),
+        "README lacks {test}"
+    );
     assert!(
         ci.lines().any(|l| l.trim().starts_with(test)),
         ".ci/run does not run {test}"
     );
     let demo = format!("cargo run --release -p {} -- demo", env!("CARGO_PKG_NAME"));
-    assert!(readme.contains(&format!("\n{demo}\n")), "README lacks {demo}");
+    assert!(
+        readme.contains(&format!("\n{demo}\n")),
+        "README lacks {demo}"
+    );
 }
