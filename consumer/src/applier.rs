@@ -7,10 +7,10 @@
 //! its reason; the rest of the batch goes on. A PQ event whose codebook has
 //! not arrived is returned as waiting, to be applied once it has.
 
-use crate::apply::{Change, Effect, Record, apply};
+use crate::apply::{Change, Effect, Record, apply, unit};
 use crate::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
-use vecsync_schemas::config::CollectionConfig;
+use vecsync_schemas::config::{CollectionConfig, Distance};
 use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
 use vecsync_schemas::vector::{CodecError, Encoding, PqCodebook};
 
@@ -171,9 +171,12 @@ impl<'a> Applier<'a> {
                         },
                         _ => None,
                     };
-                    let vector = v
+                    let mut vector = v
                         .decode(book)
                         .map_err(|e: CodecError| (DeadReason::InvalidVector, e.to_string()))?;
+                    if config.distance == Distance::Cosine {
+                        vector = unit(vector);
+                    }
                     Change::Upsert {
                         vector,
                         payload: payload(u.payload.as_ref())?,

@@ -50,6 +50,26 @@ pub enum Change {
     Patch { base: Hlc, payload: Payload },
 }
 
+/// `v` scaled to unit length (a zero vector is left as it is): how vectors
+/// of cosine collections are kept. vecsync normalizes them itself, with this
+/// one deterministic function, and stores them in the engine under the dot
+/// product (equal to cosine on unit vectors), so that the engine does not
+/// normalize again. Every region then holds the same bits, whatever path a
+/// vector took and whatever machine normalized it.
+pub fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        for x in &mut v {
+            *x = (f64::from(*x) / norm) as f32;
+        }
+    }
+    v
+}
+
 impl Change {
     fn is_full(&self) -> bool {
         matches!(self, Change::Upsert { .. } | Change::Delete)

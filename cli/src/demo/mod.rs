@@ -15,12 +15,14 @@ use rand::{Rng, SeedableRng};
 use rdkafka::mocking::MockCluster;
 use recorder::{Book, DemoRecorder};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vecsync_consumer::apply::{State, Versioned};
 use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker::{self, RunningWorker};
 use vecsync_devkit::registry::DevRegistry;
@@ -175,6 +177,25 @@ encoding = "{encoding}"
         });
     }
 
+    let outcome = exercise(&args, &regions, &book).await;
+
+    // Workers and producers stop before any cluster goes away.
+    let mut clusters = Vec::new();
+    for r in regions {
+        r.worker.stop().await?;
+        if let Ok(p) = Arc::try_unwrap(r.publisher) {
+            p.close(Duration::from_secs(5)).await?;
+        }
+        clusters.push(r.cluster);
+    }
+    // librdkafka closes the workers' consumers on their own threads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(clusters);
+    outcome
+}
+
+/// Writes, watches, waits for convergence and proves it.
+async fn exercise(args: &Args, regions: &[Region], book: &Book) -> anyhow::Result<()> {
     // Every region writes; the table shows what crossed.
     let stop = Arc::new(AtomicBool::new(false));
     let writers_of_id: Arc<Mutex<HashMap<u64, HashSet<usize>>>> = Arc::default();
@@ -194,7 +215,7 @@ encoding = "{encoding}"
     let end = started + Duration::from_secs(args.duration);
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(2).min(end - Instant::now())).await;
-        print_table(&regions, &book, started.elapsed());
+        print_table(regions, book, started.elapsed());
     }
     stop.store(true, Ordering::SeqCst);
     let mut last: BTreeMap<String, Hlc> = BTreeMap::new();
@@ -225,17 +246,18 @@ encoding = "{encoding}"
                 .all(|(origin, hlc)| marks.get(origin).is_some_and(|m| m >= hlc))
         });
         if caught_up {
-            let digests = digests_of(&regions)?;
+            let digests = digests_of(regions)?;
             if digests.windows(2).all(|w| w[0].1 == w[1].1) {
                 break digests;
             }
         }
         if Instant::now() >= deadline {
-            print_table(&regions, &book, started.elapsed());
-            let digests = digests_of(&regions)?;
+            print_table(regions, book, started.elapsed());
+            let digests = digests_of(regions)?;
             for (name, digest) in &digests {
                 eprintln!("  {name}: {digest}");
             }
+            explain_differences(regions)?;
             bail!(
                 "the regions did not converge within {} s",
                 args.converge_timeout
@@ -243,7 +265,7 @@ encoding = "{encoding}"
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    print_table(&regions, &book, started.elapsed());
+    print_table(regions, book, started.elapsed());
     println!(
         "converged: {} regions hold the same state ({}), {:.1} s after the writes stopped",
         regions.len(),
@@ -253,9 +275,10 @@ encoding = "{encoding}"
 
     // The same query in every region gets the same answer.
     let mut rng = StdRng::seed_from_u64(7);
-    let query = random_vector(&mut rng, args.dimension as usize);
+    // A cosine collection holds unit vectors; so is the query.
+    let query = vecsync_consumer::apply::unit(random_vector(&mut rng, args.dimension as usize));
     let mut answers = Vec::new();
-    for r in &regions {
+    for r in regions {
         let hits = r.store.search(COLLECTION, query.clone(), 5)?;
         let shown: Vec<String> = hits
             .iter()
@@ -283,18 +306,45 @@ encoding = "{encoding}"
         100.0 * (1.0 - encoded as f64 / raw as f64)
     );
 
-    // Workers and producers stop before any cluster goes away.
-    let mut clusters = Vec::new();
+    Ok(())
+}
+
+/// Names the first points on which the regions differ, with what each
+/// region holds.
+fn explain_differences(regions: &[Region]) -> anyhow::Result<()> {
+    let mut held: Vec<BTreeMap<PointId, Versioned>> = Vec::new();
     for r in regions {
-        r.worker.stop().await?;
-        if let Ok(p) = Arc::try_unwrap(r.publisher) {
-            p.close(Duration::from_secs(5)).await?;
-        }
-        clusters.push(r.cluster);
+        let mut points = BTreeMap::new();
+        r.store.scan(COLLECTION, &mut |id, point| {
+            points.insert(id, point);
+        })?;
+        held.push(points);
     }
-    // librdkafka closes the workers' consumers on their own threads.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(clusters);
+    let ids: BTreeSet<&PointId> = held.iter().flat_map(|h| h.keys()).collect();
+    let differing = ids
+        .into_iter()
+        .filter(|id| held.windows(2).any(|w| w[0].get(id) != w[1].get(id)));
+    for id in differing.take(5) {
+        eprintln!("  point {id} differs:");
+        for (r, points) in regions.iter().zip(&held) {
+            let shown = match points.get(id) {
+                Some(Versioned {
+                    version,
+                    state: State::Live(c),
+                }) => format!(
+                    "version {version}, payload {}, vector[..3] {:?}",
+                    serde_json::Value::Object(c.payload.clone()),
+                    &c.vector[..c.vector.len().min(3)]
+                ),
+                Some(Versioned {
+                    version,
+                    state: State::Deleted,
+                }) => format!("deleted at {version}"),
+                None => "absent".into(),
+            };
+            eprintln!("    {:<10} {shown}", r.name);
+        }
+    }
     Ok(())
 }
 

@@ -289,9 +289,11 @@ fn open_shard(
     }
 }
 
+/// The engine's metric: cosine collections hold unit vectors under the dot
+/// product ([`crate::apply::unit`]).
 fn edge_distance(d: ConfigDistance) -> Distance {
     match d {
-        ConfigDistance::Cosine => Distance::Cosine,
+        ConfigDistance::Cosine => Distance::Dot,
         ConfigDistance::Dot => Distance::Dot,
         ConfigDistance::Euclid => Distance::Euclid,
         ConfigDistance::Manhattan => Distance::Manhattan,

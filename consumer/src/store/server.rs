@@ -304,9 +304,11 @@ fn part_name(collection: &str, part: Part) -> String {
     }
 }
 
+/// The server's metric: cosine collections hold unit vectors under the dot
+/// product ([`crate::apply::unit`]).
 fn qdrant_distance(d: Distance) -> QdrantDistance {
     match d {
-        Distance::Cosine => QdrantDistance::Cosine,
+        Distance::Cosine => QdrantDistance::Dot,
         Distance::Dot => QdrantDistance::Dot,
         Distance::Euclid => QdrantDistance::Euclid,
         Distance::Manhattan => QdrantDistance::Manhattan,
