@@ -205,7 +205,9 @@ fn cosine_points_are_the_same_whatever_path_their_vector_took() {
     collections.get_mut("docs").unwrap().distance = Distance::Cosine;
     let open = |dir: &std::path::Path| {
         let store = EdgeStore::open(dir).unwrap();
-        store.ensure_collection("docs", DIM, Distance::Cosine).unwrap();
+        store
+            .ensure_collection("docs", DIM, Distance::Cosine)
+            .unwrap();
         store
     };
     let patch = serde_json::json!({"reviewed": true});
@@ -213,7 +215,9 @@ fn cosine_points_are_the_same_whatever_path_their_vector_took() {
     for id in 0..30u64 {
         for (r, region) in ["us-east", "eu-west", "ap-south"].into_iter().enumerate() {
             let mut e = upsert(id * 3 + r as u64, DIM, Encoding::Sq8);
-            let Body::Upsert(u) = &mut e.body else { unreachable!() };
+            let Body::Upsert(u) = &mut e.body else {
+                unreachable!()
+            };
             u.id = PointId::Num(id);
             e.hlc = Hlc::new(1_000 + id * 10 + r as u64, 0, region);
             let base = e.hlc.clone();
