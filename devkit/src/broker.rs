@@ -26,6 +26,8 @@ pub enum Storage {
 pub struct Tansu {
     binary: PathBuf,
     port: u16,
+    /// The port clients are told to use: `port`, or a proxy's in front.
+    advertised: u16,
     storage: Storage,
     log: PathBuf,
     child: Option<Child>,
@@ -56,6 +58,17 @@ impl Tansu {
 
     /// Like [`Tansu::start`], with the given storage.
     pub fn start_with(storage: Storage) -> Option<Self> {
+        Self::launch_with(storage, None)
+    }
+
+    /// Like [`Tansu::start_with`], advertising `advertised` (a
+    /// [`crate::proxy::FaultProxy`]'s port) instead of its own, so that
+    /// clients which bootstrap through the proxy stay behind it.
+    pub fn start_behind(storage: Storage, advertised: u16) -> Option<Self> {
+        Self::launch_with(storage, Some(advertised))
+    }
+
+    fn launch_with(storage: Storage, advertised: Option<u16>) -> Option<Self> {
         let Some(binary) = tansu_binary() else {
             skip_without(
                 "tansu is not installed (cargo install tansu --version 0.6.0 --locked \
@@ -68,6 +81,7 @@ impl Tansu {
         let mut broker = Self {
             binary,
             port,
+            advertised: advertised.unwrap_or(port),
             storage,
             log,
             child: None,
@@ -127,6 +141,7 @@ impl Tansu {
 
     fn launch(&mut self) -> io::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         // tansu reads a sqlite URL's path as relative to its working
         // directory, so it runs beside the file.
         let (storage, dir) = match &self.storage {
@@ -143,7 +158,12 @@ impl Tansu {
             .open(&self.log)?;
         let child = Command::new(&self.binary)
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", &storage])
             .current_dir(dir)
             .env("RUST_LOG", "warn")

@@ -11,10 +11,12 @@
 //! - [`mirror`]: a MirrorMaker 2 stand-in that copies topics between
 //!   clusters with their timestamps and emits MirrorMaker's heartbeats.
 //! - [`prometheus`]: a real Prometheus server for the dashboard tests.
+//! - [`proxy`]: a TCP proxy adding WAN delay, a bandwidth cap and cuts.
 
 pub mod broker;
 pub mod mirror;
 pub mod prometheus;
+pub mod proxy;
 pub mod qdrant;
 pub mod registry;
 pub mod testbed;

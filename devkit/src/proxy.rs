@@ -1,0 +1,168 @@
+//! A TCP proxy that makes a loopback link look like a WAN link, for load
+//! and fault tests (the kernel here has no netem): a one-way delay, a
+//! bandwidth cap, and cuts that heal. The faults can be changed while
+//! traffic flows.
+//!
+//! A cut holds traffic in both directions and holds new connections
+//! unanswered until it heals, as a network partition does to TCP:
+//! connections survive a short cut and their data arrives after it, late.
+//! A Kafka broker behind the proxy must advertise the proxy's address
+//! ([`crate::broker::Tansu::start_behind`]) so that clients do not go
+//! around it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+/// What the link does to traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkFaults {
+    /// Added to every byte's trip, each way.
+    pub delay: Duration,
+    /// Bytes per second each way, shared by every connection; `None`:
+    /// unlimited.
+    pub bytes_per_sec: Option<u64>,
+    /// Nothing passes while set.
+    pub cut: bool,
+}
+
+/// A running proxy; stopped, with its connections, when dropped.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    faults: Arc<watch::Sender<LinkFaults>>,
+    task: JoinHandle<()>,
+}
+
+/// When a direction of the link is next free to send, for the bandwidth cap.
+type Pacer = Arc<Mutex<Instant>>;
+
+impl FaultProxy {
+    /// Listens on `listen` (port 0 for any) and forwards to `upstream`.
+    pub async fn start(listen: SocketAddr, upstream: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let faults = Arc::new(watch::channel(LinkFaults::default()).0);
+        let shared = faults.clone();
+        let task = tokio::spawn(async move {
+            let pacers = [
+                Pacer::new(Instant::now().into()),
+                Pacer::new(Instant::now().into()),
+            ];
+            let mut connections = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let faults = shared.subscribe();
+                let pacers = pacers.clone();
+                connections.spawn(async move {
+                    let _ = relay(client, upstream, faults, pacers).await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Ok(Self { addr, faults, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Changes the faults; data already delayed keeps its delay.
+    pub fn set(&self, faults: LinkFaults) {
+        self.faults.send_replace(faults);
+    }
+
+    pub fn faults(&self) -> LinkFaults {
+        *self.faults.borrow()
+    }
+
+    /// Cuts the link (`true`) or heals it (`false`), keeping the rest.
+    pub fn cut(&self, cut: bool) {
+        self.faults.send_modify(|f| f.cut = cut);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mut faults: watch::Receiver<LinkFaults>,
+    pacers: [Pacer; 2],
+) -> io::Result<()> {
+    // A new connection waits out a cut, unanswered.
+    faults
+        .wait_for(|f| !f.cut)
+        .await
+        .map_err(|_| io::Error::other("proxy stopped"))?;
+    let server = TcpStream::connect(upstream).await?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let [up, down] = pacers;
+    tokio::select! {
+        r = pump(client_read, server_write, faults.clone(), up) => r,
+        r = pump(server_read, client_write, faults, down) => r,
+    }
+}
+
+/// Carries one direction: what is read is sent on after the delay, no
+/// faster than the cap, and not while the link is cut.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    faults: watch::Receiver<LinkFaults>,
+    pacer: Pacer,
+) -> io::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let delays = faults.clone();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), io::Error>(());
+            }
+            let due = Instant::now() + delays.borrow().delay;
+            if tx.send((due, buf[..n].to_vec())).is_err() {
+                return Ok(());
+            }
+        }
+    };
+    let writer = async move {
+        let mut faults = faults;
+        while let Some((due, data)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            faults
+                .wait_for(|f| !f.cut)
+                .await
+                .map_err(|_| io::Error::other("proxy stopped"))?;
+            let rate = faults.borrow().bytes_per_sec;
+            if let Some(rate) = rate.filter(|r| *r > 0) {
+                // The chunk is through once the link has carried all of it.
+                let send_at = {
+                    let mut next = pacer.lock().unwrap_or_else(|e| e.into_inner());
+                    let start = (*next).max(Instant::now());
+                    *next = start + Duration::from_secs_f64(data.len() as f64 / rate as f64);
+                    *next
+                };
+                tokio::time::sleep_until(send_at).await;
+            }
+            to.write_all(&data).await?;
+        }
+        to.shutdown().await
+    };
+    let (r, w) = tokio::join!(reader, writer);
+    r.and(w)
+}
