@@ -151,7 +151,7 @@ async fn a_worker_killed_at_random_loses_nothing() {
             .await
             .unwrap();
         for name in [
-            "vecsync_consumer_events_total{op=\"",
+            "vecsync_consumer_events_total{origin=\"",
             "vecsync_consumer_batch_apply_seconds",
             "vecsync_consumer_uncommitted_records",
         ] {

@@ -52,8 +52,8 @@ pub struct Outcome {
     pub dead: Vec<(usize, DeadReason, String)>,
     /// Positions of PQ events whose codebook has not arrived.
     pub waiting: Vec<usize>,
-    /// Applied events by (operation, effect), for metrics.
-    pub by_op: HashMap<(&'static str, &'static str), u64>,
+    /// Applied events by (origin region, operation, effect), for metrics.
+    pub by_op: HashMap<(String, &'static str, &'static str), u64>,
 }
 
 /// Applies events to one store for a region's collections.
@@ -108,10 +108,12 @@ impl<'a> Applier<'a> {
                 if let Some(next) = next {
                     held.insert(id, next);
                 }
-                *outcome
-                    .by_op
-                    .entry((event.operation().as_str(), effect.as_str()))
-                    .or_default() += 1;
+                let key = (
+                    event.hlc.origin.clone(),
+                    event.operation().as_str(),
+                    effect.as_str(),
+                );
+                *outcome.by_op.entry(key).or_default() += 1;
                 match effect {
                     Effect::Changed => {
                         outcome.changed += 1;

@@ -47,17 +47,23 @@ impl WatermarkState<'_> {
 
 /// A batch applied and flushed.
 pub(crate) struct BatchApplied<'a> {
-    /// Events by (operation, result).
-    pub by_op: &'a HashMap<(&'static str, &'static str), u64>,
+    pub region: &'a str,
+    /// Events by (origin, operation, result).
+    pub by_op: &'a HashMap<(String, &'static str, &'static str), u64>,
     pub events: usize,
     pub elapsed: Duration,
 }
 
 impl BatchApplied<'_> {
     pub fn emit(&self) {
-        for ((op, result), n) in self.by_op {
-            counter!("vecsync_consumer_events_total", "op" => *op, "result" => *result)
-                .increment(*n);
+        for ((origin, op, result), n) in self.by_op {
+            let labels = [
+                ("origin", origin.clone()),
+                ("region", self.region.to_owned()),
+                ("op", (*op).to_owned()),
+                ("result", (*result).to_owned()),
+            ];
+            counter!("vecsync_consumer_events_total", &labels).increment(*n);
         }
         histogram!("vecsync_consumer_batch_events").record(self.events as f64);
         histogram!("vecsync_consumer_batch_apply_seconds").record(self.elapsed.as_secs_f64());

@@ -589,6 +589,7 @@ impl Sink {
         };
         stats.batches += 1;
         BatchApplied {
+            region: &self.region,
             by_op: &outcome.by_op,
             events: events.len(),
             elapsed: started.elapsed(),

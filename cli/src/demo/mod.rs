@@ -7,13 +7,9 @@
 //! writes stop, the regions converge, and the demo proves it: equal state
 //! digests, and the same nearest-neighbour answer in every region.
 
-mod recorder;
-
-use anyhow::{Context, bail};
+use anyhow::bail;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::mocking::MockCluster;
-use recorder::{Book, DemoRecorder};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -21,29 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vecsync_consumer::apply::{State, Versioned};
-use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::Store;
-use vecsync_consumer::store::edge::EdgeStore;
-use vecsync_consumer::worker::{self, RunningWorker};
-use vecsync_devkit::registry::DevRegistry;
+use vecsync_loadtest::bed::{Bed, BedSpec, COLLECTION, Region};
+use vecsync_loadtest::recorder::Book;
 use vecsync_producer::{Mutation, Publisher};
-use vecsync_schemas::config::RegionConfig;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::vector::{EncodedVector, Encoding};
-
-const NAMES: [&str; 6] = [
-    "us-east",
-    "eu-west",
-    "ap-south",
-    "sa-east",
-    "af-south",
-    "ca-central",
-];
-const TOPIC: &str = "vecsync.deltas";
-const CODEBOOKS: &str = "vecsync.codebooks";
-const DEAD_LETTERS: &str = "vecsync.deadletters";
-const COLLECTION: &str = "docs";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -70,29 +50,22 @@ pub struct Args {
     converge_timeout: u64,
 }
 
-struct Region {
-    name: String,
-    store: Arc<EdgeStore>,
-    worker: RunningWorker,
-    publisher: Arc<Publisher>,
-    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.encoding == Encoding::Pq {
         bail!(
             "--encoding pq needs a trained codebook; the demo takes f32, f16, sq8, sq4 or binary"
         );
     }
-    let book = Arc::new(Book::default());
-    metrics::set_global_recorder(DemoRecorder(book.clone()))
-        .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
-    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let registry = DevRegistry::in_memory()
-        .spawn("127.0.0.1:0")
-        .await
-        .context("cannot start the development registry")?;
-    let names: Vec<&str> = NAMES[..usize::from(args.regions)].to_vec();
+    let book = Book::install()?;
+    let spec = BedSpec {
+        regions: usize::from(args.regions),
+        dimension: args.dimension,
+        encoding: args.encoding,
+        heartbeat_interval_ms: 50,
+        batch_max_events: 1_000,
+    };
+    let bed = Bed::start(&spec).await?;
+    let names: Vec<&str> = bed.regions.iter().map(|r| r.name.as_str()).collect();
     println!(
         "vecsync demo: {} regions ({}), each with its own Kafka cluster (in-process MockCluster), \
          the development registry and a qdrant-edge store; {} mutations/s per region for {} s, \
@@ -104,98 +77,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.dimension,
         args.encoding
     );
-
-    let mut clusters = Vec::new();
-    for _ in &names {
-        let cluster = MockCluster::new(1).context("cannot start a mock Kafka cluster")?;
-        // The mock cluster has no CreateTopics; every topic is made here.
-        for (topic, partitions) in [(TOPIC, 3), (CODEBOOKS, 1), (DEAD_LETTERS, 1)] {
-            cluster
-                .create_topic(topic, partitions, 1)
-                .with_context(|| format!("cannot create {topic}"))?;
-        }
-        clusters.push(cluster);
-    }
-    let brokers: Vec<String> = clusters.iter().map(|c| c.bootstrap_servers()).collect();
-    let mut regions = Vec::new();
-    for (i, cluster) in clusters.into_iter().enumerate() {
-        let name = names[i];
-        let mut sources = String::new();
-        for (j, other) in names.iter().enumerate().filter(|(j, _)| *j != i) {
-            let _ = write!(
-                sources,
-                "[[consumer.sources]]\nregion = \"{other}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
-                brokers[j]
-            );
-        }
-        let text = format!(
-            r#"
-region = "{name}"
-[kafka]
-brokers = "{brokers}"
-topic = "{TOPIC}"
-codebook_topic = "{CODEBOOKS}"
-partitions = 3
-create_topics = false
-fetch_wait_max_ms = 5
-[registry]
-url = "{registry}"
-[producer]
-linger_ms = 5
-heartbeat_interval_ms = 50
-[consumer]
-batch_max_wait_ms = 10
-dead_letter_topic = "{DEAD_LETTERS}"
-{sources}
-[store]
-path = "{store}"
-[collections.{COLLECTION}]
-dimension = {dimension}
-distance = "cosine"
-encoding = "{encoding}"
-"#,
-            brokers = brokers[i],
-            registry = registry.url(),
-            store = dir.path().join(name).display(),
-            dimension = args.dimension,
-            encoding = args.encoding,
-        );
-        let config = RegionConfig::parse(&text, name, std::iter::empty())?;
-        let store = Arc::new(EdgeStore::open(&config.store.path)?);
-        let publisher = Arc::new(
-            Publisher::connect(&config)
-                .await
-                .with_context(|| format!("cannot start {name}'s producer"))?,
-        );
-        let worker = worker::spawn(config.clone(), store.clone());
-        regions.push(Region {
-            name: name.to_owned(),
-            store,
-            worker,
-            publisher,
-            cluster,
-        });
-    }
-
-    let outcome = exercise(&args, &regions, &book).await;
-
+    let outcome = exercise(&args, &bed, &book).await;
     // Workers and producers stop before any cluster goes away.
-    let mut clusters = Vec::new();
-    for r in regions {
-        r.worker.stop().await?;
-        if let Ok(p) = Arc::try_unwrap(r.publisher) {
-            p.close(Duration::from_secs(5)).await?;
-        }
-        clusters.push(r.cluster);
-    }
-    // librdkafka closes the workers' consumers on their own threads.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(clusters);
+    bed.stop().await?;
     outcome
 }
 
 /// Writes, watches, waits for convergence and proves it.
-async fn exercise(args: &Args, regions: &[Region], book: &Book) -> anyhow::Result<()> {
+async fn exercise(args: &Args, bed: &Bed, book: &Book) -> anyhow::Result<()> {
+    let regions = &bed.regions;
     // Every region writes; the table shows what crossed.
     let stop = Arc::new(AtomicBool::new(false));
     let writers_of_id: Arc<Mutex<HashMap<u64, HashSet<usize>>>> = Arc::default();
@@ -246,14 +136,14 @@ async fn exercise(args: &Args, regions: &[Region], book: &Book) -> anyhow::Resul
                 .all(|(origin, hlc)| marks.get(origin).is_some_and(|m| m >= hlc))
         });
         if caught_up {
-            let digests = digests_of(regions)?;
+            let digests = bed.digests()?;
             if digests.windows(2).all(|w| w[0].1 == w[1].1) {
                 break digests;
             }
         }
         if Instant::now() >= deadline {
             print_table(regions, book, started.elapsed());
-            let digests = digests_of(regions)?;
+            let digests = bed.digests()?;
             for (name, digest) in &digests {
                 eprintln!("  {name}: {digest}");
             }
@@ -422,19 +312,6 @@ fn random_vector(rng: &mut StdRng, dimension: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Each region's state digest (DESIGN.md §3), with its name.
-fn digests_of(regions: &[Region]) -> anyhow::Result<Vec<(String, String)>> {
-    regions
-        .iter()
-        .map(|r| {
-            Ok((
-                r.name.clone(),
-                Digest::of(r.store.as_ref(), COLLECTION)?.to_string(),
-            ))
-        })
-        .collect()
-}
-
 /// Per region pair: events applied, p50 and p99 replication lag, and the
 /// age of the applied watermark. On a terminal the table is redrawn in
 /// place; otherwise each one is printed below the last.
@@ -465,15 +342,11 @@ fn print_table(regions: &[Region], book: &Book, elapsed: Duration) {
     for r in regions {
         let marks = r.worker.watermarks().current();
         for origin in regions.iter().filter(|o| o.name != r.name) {
-            let mut samples = lags
-                .get(&(origin.name.clone(), r.name.clone()))
-                .cloned()
-                .unwrap_or_default();
-            samples.sort_by(f64::total_cmp);
+            let lag = lags.get(&(origin.name.clone(), r.name.clone()));
+            let count = lag.map_or(0, |h| h.len());
             let pct = |q: f64| {
-                samples
-                    .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
-                    .map(|s| format!("{:.1}", s * 1000.0))
+                lag.filter(|h| !h.is_empty())
+                    .map(|h| format!("{:.1}", h.value_at_quantile(q) as f64 / 1000.0))
                     .unwrap_or_else(|| "-".into())
             };
             let age = marks
@@ -484,7 +357,7 @@ fn print_table(regions: &[Region], book: &Book, elapsed: Duration) {
                 out,
                 "         {:<24} {:>10} {:>9} {:>9} {:>15}",
                 format!("{} → {}", origin.name, r.name),
-                samples.len(),
+                count,
                 pct(0.5),
                 pct(0.99),
                 age

@@ -1,0 +1,189 @@
+//! Regions in one process: each with its own Kafka cluster (librdkafka's
+//! in-process `MockCluster`), a producer, a consumer worker reading every
+//! other region's cluster directly, and an embedded store in a temporary
+//! directory; one development registry for all. What the demo and the
+//! load test run on.
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::worker::{self, RunningWorker};
+use vecsync_devkit::registry::{DevRegistry, RunningRegistry};
+use vecsync_producer::Publisher;
+use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::vector::Encoding;
+
+/// Region names, in the order regions are added.
+pub const NAMES: [&str; 6] = [
+    "us-east",
+    "eu-west",
+    "ap-south",
+    "sa-east",
+    "af-south",
+    "ca-central",
+];
+/// The one replicated collection.
+pub const COLLECTION: &str = "docs";
+const TOPIC: &str = "vecsync.deltas";
+const CODEBOOKS: &str = "vecsync.codebooks";
+const DEAD_LETTERS: &str = "vecsync.deadletters";
+
+/// How the regions are set up.
+#[derive(Debug, Clone)]
+pub struct BedSpec {
+    pub regions: usize,
+    pub dimension: u32,
+    pub encoding: Encoding,
+    /// Heartbeats per partition: how long an event can wait for the
+    /// watermark.
+    pub heartbeat_interval_ms: u32,
+    pub batch_max_events: usize,
+}
+
+/// One running region.
+pub struct Region {
+    pub name: String,
+    pub store: Arc<EdgeStore>,
+    pub worker: RunningWorker,
+    pub publisher: Arc<Publisher>,
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("name", &self.name)
+            .field("brokers", &self.cluster.bootstrap_servers())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every region, with the registry and the directory they stand on.
+#[derive(Debug)]
+pub struct Bed {
+    pub regions: Vec<Region>,
+    _registry: RunningRegistry,
+    _dir: tempfile::TempDir,
+}
+
+impl Bed {
+    pub async fn start(spec: &BedSpec) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let registry = DevRegistry::in_memory()
+            .spawn("127.0.0.1:0")
+            .await
+            .context("cannot start the development registry")?;
+        let names = &NAMES[..spec.regions.min(NAMES.len())];
+        let mut clusters = Vec::new();
+        for _ in names {
+            let cluster = MockCluster::new(1).context("cannot start a mock Kafka cluster")?;
+            // The mock cluster has no CreateTopics; every topic is made here.
+            for (topic, partitions) in [(TOPIC, 3), (CODEBOOKS, 1), (DEAD_LETTERS, 1)] {
+                cluster
+                    .create_topic(topic, partitions, 1)
+                    .with_context(|| format!("cannot create {topic}"))?;
+            }
+            clusters.push(cluster);
+        }
+        let brokers: Vec<String> = clusters.iter().map(|c| c.bootstrap_servers()).collect();
+        let mut regions = Vec::new();
+        for (i, cluster) in clusters.into_iter().enumerate() {
+            let name = names[i];
+            let mut sources = String::new();
+            for (j, other) in names.iter().enumerate().filter(|(j, _)| *j != i) {
+                let _ = write!(
+                    sources,
+                    "[[consumer.sources]]\nregion = \"{other}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
+                    brokers[j]
+                );
+            }
+            let text = format!(
+                r#"
+region = "{name}"
+[kafka]
+brokers = "{brokers}"
+topic = "{TOPIC}"
+codebook_topic = "{CODEBOOKS}"
+partitions = 3
+create_topics = false
+fetch_wait_max_ms = 5
+[registry]
+url = "{registry}"
+[producer]
+linger_ms = 5
+heartbeat_interval_ms = {heartbeat}
+[consumer]
+batch_max_wait_ms = 10
+batch_max_events = {batch}
+dead_letter_topic = "{DEAD_LETTERS}"
+{sources}
+[store]
+path = "{store}"
+[collections.{COLLECTION}]
+dimension = {dimension}
+distance = "cosine"
+encoding = "{encoding}"
+"#,
+                brokers = brokers[i],
+                registry = registry.url(),
+                heartbeat = spec.heartbeat_interval_ms,
+                batch = spec.batch_max_events,
+                store = dir.path().join(name).display(),
+                dimension = spec.dimension,
+                encoding = spec.encoding,
+            );
+            let config = RegionConfig::parse(&text, name, std::iter::empty())?;
+            let store = Arc::new(EdgeStore::open(&config.store.path)?);
+            let publisher = Arc::new(
+                Publisher::connect(&config)
+                    .await
+                    .with_context(|| format!("cannot start {name}'s producer"))?,
+            );
+            let worker = worker::spawn(config, store.clone());
+            regions.push(Region {
+                name: name.to_owned(),
+                store,
+                worker,
+                publisher,
+                cluster,
+            });
+        }
+        Ok(Self {
+            regions,
+            _registry: registry,
+            _dir: dir,
+        })
+    }
+
+    /// Each region's state digest (DESIGN.md §3), with its name.
+    pub fn digests(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.regions
+            .iter()
+            .map(|r| {
+                let digest = Digest::of(r.store.as_ref(), COLLECTION)?;
+                Ok((r.name.clone(), digest.to_string()))
+            })
+            .collect()
+    }
+
+    /// Stops the workers and producers, then the clusters.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let mut clusters = Vec::new();
+        for r in self.regions {
+            r.worker.stop().await?;
+            if let Ok(p) = Arc::try_unwrap(r.publisher) {
+                p.close(Duration::from_secs(5)).await?;
+            }
+            clusters.push(r.cluster);
+        }
+        // librdkafka closes the workers' consumers on their own threads.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(clusters);
+        Ok(())
+    }
+}
