@@ -4,6 +4,7 @@ mod consume;
 mod demo;
 mod inspect;
 mod lag;
+mod loadtest;
 mod produce;
 mod registry;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Three regions in one process replicating to each other, with a live
     /// lag table, a convergence proof and the same query in every region.
     Demo(demo::Args),
+    /// An open-loop load across regions in one process: replication
+    /// latency per region pair, throughput, bytes on the wire, completeness.
+    Loadtest(loadtest::Args),
     /// Export consumer lag, MirrorMaker 2 lag and cluster reachability to
     /// Prometheus (the lag exporter).
     Lag(lag::Args),
@@ -49,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo prints its own progress; its parts only speak of trouble.
     let default_filter = match cli.command {
-        Command::Demo(_) => "warn,qdrant_edge=error,librdkafka=error",
+        Command::Demo(_) | Command::Loadtest(_) => "warn,qdrant_edge=error,librdkafka=error",
         _ => "info,qdrant_edge=error",
     };
     tracing_subscriber::fmt()
@@ -66,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Lag(args) => lag::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Loadtest(args) => loadtest::run(args).await,
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! - [`bed`]: regions in one process on in-process Kafka clusters;
 //! - [`recorder`]: replication lag and completeness read from vecsync's own
-//!   metrics.
+//!   metrics;
+//! - [`run`]: the open-loop load test and its [`run::Report`].
 
 pub mod bed;
 pub mod recorder;
+pub mod run;
