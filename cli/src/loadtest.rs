@@ -30,6 +30,10 @@ pub struct Args {
     /// Vector encoding on the wire: f32, f16, sq8, sq4 or binary.
     #[arg(long)]
     encoding: Option<Encoding>,
+    /// Also measure recall@10 in the remote region for each encoding, on
+    /// the real-embedding fixture.
+    #[arg(long)]
+    recall: bool,
     /// Directory for report.json and report.md.
     #[arg(long, default_value = "loadtest-report")]
     report: PathBuf,
@@ -65,7 +69,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "load test: {} regions, {} events/s each for {} s, {}-d {}",
         scenario.regions, scenario.rate, scenario.duration_s, scenario.dimension, scenario.encoding
     );
-    let report = run::run(&scenario, &book, |line| eprintln!("  {line}")).await?;
+    let mut report = run::run(&scenario, &book, |line| eprintln!("  {line}")).await?;
+    if args.recall {
+        eprintln!("recall@10 per encoding on the real-embedding fixture");
+        let encodings = [
+            Encoding::F32,
+            Encoding::F16,
+            Encoding::Sq8,
+            Encoding::Sq4,
+            Encoding::Binary,
+        ];
+        report.recall = vecsync_loadtest::recall::recall(&encodings, 200, &book).await?;
+    }
     std::fs::create_dir_all(&args.report)
         .with_context(|| format!("cannot create {}", args.report.display()))?;
     std::fs::write(

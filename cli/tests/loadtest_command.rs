@@ -1,5 +1,6 @@
 //! `vecsync loadtest`, short: the report has latencies for every region
-//! pair, and every region handled every event each region produced.
+//! pair, every region handled every event each region produced, and
+//! search in the remote region keeps its recall per encoding.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,7 +18,15 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
     .unwrap();
     let report = dir.path().join("report");
     let out = Command::new(env!("CARGO_BIN_EXE_vecsync"))
-        .args(["loadtest", "--duration", "3", "--rate", "150", "--config"])
+        .args([
+            "loadtest",
+            "--duration",
+            "3",
+            "--rate",
+            "150",
+            "--recall",
+            "--config",
+        ])
         .arg(&scenario)
         .arg("--report")
         .arg(&report)
@@ -54,6 +63,19 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
         }
     }
     assert!(json["bytes_per_event"].as_f64().unwrap() > 16.0);
+    // Search in the remote region: exact with f32, sq8 within 1% of it at
+    // about a quarter of the bytes, every encoding smaller than f32.
+    let recall = json["recall"].as_array().unwrap();
+    let row = |e: &str| recall.iter().find(|r| r["encoding"] == e).unwrap();
+    let f32_bytes = row("f32")["bytes_per_event"].as_f64().unwrap();
+    assert_eq!(row("f32")["recall_at_10"], 1.0, "{recall:?}");
+    assert!(
+        row("sq8")["recall_at_10"].as_f64().unwrap() >= 0.99,
+        "{recall:?}"
+    );
+    for r in recall.iter().filter(|r| r["encoding"] != "f32") {
+        assert!(r["bytes_per_event"].as_f64().unwrap() < f32_bytes, "{r}");
+    }
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(markdown.contains("| us-east → eu-west |"), "{markdown}");
 }

@@ -181,6 +181,9 @@ pub struct Report {
     pub digests_equal: bool,
     /// Peak resident memory of the process running every region, MB.
     pub peak_rss_mb: f64,
+    /// Recall@10 in the remote region per encoding, when measured.
+    #[serde(default)]
+    pub recall: Vec<crate::recall::RecallRow>,
 }
 
 impl Report {
@@ -237,6 +240,28 @@ impl Report {
             self.digests_equal,
             self.peak_rss_mb
         );
+        if !self.recall.is_empty() {
+            out.push_str(
+                "\nSearch quality in the remote region (real-embedding fixture, 384-d, \
+                 recall@10 against exact f32 search at the origin):\n\n\
+                 | encoding | recall@10 | bytes/event | of f32 |\n|---|---|---|---|\n",
+            );
+            let f32_bytes = self
+                .recall
+                .iter()
+                .find(|r| r.encoding == Encoding::F32)
+                .map(|r| r.bytes_per_event);
+            for r in &self.recall {
+                let share = f32_bytes.map_or("-".to_owned(), |f| {
+                    format!("{:.1}%", 100.0 * r.bytes_per_event / f)
+                });
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.4} | {:.0} | {share} |",
+                    r.encoding, r.recall_at_10, r.bytes_per_event
+                );
+            }
+        }
         out
     }
 }
@@ -380,6 +405,7 @@ async fn measure(
         converged,
         digests_equal,
         peak_rss_mb: peak_rss_mb(),
+        recall: Vec::new(),
     })
 }
 
