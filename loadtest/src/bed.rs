@@ -68,7 +68,7 @@ impl std::fmt::Debug for Region {
 pub struct Bed {
     pub regions: Vec<Region>,
     _registry: RunningRegistry,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Bed {
@@ -156,7 +156,7 @@ encoding = "{encoding}"
         Ok(Self {
             regions,
             _registry: registry,
-            _dir: dir,
+            dir: dir,
         })
     }
 
@@ -171,19 +171,31 @@ encoding = "{encoding}"
             .collect()
     }
 
-    /// Stops the workers and producers, then the clusters.
+    /// Stops every worker and producer, then the clusters, then removes
+    /// the stores' directory; the first failure is returned after all of
+    /// it.
     pub async fn stop(self) -> anyhow::Result<()> {
         let mut clusters = Vec::new();
+        let mut first_error = None;
         for r in self.regions {
-            r.worker.stop().await?;
-            if let Ok(p) = Arc::try_unwrap(r.publisher) {
-                p.close(Duration::from_secs(5)).await?;
+            let stopped = r.worker.stop().await.map(drop).map_err(anyhow::Error::from);
+            let closed = match Arc::try_unwrap(r.publisher) {
+                Ok(p) => p
+                    .close(Duration::from_secs(5))
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = stopped.and(closed) {
+                first_error.get_or_insert(e);
             }
+            drop(r.store);
             clusters.push(r.cluster);
         }
         // librdkafka closes the workers' consumers on their own threads.
         tokio::time::sleep(Duration::from_millis(500)).await;
         drop(clusters);
-        Ok(())
+        drop(self.dir);
+        first_error.map_or(Ok(()), Err)
     }
 }
