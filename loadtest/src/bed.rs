@@ -156,7 +156,7 @@ encoding = "{encoding}"
         Ok(Self {
             regions,
             _registry: registry,
-            dir: dir,
+            dir,
         })
     }
 
