@@ -11,9 +11,10 @@ use std::process::Command;
 fn a_short_load_test_reports_every_pair_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("scenario.toml");
+    // eu-west's worker stops for a second mid-load and catches up.
     std::fs::write(
         &scenario,
-        "regions = 3\ndimension = 16\nconflict_share = 0.3\n",
+        "regions = 3\ndimension = 16\nconflict_share = 0.3\npause_at_s = 1\npause_for_s = 1\n",
     )
     .unwrap();
     let report = dir.path().join("report");
@@ -51,8 +52,12 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
     let pairs = json["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 9);
     for p in pairs {
-        assert_eq!(p["handled"], 450, "{p}");
+        // A restarted worker may handle some events again; none is missing.
+        assert!(p["handled"].as_u64().unwrap() >= 450, "{p}");
         assert_eq!(p["missing"], 0, "{p}");
+        if p["region"] != "eu-west" {
+            assert_eq!(p["duplicates"], 0, "{p}");
+        }
         if p["origin"] != p["region"] {
             let l = &p["latency_ms"];
             assert!(l["count"].as_u64().unwrap() > 0, "{p}");
@@ -63,6 +68,13 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
         }
     }
     assert!(json["bytes_per_event"].as_f64().unwrap() > 16.0);
+    let catch_up = &json["catch_up"];
+    assert_eq!(catch_up["region"], "eu-west", "{json}");
+    assert!(catch_up["backlog"].as_u64().unwrap() > 0, "{catch_up}");
+    assert!(
+        catch_up["events_per_s"].as_f64().unwrap() > 0.0,
+        "{catch_up}"
+    );
     // Search in the remote region: exact with f32, sq8 within 1% of it at
     // about a quarter of the bytes, every encoding smaller than f32.
     let recall = json["recall"].as_array().unwrap();

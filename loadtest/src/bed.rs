@@ -7,6 +7,7 @@
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use vecsync_consumer::worker::{self, RunningWorker};
 use vecsync_devkit::registry::{DevRegistry, RunningRegistry};
 use vecsync_producer::Publisher;
 use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::vector::Encoding;
 
 /// Region names, in the order regions are added.
@@ -49,9 +51,38 @@ pub struct BedSpec {
 pub struct Region {
     pub name: String,
     pub store: Arc<EdgeStore>,
-    pub worker: RunningWorker,
+    /// `None` while paused.
+    worker: Option<RunningWorker>,
+    config: RegionConfig,
     pub publisher: Arc<Publisher>,
     cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl Region {
+    /// What the region's worker has applied, per origin (nothing while it
+    /// is paused).
+    pub fn marks(&self) -> BTreeMap<String, Hlc> {
+        self.worker
+            .as_ref()
+            .map(|w| w.watermarks().current())
+            .unwrap_or_default()
+    }
+
+    /// Stops the region's worker, as an outage or a deploy would; its
+    /// commits stay where they were.
+    pub async fn pause(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = self.worker.take() {
+            w.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the region's worker again; it resumes from its commits.
+    pub fn resume(&mut self) {
+        if self.worker.is_none() {
+            self.worker = Some(worker::spawn(self.config.clone(), self.store.clone()));
+        }
+    }
 }
 
 impl std::fmt::Debug for Region {
@@ -144,11 +175,12 @@ encoding = "{encoding}"
                     .await
                     .with_context(|| format!("cannot start {name}'s producer"))?,
             );
-            let worker = worker::spawn(config, store.clone());
+            let worker = Some(worker::spawn(config.clone(), store.clone()));
             regions.push(Region {
                 name: name.to_owned(),
                 store,
                 worker,
+                config,
                 publisher,
                 cluster,
             });
@@ -178,7 +210,10 @@ encoding = "{encoding}"
         let mut clusters = Vec::new();
         let mut first_error = None;
         for r in self.regions {
-            let stopped = r.worker.stop().await.map(drop).map_err(anyhow::Error::from);
+            let stopped = match r.worker {
+                Some(w) => w.stop().await.map(drop).map_err(anyhow::Error::from),
+                None => Ok(()),
+            };
             let closed = match Arc::try_unwrap(r.publisher) {
                 Ok(p) => p
                     .close(Duration::from_secs(5))

@@ -53,6 +53,12 @@ pub struct Scenario {
     /// Longest wait, after the load stops, for every region to apply
     /// everything.
     pub converge_timeout_s: u64,
+    /// The worker of region `pause_region` (counted from 0) is stopped
+    /// `pause_at_s` seconds into the load for `pause_for_s` seconds (0: never),
+    /// and its catch-up is measured.
+    pub pause_region: usize,
+    pub pause_at_s: u64,
+    pub pause_for_s: u64,
 }
 
 impl Default for Scenario {
@@ -72,6 +78,9 @@ impl Default for Scenario {
             apply_batch_events: 1_000,
             heartbeat_interval_ms: 20,
             converge_timeout_s: 120,
+            pause_region: 1,
+            pause_at_s: 0,
+            pause_for_s: 0,
         }
     }
 }
@@ -115,6 +124,14 @@ impl Scenario {
             self.heartbeat_interval_ms > 0,
             "heartbeat_interval_ms: must be positive",
         );
+        check(
+            self.pause_for_s == 0 || self.pause_region < self.regions,
+            "pause_region: one of the regions, counted from 0",
+        );
+        check(
+            self.pause_at_s + self.pause_for_s <= self.duration_s,
+            "pause_at_s, pause_for_s: the pause must end within duration_s",
+        );
         p
     }
 }
@@ -153,9 +170,27 @@ pub struct PairReport {
     /// superseded or parked: each once).
     pub handled: u64,
     /// Events `origin` produced that the region did not handle.
-    pub missing: i64,
+    pub missing: u64,
+    /// Events handled more than once (re-read after a restart; harmless).
+    pub duplicates: u64,
     /// Replication latency of the events that changed the store.
     pub latency_ms: Percentiles,
+}
+
+/// A paused worker's catch-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatchUp {
+    pub region: String,
+    pub paused_at_s: u64,
+    pub paused_for_s: u64,
+    /// Events from other regions waiting for the worker when it resumed.
+    pub backlog: u64,
+    /// From the resume until the backlog was handled.
+    pub catch_up_s: f64,
+    /// Backlog handled per second while catching up.
+    pub events_per_s: f64,
+    /// Events per second arriving for the region from the others.
+    pub ingest_per_s: f64,
 }
 
 /// What a load test measured.
@@ -181,6 +216,9 @@ pub struct Report {
     pub digests_equal: bool,
     /// Peak resident memory of the process running every region, MB.
     pub peak_rss_mb: f64,
+    /// The paused worker's catch-up, when a pause was asked for and the
+    /// backlog was handled before the end.
+    pub catch_up: Option<CatchUp>,
     /// Recall@10 in the remote region per encoding, when measured.
     #[serde(default)]
     pub recall: Vec<crate::recall::RecallRow>,
@@ -210,14 +248,23 @@ impl Report {
             s.encoding,
             s.conflict_share * 100.0
         );
-        out.push_str("| origin → region | handled | missing | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|\n");
+        out.push_str("| origin → region | handled | missing | again | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
         for p in self.pairs.iter().filter(|p| p.origin != p.region) {
             let l = &p.latency_ms;
             let _ = writeln!(
                 out,
-                "| {} → {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                p.origin, p.region, p.handled, p.missing, l.p50, l.p90, l.p99, l.p999, l.max
+                "| {} → {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                p.origin,
+                p.region,
+                p.handled,
+                p.missing,
+                p.duplicates,
+                l.p50,
+                l.p90,
+                l.p99,
+                l.p999,
+                l.max
             );
         }
         let _ = write!(
@@ -240,6 +287,21 @@ impl Report {
             self.digests_equal,
             self.peak_rss_mb
         );
+        if let Some(c) = &self.catch_up {
+            let _ = writeln!(
+                out,
+                "\nThe worker of {} was stopped at second {} for {} s. On restart it was {} events behind \
+                 and caught up in {:.2} s: {:.0} events/s, {:.1}× the {:.0} events/s arriving for it.",
+                c.region,
+                c.paused_at_s,
+                c.paused_for_s,
+                c.backlog,
+                c.catch_up_s,
+                c.events_per_s,
+                c.events_per_s / c.ingest_per_s.max(1.0),
+                c.ingest_per_s
+            );
+        }
         if !self.recall.is_empty() {
             out.push_str(
                 "\nSearch quality in the remote region (real-embedding fixture, 384-d, \
@@ -284,14 +346,15 @@ pub async fn run(
         batch_max_events: scenario.apply_batch_events,
     })
     .await?;
-    let result = measure(scenario, &bed, book, progress).await;
+    let mut bed = bed;
+    let result = measure(scenario, &mut bed, book, progress).await;
     bed.stop().await?;
     result
 }
 
 async fn measure(
     scenario: &Scenario,
-    bed: &Bed,
+    bed: &mut Bed,
     book: &Arc<Book>,
     progress: impl Fn(&str),
 ) -> anyhow::Result<Report> {
@@ -308,8 +371,14 @@ async fn measure(
         });
     }
     let mut last_line = Instant::now();
+    let mut pause = (scenario.pause_for_s > 0).then(|| Pause::new(scenario, bed));
     while Instant::now() < started + load {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(p) = &mut pause
+            && let Some(line) = p.step(bed, book, started.elapsed()).await?
+        {
+            progress(&line);
+        }
         if last_line.elapsed() >= Duration::from_secs(1) {
             last_line = Instant::now();
             progress(&progress_line(book, started, events_before));
@@ -334,7 +403,7 @@ async fn measure(
     let deadline = load_end + Duration::from_secs(scenario.converge_timeout_s);
     let converged = loop {
         let caught_up = bed.regions.iter().all(|r| {
-            let marks = r.worker.watermarks().current();
+            let marks = r.marks();
             newest
                 .iter()
                 .all(|(origin, hlc)| marks.get(origin).is_some_and(|m| m > hlc))
@@ -349,6 +418,9 @@ async fn measure(
                     >= *n
             })
         });
+        if let Some(p) = &mut pause {
+            p.step(bed, book, started.elapsed()).await?;
+        }
         if caught_up && all_handled {
             break true;
         }
@@ -384,7 +456,8 @@ async fn measure(
                 origin: key.0.clone(),
                 region: key.1.clone(),
                 handled: h,
-                missing: produced.get(&key.0).copied().unwrap_or(0) as i64 - h as i64,
+                missing: produced.get(&key.0).copied().unwrap_or(0).saturating_sub(h),
+                duplicates: h.saturating_sub(produced.get(&key.0).copied().unwrap_or(0)),
                 latency_ms: Percentiles::of_micros(lags.get(&key).unwrap_or(&empty)),
             });
         }
@@ -405,8 +478,102 @@ async fn measure(
         converged,
         digests_equal,
         peak_rss_mb: peak_rss_mb(),
+        catch_up: pause.and_then(|p| p.result),
         recall: Vec::new(),
     })
+}
+
+/// Where a paused worker is: waiting to pause, paused, catching up, done.
+struct Pause {
+    region: usize,
+    at: Duration,
+    until: Duration,
+    /// At the resume: per origin, the watermark the region must pass to
+    /// have caught up (what the origin itself had applied by then); the
+    /// backlog; and when it resumed.
+    resumed: Option<(BTreeMap<String, Hlc>, u64, Instant)>,
+    paused: bool,
+    ingest_per_s: f64,
+    result: Option<CatchUp>,
+}
+
+impl Pause {
+    fn new(scenario: &Scenario, bed: &Bed) -> Self {
+        Self {
+            region: scenario.pause_region,
+            at: Duration::from_secs(scenario.pause_at_s),
+            until: Duration::from_secs(scenario.pause_at_s + scenario.pause_for_s),
+            resumed: None,
+            paused: false,
+            ingest_per_s: f64::from(scenario.rate) * (bed.regions.len() - 1) as f64,
+            result: None,
+        }
+    }
+
+    /// Moves the pause on at time `t` of the load; says what it did.
+    async fn step(
+        &mut self,
+        bed: &mut Bed,
+        book: &Book,
+        t: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        let name = bed.regions[self.region].name.clone();
+        if !self.paused && self.resumed.is_none() && t >= self.at {
+            bed.regions[self.region].pause().await?;
+            self.paused = true;
+            return Ok(Some(format!("t={}s worker of {name} stopped", t.as_secs())));
+        }
+        if self.paused && t >= self.until {
+            // Everything the others have written so far is the backlog;
+            // their own workers' counts say how much that is.
+            let handled = book.handled();
+            let count = |o: &str, r: &str| {
+                handled
+                    .get(&(o.to_owned(), r.to_owned()))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let mut targets = BTreeMap::new();
+            let mut backlog = 0;
+            for o in bed.regions.iter().filter(|o| o.name != name) {
+                backlog += count(&o.name, &o.name).saturating_sub(count(&o.name, &name));
+                if let Some(mark) = o.marks().get(&o.name) {
+                    targets.insert(o.name.clone(), mark.clone());
+                }
+            }
+            bed.regions[self.region].resume();
+            self.paused = false;
+            self.resumed = Some((targets, backlog, Instant::now()));
+            return Ok(Some(format!(
+                "t={}s worker of {name} restarted, {backlog} events behind",
+                t.as_secs()
+            )));
+        }
+        if let Some((targets, backlog, since)) = &self.resumed
+            && self.result.is_none()
+        {
+            let marks = bed.regions[self.region].marks();
+            let done = targets
+                .iter()
+                .all(|(o, target)| marks.get(o).is_some_and(|m| m >= target));
+            if done {
+                let catch_up_s = since.elapsed().as_secs_f64();
+                self.result = Some(CatchUp {
+                    region: name.clone(),
+                    paused_at_s: self.at.as_secs(),
+                    paused_for_s: (self.until - self.at).as_secs(),
+                    backlog: *backlog,
+                    catch_up_s,
+                    events_per_s: *backlog as f64 / catch_up_s.max(0.001),
+                    ingest_per_s: self.ingest_per_s,
+                });
+                return Ok(Some(format!(
+                    "worker of {name} caught up in {catch_up_s:.2} s"
+                )));
+            }
+        }
+        Ok(None)
+    }
 }
 
 fn progress_line(book: &Book, started: Instant, events_before: u64) -> String {

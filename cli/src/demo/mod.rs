@@ -131,7 +131,7 @@ async fn exercise(args: &Args, bed: &Bed, book: &Book) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.converge_timeout);
     let digests = loop {
         let caught_up = regions.iter().all(|r| {
-            let marks = r.worker.watermarks().current();
+            let marks = r.marks();
             last.iter()
                 .all(|(origin, hlc)| marks.get(origin).is_some_and(|m| m >= hlc))
         });
@@ -340,7 +340,7 @@ fn print_table(regions: &[Region], book: &Book, elapsed: Duration) {
         "watermark age"
     );
     for r in regions {
-        let marks = r.worker.watermarks().current();
+        let marks = r.marks();
         for origin in regions.iter().filter(|o| o.name != r.name) {
             let lag = lags.get(&(origin.name.clone(), r.name.clone()));
             let count = lag.map_or(0, |h| h.len());
