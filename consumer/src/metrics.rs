@@ -92,6 +92,19 @@ pub(crate) fn init_dead_letter_counters() {
     }
 }
 
+/// Records of a source deleted (by retention) before this region read them.
+pub(crate) struct RecordsLost<'a> {
+    pub topic: &'a str,
+    pub count: u64,
+}
+
+impl RecordsLost<'_> {
+    pub fn emit(&self) {
+        counter!("vecsync_consumer_records_lost_total", "topic" => self.topic.to_owned())
+            .increment(self.count);
+    }
+}
+
 /// An event written to the dead-letter topic.
 pub(crate) struct DeadLettered {
     pub reason: &'static str,

@@ -15,7 +15,7 @@
 
 use crate::applier::Applier;
 use crate::freshness::{Progress, Watermarks};
-use crate::metrics::{BatchApplied, DeadLettered, ReorderState};
+use crate::metrics::{BatchApplied, DeadLettered, RecordsLost, ReorderState};
 use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
 use crate::reorder::{Bounds, ReorderBuffer};
@@ -756,13 +756,35 @@ async fn assign_static(
             if mine.count() == 0 {
                 return Ok(None);
             }
-            c.committed_offsets(mine, Duration::from_secs(10)).map(Some)
+            let committed = c.committed_offsets(mine, Duration::from_secs(10))?;
+            // Where each partition's log now starts, to see whether
+            // retention removed records the group had not read.
+            let mut starts = Vec::new();
+            for e in committed.elements() {
+                if let Offset::Offset(_) = e.offset() {
+                    let (low, _) = c.fetch_watermarks(&t, e.partition(), Duration::from_secs(5))?;
+                    starts.push((e.partition(), low));
+                }
+            }
+            Ok::<_, rdkafka::error::KafkaError>(Some((committed, starts)))
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         let why = match found {
-            Ok(Some(committed)) => {
+            Ok(Some((committed, starts))) => {
                 let (start, resumed) = rewound(&committed, rewind);
+                for (partition, offset, lost) in lost_to_retention(&resumed, &starts) {
+                    RecordsLost { topic, count: lost }.emit();
+                    tracing::error!(
+                        topic,
+                        partition,
+                        committed = offset,
+                        lost,
+                        "records this region never applied were deleted from the source \
+                         (retention) before the worker read them; the region misses those \
+                         writes and needs re-bootstrapping from another region"
+                    );
+                }
                 match consumer.assign(&start) {
                     Ok(()) => {
                         tracing::info!(topic, partitions = start.count(), ?resumed, "assigned");
@@ -809,6 +831,22 @@ fn rewound(
         }
     }
     (start, resumed)
+}
+
+/// Partitions whose committed offset lies before the start of their log:
+/// (partition, committed offset, records lost). `resumed` holds (topic,
+/// partition, committed offset); `starts` each partition's first offset.
+fn lost_to_retention(
+    resumed: &[(String, i32, i64)],
+    starts: &[(i32, i64)],
+) -> Vec<(i32, i64, u64)> {
+    resumed
+        .iter()
+        .filter_map(|(_, partition, committed)| {
+            let (_, low) = starts.iter().find(|(p, _)| p == partition)?;
+            (low > committed).then(|| (*partition, *committed, (low - committed) as u64))
+        })
+        .collect()
 }
 
 type SourceConsumer = StreamConsumer<SourceContext>;
@@ -1131,5 +1169,24 @@ impl DeadLetters {
                 what: format!("failed to write a dead letter to {}", self.topic),
                 source: e,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_before_the_log_start_are_counted_as_lost() {
+        let resumed = vec![
+            ("t".to_owned(), 0, 100),
+            ("t".to_owned(), 1, 500),
+            ("t".to_owned(), 2, 40),
+        ];
+        // Partition 0's log now starts at 350; 1 and 2 still hold their
+        // committed records.
+        let starts = [(0, 350), (1, 500), (2, 0)];
+        assert_eq!(lost_to_retention(&resumed, &starts), [(0, 100, 250)]);
+        assert!(lost_to_retention(&resumed, &[]).is_empty());
     }
 }
