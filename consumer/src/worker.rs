@@ -773,6 +773,9 @@ async fn assign_static(
         let why = match found {
             Ok(Some((committed, starts))) => {
                 let (start, resumed) = rewound(&committed, rewind);
+                // The series exists from the start, so that an alert sees
+                // its first increase.
+                RecordsLost { topic, count: 0 }.emit();
                 for (partition, offset, lost) in lost_to_retention(&resumed, &starts) {
                     RecordsLost { topic, count: lost }.emit();
                     tracing::error!(
