@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-use vecsync_devkit::broker::{Tansu, free_port, skip_without, unique_name};
+use vecsync_devkit::broker::{Tansu, free_port, skip_without, unique_name, which};
 use vecsync_devkit::mirror::{Mirror, MirrorSpec};
-use vecsync_devkit::prometheus::{Prometheus, which};
+use vecsync_devkit::prometheus::Prometheus;
 use vecsync_devkit::registry::DevRegistry;
 
 fn dashboards() -> PathBuf {

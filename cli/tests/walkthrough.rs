@@ -10,8 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vecsync_devkit::broker::{skip_without, tansu_binary};
-use vecsync_devkit::prometheus::which;
+use vecsync_devkit::broker::{skip_without, tansu_binary, which};
 
 /// The walkthrough's shell commands.
 fn script(readme: &str) -> String {

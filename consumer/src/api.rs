@@ -18,7 +18,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use vecsync_schemas::hlc::{SystemClock, WallClock};
 
 /// Default and longest wait for catch-up.
 const DEFAULT_WAIT_MS: u64 = 5_000;
@@ -73,13 +74,10 @@ async fn freshness(
         max_staleness_ms: q.max_staleness_ms,
         after,
     };
-    let now_ms = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
     let answer = watermarks
-        .freshness(&ask, Duration::from_millis(wait_ms), now_ms)
+        .freshness(&ask, Duration::from_millis(wait_ms), || {
+            SystemClock.now_ms()
+        })
         .await;
     Ok(Json(answer))
 }

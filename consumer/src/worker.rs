@@ -31,11 +31,11 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use vecsync_schemas::config::{Assignment, CollectionConfig, RegionConfig, SourceConfig};
 use vecsync_schemas::event::DeltaEvent;
-use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
 use vecsync_schemas::registry::RegistryClient;
 use vecsync_schemas::vector::PqCodebook;
 use vecsync_schemas::wire::Decoder;
@@ -129,13 +129,6 @@ struct Held {
     key: Option<Vec<u8>>,
     bytes: Vec<u8>,
     event: DeltaEvent,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs a worker of `config`'s region over `store` until `shutdown`
@@ -335,7 +328,7 @@ async fn work(
                     }
                 };
                 let Some(event) = event else { continue };
-                let now = now_ms();
+                let now = SystemClock.now_ms();
                 let origin = &sources[index].region;
                 if event.target().is_none() {
                     tracking.offsets.done(&partition, offset);
@@ -349,12 +342,12 @@ async fn work(
                 }
             }
             _ = ticker.tick() => {
-                pending.extend(reorder.tick(now_ms()).into_iter().map(|(_, h)| h));
+                pending.extend(reorder.tick(SystemClock.now_ms()).into_iter().map(|(_, h)| h));
                 let marks = tracking.progress.watermarks();
-                WatermarkState { region: &config.region, marks: &marks, now_ms: now_ms() }.emit();
+                WatermarkState { region: &config.region, marks: &marks, now_ms: SystemClock.now_ms() }.emit();
                 watermarks.publish(marks);
                 if last_expiry.elapsed() >= expiry_interval {
-                    sink.expire(now_ms().saturating_sub(c.tombstone_horizon_ms)).await;
+                    sink.expire(SystemClock.now_ms().saturating_sub(c.tombstone_horizon_ms)).await;
                     last_expiry = Instant::now();
                 }
             }
@@ -631,7 +624,8 @@ impl Sink {
             ReplicationLag {
                 origin: &self.sources[held.partition.0].region,
                 region: &self.region,
-                seconds: now_ms().saturating_sub(held.event.hlc.wall_ms) as f64 / 1000.0,
+                seconds: SystemClock.now_ms().saturating_sub(held.event.hlc.wall_ms) as f64
+                    / 1000.0,
             }
             .emit();
         }
@@ -963,7 +957,7 @@ fn codebook_consumer(
                 "{}-codebooks-{}-{}",
                 config.group_id(),
                 std::process::id(),
-                now_ms()
+                SystemClock.now_ms()
             ),
         )
         .set("enable.auto.commit", "false")

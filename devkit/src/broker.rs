@@ -38,14 +38,20 @@ pub fn tansu_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TANSU_BIN") {
         return Some(PathBuf::from(p));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|d| d.join("bin"));
+    which("tansu").or_else(|| {
+        std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+            .map(|d| d.join("bin").join("tansu"))
+            .filter(|p| p.is_file())
+    })
+}
+
+/// A program on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .chain(cargo_bin)
-        .map(|d| d.join("tansu"))
+        .map(|d| d.join(program))
         .find(|p| p.is_file())
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vecsync_schemas::hlc::{SystemClock, WallClock};
 use vecsync_schemas::mm2::{HEARTBEATS_TOPIC, Heartbeat};
 
 /// One flow, `alias` → `target_alias`.
@@ -143,7 +144,7 @@ fn copy(
             let beat = Heartbeat {
                 source_alias: spec.alias.clone(),
                 target_alias: spec.target_alias.clone(),
-                timestamp_ms: now_ms(),
+                timestamp_ms: SystemClock.now_ms() as i64,
             };
             let (key, value) = (beat.key(), beat.value());
             let record = BaseRecord::to(HEARTBEATS_TOPIC).key(&key).payload(&value);
@@ -193,11 +194,4 @@ fn copy(
     let _ = producer.flush(Duration::from_secs(5));
     let _ = heartbeats.flush(Duration::from_secs(5));
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

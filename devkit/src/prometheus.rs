@@ -1,7 +1,7 @@
 //! A real Prometheus server (Debian's `prometheus` package, which `.ci/run`
 //! installs) started on a free loopback port, for the dashboard tests.
 
-use crate::broker::{free_port, skip_without, wait_listening};
+use crate::broker::{free_port, skip_without, wait_listening, which};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,12 +64,4 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A program on `PATH`.
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }

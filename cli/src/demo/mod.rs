@@ -22,7 +22,7 @@ use vecsync_loadtest::bed::{Bed, BedSpec, COLLECTION, Region};
 use vecsync_loadtest::recorder::Book;
 use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::event::PointId;
-use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
 use vecsync_schemas::vector::{EncodedVector, Encoding};
 
 #[derive(Debug, clap::Args)]
@@ -325,10 +325,7 @@ fn print_table(regions: &[Region], book: &Book, elapsed: Duration) {
     }
     let mut out = String::new();
     let lags = book.lags();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = SystemClock.now_ms();
     let _ = writeln!(
         out,
         "\n t={:>3}s  {:<24} {:>10} {:>9} {:>9} {:>15}",

@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, RwLock, mpsc};
 use std::time::{Duration, Instant};
 use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::hlc::{SystemClock, WallClock};
 use vecsync_schemas::mm2::{HEARTBEATS_TOPIC, Heartbeat};
 
 /// What one cluster is read for.
@@ -364,7 +365,7 @@ impl Exporter {
             self.log_state(name, scan);
         }
         let plan = &self.plan;
-        let now_ms = now_ms();
+        let now_ms = SystemClock.now_ms();
         let mut report = Report {
             region: plan.region.clone(),
             at_ms: now_ms,
@@ -456,13 +457,6 @@ fn mirror_lag(m: &MirrorPlan, source: &ClusterScan, target: &ClusterScan) -> Vec
         });
     }
     out
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The latest rendered report; `None` before the first scan ends.

@@ -6,7 +6,7 @@
 //! after a crash, so what matters is [`EdgeStore::flush`]: consumers commit
 //! offsets only after it.
 
-use super::{Part, SCAN_PAGE, Store, StoreError, stored_record, tombstones_of};
+use super::{Part, SCAN_PAGE, Store, StoreError, engine_distance, stored_record, tombstones_of};
 use crate::apply::{Payload, Record};
 use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
@@ -289,11 +289,10 @@ fn open_shard(
     }
 }
 
-/// The engine's metric: cosine collections hold unit vectors under the dot
-/// product ([`crate::apply::unit`]).
+/// qdrant-edge's name for the metric the collection is kept under.
 fn edge_distance(d: ConfigDistance) -> Distance {
-    match d {
-        ConfigDistance::Cosine => Distance::Dot,
+    match engine_distance(d) {
+        ConfigDistance::Cosine => Distance::Cosine,
         ConfigDistance::Dot => Distance::Dot,
         ConfigDistance::Euclid => Distance::Euclid,
         ConfigDistance::Manhattan => Distance::Manhattan,

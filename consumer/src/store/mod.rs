@@ -253,6 +253,16 @@ pub(crate) fn stored_record(
     })
 }
 
+/// The metric a collection is kept under in the engine: a cosine collection
+/// holds unit vectors ([`crate::apply::unit`]) under the dot product, which
+/// equals cosine on unit vectors, so the engine never normalizes again.
+pub(crate) fn engine_distance(d: Distance) -> Distance {
+    match d {
+        Distance::Cosine => Distance::Dot,
+        other => other,
+    }
+}
+
 /// The name of a collection's tombstone collection.
 pub(crate) fn tombstones_of(collection: &str) -> String {
     format!("{collection}.tombstones")

@@ -8,7 +8,7 @@
 //! nothing left to do. The client runs on a small runtime of its own, so
 //! calls block the calling thread and never the worker's executor.
 
-use super::{Part, SCAN_PAGE, Store, StoreError, stored_record, tombstones_of};
+use super::{Part, SCAN_PAGE, Store, StoreError, engine_distance, stored_record, tombstones_of};
 use crate::apply::{Payload, Record};
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as OutputVector;
@@ -304,11 +304,10 @@ fn part_name(collection: &str, part: Part) -> String {
     }
 }
 
-/// The server's metric: cosine collections hold unit vectors under the dot
-/// product ([`crate::apply::unit`]).
+/// The server's name for the metric the collection is kept under.
 fn qdrant_distance(d: Distance) -> QdrantDistance {
-    match d {
-        Distance::Cosine => QdrantDistance::Dot,
+    match engine_distance(d) {
+        Distance::Cosine => QdrantDistance::Cosine,
         Distance::Dot => QdrantDistance::Dot,
         Distance::Euclid => QdrantDistance::Euclid,
         Distance::Manhattan => QdrantDistance::Manhattan,
