@@ -26,8 +26,6 @@ pub enum Storage {
 pub struct Tansu {
     binary: PathBuf,
     port: u16,
-    /// The port clients are told to use: `port`, or a proxy's in front.
-    advertised: u16,
     storage: Storage,
     log: PathBuf,
     child: Option<Child>,
@@ -55,6 +53,18 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// [`tansu_binary`], or `None` after [`skip_without`] says it is missing.
+pub fn tansu_or_skip() -> Option<PathBuf> {
+    let binary = tansu_binary();
+    if binary.is_none() {
+        skip_without(
+            "tansu is not installed (cargo install tansu --version 0.6.0 --locked \
+             --features dynostore,libsql; or set TANSU_BIN)",
+        );
+    }
+    binary
+}
+
 impl Tansu {
     /// Starts an in-memory broker, or returns `None` after a loud message
     /// when tansu is not installed and this is not CI. In CI it panics then.
@@ -64,30 +74,12 @@ impl Tansu {
 
     /// Like [`Tansu::start`], with the given storage.
     pub fn start_with(storage: Storage) -> Option<Self> {
-        Self::launch_with(storage, None)
-    }
-
-    /// Like [`Tansu::start_with`], advertising `advertised` (a
-    /// [`crate::proxy::FaultProxy`]'s port) instead of its own, so that
-    /// clients which bootstrap through the proxy stay behind it.
-    pub fn start_behind(storage: Storage, advertised: u16) -> Option<Self> {
-        Self::launch_with(storage, Some(advertised))
-    }
-
-    fn launch_with(storage: Storage, advertised: Option<u16>) -> Option<Self> {
-        let Some(binary) = tansu_binary() else {
-            skip_without(
-                "tansu is not installed (cargo install tansu --version 0.6.0 --locked \
-                 --features dynostore,libsql; or set TANSU_BIN)",
-            );
-            return None;
-        };
+        let binary = tansu_or_skip()?;
         let port = free_port().unwrap_or_else(|e| panic!("no free loopback port: {e}"));
         let log = std::env::temp_dir().join(format!("vecsync-tansu-{port}.log"));
         let mut broker = Self {
             binary,
             port,
-            advertised: advertised.unwrap_or(port),
             storage,
             log,
             child: None,
@@ -147,7 +139,6 @@ impl Tansu {
 
     fn launch(&mut self) -> io::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         // tansu reads a sqlite URL's path as relative to its working
         // directory, so it runs beside the file.
         let (storage, dir) = match &self.storage {
@@ -164,12 +155,7 @@ impl Tansu {
             .open(&self.log)?;
         let child = Command::new(&self.binary)
             .arg("broker")
-            .args([
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &advertised,
-            ])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", &storage])
             .current_dir(dir)
             .env("RUST_LOG", "warn")

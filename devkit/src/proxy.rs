@@ -6,12 +6,16 @@
 //! A cut holds traffic in both directions and holds new connections
 //! unanswered until it heals, as a network partition does to TCP:
 //! connections survive a short cut and their data arrives after it, late.
-//! A Kafka broker behind the proxy must advertise the proxy's address
-//! ([`crate::broker::Tansu::start_behind`]) so that clients do not go
-//! around it.
+//! A Kafka client behind a plain TCP proxy would go around it, since the
+//! broker's metadata names the broker's own address. [`WanLink`] puts
+//! tansu's Kafka-aware proxy behind the fault proxy: it advertises the
+//! fault proxy's address, so that the clients that bootstrap through the
+//! link stay on it, while the broker's local clients connect directly.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -165,4 +169,73 @@ async fn pump(
     };
     let (r, w) = tokio::join!(reader, writer);
     r.and(w)
+}
+
+/// A WAN link to a Kafka cluster: the [`FaultProxy`] in front of a tansu
+/// proxy (`tansu proxy`) that forwards to the cluster and advertises the
+/// fault proxy in its metadata. Clients that bootstrap from
+/// [`WanLink::brokers`] reach the cluster only across the link, whatever
+/// the broker (tansu, Kafka, librdkafka's mock cluster). Stopped when
+/// dropped.
+#[derive(Debug)]
+pub struct WanLink {
+    proxy: FaultProxy,
+    kafka: Child,
+    log: PathBuf,
+}
+
+impl WanLink {
+    /// A link to `origin` (`host:port` of one of the cluster's brokers), or
+    /// `None` after a loud message when tansu is not installed and this is
+    /// not CI (see [`crate::broker::skip_without`]).
+    pub async fn start(origin: &str) -> io::Result<Option<Self>> {
+        let Some(binary) = crate::broker::tansu_or_skip() else {
+            return Ok(None);
+        };
+        let kafka_port = crate::broker::free_port()?;
+        let kafka_addr = SocketAddr::from(([127, 0, 0, 1], kafka_port));
+        let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), kafka_addr).await?;
+        let log = std::env::temp_dir().join(format!("vecsync-tansu-proxy-{kafka_port}.log"));
+        let out = std::fs::File::create(&log)?;
+        let mut kafka = Command::new(binary)
+            .arg("proxy")
+            .arg("--listener-url")
+            .arg(format!("tcp://{kafka_addr}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{}", proxy.addr()))
+            .arg("--origin-url")
+            .arg(format!("tcp://{origin}"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        if let Err(e) = crate::broker::wait_listening("tansu proxy", &mut kafka, kafka_addr, &log) {
+            let _ = kafka.kill();
+            return Err(e);
+        }
+        Ok(Some(Self { proxy, kafka, log }))
+    }
+
+    /// `bootstrap.servers` for clients on the far side of the link.
+    pub fn brokers(&self) -> String {
+        self.proxy.addr().to_string()
+    }
+
+    /// The link's faults, to change while traffic flows.
+    pub fn faults(&self) -> &FaultProxy {
+        &self.proxy
+    }
+
+    /// The tansu proxy's log, to read when a test fails.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+}
+
+impl Drop for WanLink {
+    fn drop(&mut self) {
+        let _ = self.kafka.kill();
+        let _ = self.kafka.wait();
+    }
 }
