@@ -8,7 +8,7 @@ COPY . .
 RUN cargo build --release --locked -p vecsync-cli
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 vecsync
 COPY --from=build /src/target/release/vecsync /usr/local/bin/vecsync

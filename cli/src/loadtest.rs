@@ -1,6 +1,6 @@
 //! `vecsync loadtest`: an open-loop load across regions in one process,
 //! with replication latency per region pair, throughput, bytes on the wire
-//! and completeness, written as JSON and Markdown.
+//! and completeness, written as JSON and Markdown, with PNG charts.
 
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ pub struct Args {
     /// the real-embedding fixture.
     #[arg(long)]
     recall: bool,
-    /// Directory for report.json and report.md.
+    /// Directory for report.json, report.md and the charts (PNG).
     #[arg(long, default_value = "loadtest-report")]
     report: PathBuf,
 }
@@ -90,6 +90,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let markdown = report.markdown();
     std::fs::write(args.report.join("report.md"), &markdown)?;
     println!("{markdown}");
+    match vecsync_loadtest::charts::draw(&report, &args.report) {
+        Ok(files) => {
+            let names: Vec<String> = files
+                .iter()
+                .filter_map(|f| Some(f.file_name()?.to_string_lossy().into_owned()))
+                .collect();
+            println!("charts: {}", names.join(", "));
+        }
+        Err(e) => eprintln!("charts not drawn: {e:#}"),
+    }
     println!("report written to {}", args.report.display());
     if !report.complete() {
         bail!("events are missing or the regions disagree; see the report");

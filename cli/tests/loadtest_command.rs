@@ -1,6 +1,7 @@
 //! `vecsync loadtest`, short: the report has latencies for every region
 //! pair, every region handled every event each region produced, and
-//! search in the remote region keeps its recall per encoding.
+//! search in the remote region keeps its recall per encoding; across WAN
+//! links, a cut shows in the timeline and is caught up after.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,38 +10,12 @@ use std::process::Command;
 
 #[test]
 fn a_short_load_test_reports_every_pair_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("scenario.toml");
     // eu-west's worker stops for a second mid-load and catches up.
-    std::fs::write(
-        &scenario,
+    let (json, report, stderr) = load_test(
         "regions = 3\ndimension = 16\nconflict_share = 0.3\npause_at_s = 1\npause_for_s = 1\n",
-    )
-    .unwrap();
-    let report = dir.path().join("report");
-    let out = Command::new(env!("CARGO_BIN_EXE_vecsync"))
-        .args([
-            "loadtest",
-            "--duration",
-            "3",
-            "--rate",
-            "150",
-            "--recall",
-            "--config",
-        ])
-        .arg(&scenario)
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+        &["--duration", "3", "--rate", "150", "--recall"],
+    );
     assert!(stderr.contains("produced"), "a progress line: {stderr}");
-
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
-            .unwrap();
     assert_eq!(json["scenario"]["regions"], 3);
     assert_eq!(json["converged"], true);
     assert_eq!(json["digests_equal"], true);
@@ -88,6 +63,89 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
     for r in recall.iter().filter(|r| r["encoding"] != "f32") {
         assert!(r["bytes_per_event"].as_f64().unwrap() < f32_bytes, "{r}");
     }
-    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    let markdown = std::fs::read_to_string(report.path().join("report.md")).unwrap();
     assert!(markdown.contains("| us-east → eu-west |"), "{markdown}");
+    assert!(json["timeline"].as_array().unwrap().len() >= 3, "{json}");
+    for chart in ["latency.png", "throughput.png", "encodings.png"] {
+        assert_png(&report.path().join(chart));
+    }
+}
+
+/// Runs `vecsync loadtest` on the scenario with the flags, requires it to
+/// succeed, and returns its JSON report, the report's directory (kept until
+/// the test ends) and its stderr.
+fn load_test(scenario: &str, flags: &[&str]) -> (Value, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scenario.toml");
+    std::fs::write(&config, scenario).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vecsync"))
+        .arg("loadtest")
+        .args(flags)
+        .arg("--config")
+        .arg(&config)
+        .arg("--report")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let json = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    (serde_json::from_str(&json).unwrap(), dir, stderr)
+}
+
+/// A PNG file with a picture in it.
+fn assert_png(path: &std::path::Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    assert!(width >= 800, "{} is {width} px wide", path.display());
+}
+
+#[test]
+fn a_cut_between_regions_shows_in_the_timeline_and_is_caught_up() {
+    if vecsync_devkit::broker::tansu_or_skip().is_none() {
+        return;
+    }
+    let (json, report, _) = load_test(
+        "dimension = 16\nrate = 200\nduration_s = 8\nlink_delay_ms = 20\ncut_at_s = 2\ncut_for_s = 3\n",
+        &[],
+    );
+    for p in json["pairs"].as_array().unwrap() {
+        assert_eq!(p["missing"], 0, "{p}");
+    }
+    assert_eq!(json["faults"][0]["what"], "links cut", "{json}");
+    let catch_up = &json["catch_up"];
+    assert_eq!(catch_up["fault"], "links cut", "{json}");
+    assert!(catch_up["backlog"].as_u64().unwrap() > 0, "{catch_up}");
+
+    let timeline = json["timeline"].as_array().unwrap();
+    let second = |t: u64| timeline.iter().find(|s| s["t_s"] == t).unwrap();
+    let worst_age = |t: u64| {
+        second(t)["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["watermark_age_ms"].as_f64().unwrap())
+            .fold(0.0, f64::max)
+    };
+    // Seconds 4 and 5 lie wholly inside the cut: nothing crosses, and the
+    // watermarks age with the clock.
+    for t in [4, 5] {
+        assert_eq!(second(t)["replicated"], 0, "{}", second(t));
+    }
+    assert!(
+        worst_age(5) - worst_age(2) >= 2_500.0,
+        "watermark age at the cut's start {} and end {}",
+        worst_age(2),
+        worst_age(5)
+    );
+    // After the catch-up, they are fresh again.
+    let last = timeline.last().unwrap()["t_s"].as_u64().unwrap();
+    assert!(worst_age(last) < 2_000.0, "{}", second(last));
+    assert_png(&report.path().join("latency.png"));
 }

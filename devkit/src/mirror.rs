@@ -155,7 +155,12 @@ fn copy(
         let Some(message) = consumer.poll(Duration::from_millis(20)) else {
             continue;
         };
-        let m = message.map_err(|e| format!("reading the source: {e}"))?;
+        // A failed read (a cut link, a broker away) is retried, as
+        // MirrorMaker retries.
+        let Ok(m) = message else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
         let topic = format!("{}.{}", spec.alias, m.topic());
         let mut headers = OwnedHeaders::new();
         if let Some(hs) = m.headers() {

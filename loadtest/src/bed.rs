@@ -3,6 +3,14 @@
 //! other region's cluster directly, and an embedded store in a temporary
 //! directory; one development registry for all. What the demo and the
 //! load test run on.
+//!
+//! Mirrored ([`BedSpec::mirrored`]), regions are connected as MirrorMaker 2
+//! connects them in production: a copier per flow reads the origin's
+//! cluster across a [`WanLink`] (whose faults can be set) and writes
+//! `<origin>.<topic>` on the region's own cluster, where its worker reads.
+//! Each region's cluster is then a tansu broker: the mock cluster answers a
+//! fetch with one record batch per partition, which a link's round trip
+//! turns into a ceiling of a few dozen events per second.
 
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
@@ -14,10 +22,14 @@ use std::time::Duration;
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker::{self, RunningWorker};
+use vecsync_devkit::broker::Tansu;
+use vecsync_devkit::mirror::{Mirror, MirrorSpec};
+use vecsync_devkit::proxy::{LinkFaults, WanLink};
 use vecsync_devkit::registry::{DevRegistry, RunningRegistry};
 use vecsync_producer::Publisher;
 use vecsync_schemas::config::RegionConfig;
 use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::mm2::HEARTBEATS_TOPIC;
 use vecsync_schemas::vector::Encoding;
 
 /// Region names, in the order regions are added.
@@ -45,6 +57,18 @@ pub struct BedSpec {
     /// watermark.
     pub heartbeat_interval_ms: u32,
     pub batch_max_events: usize,
+    /// Regions are connected by MirrorMaker-style copiers over WAN links,
+    /// instead of each worker reading the other clusters directly.
+    pub mirrored: bool,
+}
+
+/// One flow of a mirrored bed: origin → region, across a link.
+#[derive(Debug)]
+pub struct Flow {
+    pub origin: usize,
+    pub region: usize,
+    pub link: WanLink,
+    mirror: Mirror,
 }
 
 /// One running region.
@@ -55,7 +79,47 @@ pub struct Region {
     worker: Option<RunningWorker>,
     config: RegionConfig,
     pub publisher: Arc<Publisher>,
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    cluster: Cluster,
+}
+
+/// A region's Kafka cluster.
+enum Cluster {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu(Tansu),
+}
+
+impl Cluster {
+    fn start(tansu: bool) -> anyhow::Result<Self> {
+        if !tansu {
+            return Ok(Self::Mock(
+                MockCluster::new(1).context("cannot start a mock Kafka cluster")?,
+            ));
+        }
+        Tansu::start()
+            .map(Self::Tansu)
+            .context("a mirrored bed runs on tansu brokers; install tansu")
+    }
+
+    fn brokers(&self) -> String {
+        match self {
+            Self::Mock(c) => c.bootstrap_servers(),
+            Self::Tansu(t) => t.brokers(),
+        }
+    }
+
+    // The mock cluster has no CreateTopics, and the tansu broker does not
+    // create topics on its own; every topic is made here.
+    fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
+        match self {
+            Self::Mock(c) => c
+                .create_topic(topic, i32::try_from(partitions)?, 1)
+                .map_err(anyhow::Error::from),
+            Self::Tansu(t) => t
+                .create_topic(topic, partitions)
+                .map_err(anyhow::Error::from),
+        }
+        .with_context(|| format!("cannot create {topic}"))
+    }
 }
 
 impl Region {
@@ -89,7 +153,7 @@ impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Region")
             .field("name", &self.name)
-            .field("brokers", &self.cluster.bootstrap_servers())
+            .field("brokers", &self.cluster.brokers())
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +162,8 @@ impl std::fmt::Debug for Region {
 #[derive(Debug)]
 pub struct Bed {
     pub regions: Vec<Region>,
+    /// Mirrored only: every flow between two regions.
+    pub flows: Vec<Flow>,
     _registry: RunningRegistry,
     dir: tempfile::TempDir,
 }
@@ -111,27 +177,50 @@ impl Bed {
             .context("cannot start the development registry")?;
         let names = &NAMES[..spec.regions.min(NAMES.len())];
         let mut clusters = Vec::new();
-        for _ in names {
-            let cluster = MockCluster::new(1).context("cannot start a mock Kafka cluster")?;
-            // The mock cluster has no CreateTopics; every topic is made here.
-            for (topic, partitions) in [(TOPIC, 3), (CODEBOOKS, 1), (DEAD_LETTERS, 1)] {
-                cluster
-                    .create_topic(topic, partitions, 1)
-                    .with_context(|| format!("cannot create {topic}"))?;
+        for name in names {
+            let cluster = Cluster::start(spec.mirrored)?;
+            let mut topics = vec![
+                (TOPIC.to_owned(), 3),
+                (CODEBOOKS.to_owned(), 1),
+                (DEAD_LETTERS.to_owned(), 1),
+            ];
+            if spec.mirrored {
+                topics.push((HEARTBEATS_TOPIC.to_owned(), 1));
+                for origin in names.iter().filter(|o| *o != name) {
+                    for (topic, partitions) in [(TOPIC, 3), (CODEBOOKS, 1), (HEARTBEATS_TOPIC, 1)] {
+                        topics.push((format!("{origin}.{topic}"), partitions));
+                    }
+                }
+            }
+            for (topic, partitions) in topics {
+                cluster.create_topic(&topic, partitions)?;
             }
             clusters.push(cluster);
         }
-        let brokers: Vec<String> = clusters.iter().map(|c| c.bootstrap_servers()).collect();
+        let brokers: Vec<String> = clusters.iter().map(Cluster::brokers).collect();
+        let flows = if spec.mirrored {
+            connect(names, &brokers).await?
+        } else {
+            Vec::new()
+        };
         let mut regions = Vec::new();
         for (i, cluster) in clusters.into_iter().enumerate() {
             let name = names[i];
             let mut sources = String::new();
             for (j, other) in names.iter().enumerate().filter(|(j, _)| *j != i) {
-                let _ = write!(
-                    sources,
-                    "[[consumer.sources]]\nregion = \"{other}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
-                    brokers[j]
-                );
+                let _ = if spec.mirrored {
+                    write!(
+                        sources,
+                        "[[consumer.sources]]\nregion = \"{other}\"\ntopic = \"{other}.{TOPIC}\"\n\
+                         codebook_topic = \"{other}.{CODEBOOKS}\"\n"
+                    )
+                } else {
+                    write!(
+                        sources,
+                        "[[consumer.sources]]\nregion = \"{other}\"\nbrokers = \"{}\"\ntopic = \"{TOPIC}\"\n",
+                        brokers[j]
+                    )
+                };
             }
             let text = format!(
                 r#"
@@ -187,9 +276,17 @@ encoding = "{encoding}"
         }
         Ok(Self {
             regions,
+            flows,
             _registry: registry,
             dir,
         })
+    }
+
+    /// Sets the faults of every link (mirrored only).
+    pub fn set_links(&self, faults: LinkFaults) {
+        for f in &self.flows {
+            f.link.faults().set(faults);
+        }
     }
 
     /// Each region's state digest (DESIGN.md §3), with its name.
@@ -209,6 +306,11 @@ encoding = "{encoding}"
     pub async fn stop(self) -> anyhow::Result<()> {
         let mut clusters = Vec::new();
         let mut first_error = None;
+        for mut f in self.flows {
+            if let Err(e) = tokio::task::spawn_blocking(move || f.mirror.stop()).await? {
+                first_error.get_or_insert(anyhow::anyhow!("copier: {e}"));
+            }
+        }
         for r in self.regions {
             let stopped = match r.worker {
                 Some(w) => w.stop().await.map(drop).map_err(anyhow::Error::from),
@@ -233,4 +335,35 @@ encoding = "{encoding}"
         drop(self.dir);
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Starts a link and a copier for every ordered pair of regions.
+async fn connect(names: &[&str], brokers: &[String]) -> anyhow::Result<Vec<Flow>> {
+    let mut flows = Vec::new();
+    for (origin, from) in names.iter().enumerate() {
+        for (region, to) in names.iter().enumerate().filter(|(r, _)| *r != origin) {
+            let link = WanLink::start(&brokers[origin])
+                .await
+                .with_context(|| format!("cannot start the link {from} -> {to}"))?
+                .context("WAN links need tansu, for its Kafka proxy")?;
+            let spec = MirrorSpec {
+                alias: (*from).to_owned(),
+                target_alias: (*to).to_owned(),
+                source_brokers: link.brokers(),
+                target_brokers: brokers[region].clone(),
+                topics: vec![TOPIC.to_owned(), CODEBOOKS.to_owned()],
+                heartbeat_interval: Duration::from_secs(1),
+            };
+            let mirror = tokio::task::spawn_blocking(move || Mirror::start(spec))
+                .await?
+                .map_err(|e| anyhow::anyhow!("cannot start the copier {from} -> {to}: {e}"))?;
+            flows.push(Flow {
+                origin,
+                region,
+                link,
+                mirror,
+            });
+        }
+    }
+    Ok(flows)
 }

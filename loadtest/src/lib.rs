@@ -4,10 +4,16 @@
 //! - [`bed`]: regions in one process on in-process Kafka clusters;
 //! - [`recorder`]: replication lag and completeness read from vecsync's own
 //!   metrics;
-//! - [`run`]: the open-loop load test and its [`run::Report`];
+//! - [`run`]: the open-loop load test, with [`outage`]s (a worker stopped,
+//!   the links cut);
+//! - [`report`]: what it measured, second by second too, and [`charts`] of
+//!   it;
 //! - [`recall`]: recall@10 in the remote region for each encoding.
 
 pub mod bed;
+pub mod charts;
+pub mod outage;
 pub mod recall;
 pub mod recorder;
+pub mod report;
 pub mod run;

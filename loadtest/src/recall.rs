@@ -43,6 +43,7 @@ pub async fn recall(
             encoding,
             heartbeat_interval_ms: 20,
             batch_max_events: 1_000,
+            mirrored: false,
         })
         .await?;
         let row = measure(&bed, encoding, &originals, queries, book).await;

@@ -19,8 +19,10 @@ pub type Pair = (String, String);
 /// The figures the recorder keeps.
 #[derive(Debug, Default)]
 pub struct Book {
-    /// Replication lag in microseconds, by pair.
+    /// Replication lag in microseconds, by pair: since the start, and
+    /// since the last [`Book::take_window`].
     lags: Mutex<BTreeMap<Pair, Hdr<u64>>>,
+    window: Mutex<BTreeMap<Pair, Hdr<u64>>>,
     /// Events a region's workers handled from an origin (changed,
     /// unchanged or parked: each counts once).
     handled: Mutex<BTreeMap<Pair, u64>>,
@@ -32,6 +34,14 @@ impl Book {
     /// A copy of every pair's histogram so far.
     pub fn lags(&self) -> BTreeMap<Pair, Hdr<u64>> {
         self.lags.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The lags recorded since the last call, by pair; starts a new window.
+    pub fn take_window(&self) -> BTreeMap<Pair, Hdr<u64>> {
+        self.window
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
     }
 
     /// Events handled so far, by pair.
@@ -58,16 +68,21 @@ struct LagSlot {
 
 impl HistogramFn for LagSlot {
     fn record(&self, seconds: f64) {
-        let micros = (seconds.max(0.0) * 1e6) as u64;
-        if let Ok(mut lags) = self.book.lags.lock() {
-            let h = lags.entry(self.pair.clone()).or_insert_with(|| {
-                // 1 µs to an hour, three significant digits.
-                Hdr::new_with_bounds(1, 3_600_000_000, 3)
-                    .unwrap_or_else(|e| unreachable!("valid bounds: {e}"))
-            });
-            h.saturating_record(micros.max(1));
+        let micros = ((seconds.max(0.0) * 1e6) as u64).max(1);
+        for lags in [&self.book.lags, &self.book.window] {
+            if let Ok(mut lags) = lags.lock() {
+                lags.entry(self.pair.clone())
+                    .or_insert_with(new_lag_histogram)
+                    .saturating_record(micros);
+            }
         }
     }
+}
+
+/// A histogram for lags in microseconds: 1 µs to an hour, three
+/// significant digits.
+pub fn new_lag_histogram() -> Hdr<u64> {
+    Hdr::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|e| unreachable!("valid bounds: {e}"))
 }
 
 enum Tally {

@@ -9,20 +9,22 @@
 //! behind their schedule is reported beside it.
 
 use crate::bed::{Bed, BedSpec, COLLECTION};
-use crate::recorder::Book;
+use crate::outage::{Fault, Outage};
+use crate::recorder::{Book, new_lag_histogram};
+use crate::report::{PairReport, PairSecond, Percentiles, Report, Second};
 use anyhow::bail;
-use hdrhistogram::Histogram as Hdr;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+use vecsync_devkit::proxy::LinkFaults;
 use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::event::PointId;
-use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
 use vecsync_schemas::vector::Encoding;
 
 /// What the load test runs. Every field has a default: the scenario with
@@ -59,6 +61,18 @@ pub struct Scenario {
     pub pause_region: usize,
     pub pause_at_s: u64,
     pub pause_for_s: u64,
+    /// Regions are connected as MirrorMaker 2 connects them: a copier per
+    /// flow reads the origin's cluster across a WAN link. Implied by the
+    /// link settings below. Needs tansu (its Kafka proxy fronts each link).
+    pub mirrored: bool,
+    /// One-way delay on every link, ms.
+    pub link_delay_ms: u64,
+    /// Bytes per second each way on every link (0: unlimited).
+    pub link_bytes_per_s: u64,
+    /// Every link is cut `cut_at_s` seconds into the load for `cut_for_s`
+    /// seconds (0: never), and the catch-up is measured.
+    pub cut_at_s: u64,
+    pub cut_for_s: u64,
 }
 
 impl Default for Scenario {
@@ -81,6 +95,11 @@ impl Default for Scenario {
             pause_region: 1,
             pause_at_s: 0,
             pause_for_s: 0,
+            mirrored: false,
+            link_delay_ms: 0,
+            link_bytes_per_s: 0,
+            cut_at_s: 0,
+            cut_for_s: 0,
         }
     }
 }
@@ -132,199 +151,66 @@ impl Scenario {
             self.pause_at_s + self.pause_for_s <= self.duration_s,
             "pause_at_s, pause_for_s: the pause must end within duration_s",
         );
+        check(
+            self.cut_at_s + self.cut_for_s <= self.duration_s,
+            "cut_at_s, cut_for_s: the cut must end within duration_s",
+        );
+        check(
+            self.pause_for_s == 0 || self.cut_for_s == 0,
+            "pause_for_s, cut_for_s: one fault at a time",
+        );
         p
     }
-}
 
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
+    /// Regions connected by copiers across links.
+    pub fn is_mirrored(&self) -> bool {
+        self.mirrored || self.link_delay_ms > 0 || self.link_bytes_per_s > 0 || self.cut_for_s > 0
+    }
 
-impl Percentiles {
-    fn of_micros(h: &Hdr<u64>) -> Self {
-        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        Self {
-            count: h.len(),
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: h.max() as f64 / 1000.0,
+    /// What the links are, for people.
+    pub fn links_described(&self) -> String {
+        if !self.is_mirrored() {
+            return "each worker reading the other clusters directly".to_owned();
         }
-    }
-}
-
-/// One region pair's figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PairReport {
-    pub origin: String,
-    pub region: String,
-    /// Events from `origin` the region's workers handled (applied,
-    /// superseded or parked: each once).
-    pub handled: u64,
-    /// Events `origin` produced that the region did not handle.
-    pub missing: u64,
-    /// Events handled more than once (re-read after a restart; harmless).
-    pub duplicates: u64,
-    /// Replication latency of the events that changed the store.
-    pub latency_ms: Percentiles,
-}
-
-/// A paused worker's catch-up.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CatchUp {
-    pub region: String,
-    pub paused_at_s: u64,
-    pub paused_for_s: u64,
-    /// Events from other regions waiting for the worker when it resumed.
-    pub backlog: u64,
-    /// From the resume until the backlog was handled.
-    pub catch_up_s: f64,
-    /// Backlog handled per second while catching up.
-    pub events_per_s: f64,
-    /// Events per second arriving for the region from the others.
-    pub ingest_per_s: f64,
-}
-
-/// What a load test measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub scenario: Scenario,
-    /// Events each region produced (acknowledged by its cluster).
-    pub produced: BTreeMap<String, u64>,
-    pub pairs: Vec<PairReport>,
-    /// Events produced per second, all regions, over the load.
-    pub produced_per_s: f64,
-    /// Remote events handled per second, all regions, from the start until
-    /// everything was applied.
-    pub replicated_per_s: f64,
-    pub bytes_per_event: f64,
-    pub bytes_per_s: f64,
-    /// The latest a publish call started after its scheduled time, ms.
-    pub behind_schedule_max_ms: f64,
-    /// From the end of the load until every region had applied everything.
-    pub drain_s: f64,
-    pub converged: bool,
-    /// Every region holds the same state digest.
-    pub digests_equal: bool,
-    /// Peak resident memory of the process running every region, MB.
-    pub peak_rss_mb: f64,
-    /// The paused worker's catch-up, when a pause was asked for and the
-    /// backlog was handled before the end.
-    pub catch_up: Option<CatchUp>,
-    /// Recall@10 in the remote region per encoding, when measured.
-    #[serde(default)]
-    pub recall: Vec<crate::recall::RecallRow>,
-}
-
-impl Report {
-    /// Every pair has latencies and nothing missing, and the regions agree.
-    pub fn complete(&self) -> bool {
-        self.converged
-            && self.digests_equal
-            && self
-                .pairs
-                .iter()
-                .all(|p| p.missing == 0 && (p.origin == p.region || p.latency_ms.count > 0))
-    }
-
-    pub fn markdown(&self) -> String {
-        use std::fmt::Write as _;
-        let s = &self.scenario;
         let mut out = format!(
-            "# vecsync load test\n\n{} regions, {} events/s each for {} s, {}-d {}, \
-             {:.0}% conflicting writes; regions on in-process Kafka clusters with embedded stores.\n\n",
-            s.regions,
-            s.rate,
-            s.duration_s,
-            s.dimension,
-            s.encoding,
-            s.conflict_share * 100.0
+            "connected by MirrorMaker-style copiers across links with {} ms one-way delay",
+            self.link_delay_ms
         );
-        out.push_str("| origin → region | handled | missing | again | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
-        for p in self.pairs.iter().filter(|p| p.origin != p.region) {
-            let l = &p.latency_ms;
-            let _ = writeln!(
-                out,
-                "| {} → {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                p.origin,
-                p.region,
-                p.handled,
-                p.missing,
-                p.duplicates,
-                l.p50,
-                l.p90,
-                l.p99,
-                l.p999,
-                l.max
-            );
-        }
-        let _ = write!(
-            out,
-            "\n| measure | figure |\n|---|---|\n\
-             | produced | {:.0} events/s |\n\
-             | replicated | {:.0} events/s |\n\
-             | bytes on the wire | {:.0} B/event, {:.0} B/s |\n\
-             | publish calls behind schedule, at most | {:.1} ms |\n\
-             | drained after the load | {:.2} s |\n\
-             | converged, digests equal | {}, {} |\n\
-             | peak resident memory (all regions) | {:.0} MB |\n",
-            self.produced_per_s,
-            self.replicated_per_s,
-            self.bytes_per_event,
-            self.bytes_per_s,
-            self.behind_schedule_max_ms,
-            self.drain_s,
-            self.converged,
-            self.digests_equal,
-            self.peak_rss_mb
-        );
-        if let Some(c) = &self.catch_up {
-            let _ = writeln!(
-                out,
-                "\nThe worker of {} was stopped at second {} for {} s. On restart it was {} events behind \
-                 and caught up in {:.2} s: {:.0} events/s, {:.1}× the {:.0} events/s arriving for it.",
-                c.region,
-                c.paused_at_s,
-                c.paused_for_s,
-                c.backlog,
-                c.catch_up_s,
-                c.events_per_s,
-                c.events_per_s / c.ingest_per_s.max(1.0),
-                c.ingest_per_s
-            );
-        }
-        if !self.recall.is_empty() {
-            out.push_str(
-                "\nSearch quality in the remote region (real-embedding fixture, 384-d, \
-                 recall@10 against exact f32 search at the origin):\n\n\
-                 | encoding | recall@10 | bytes/event | of f32 |\n|---|---|---|---|\n",
-            );
-            let f32_bytes = self
-                .recall
-                .iter()
-                .find(|r| r.encoding == Encoding::F32)
-                .map(|r| r.bytes_per_event);
-            for r in &self.recall {
-                let share = f32_bytes.map_or("-".to_owned(), |f| {
-                    format!("{:.1}%", 100.0 * r.bytes_per_event / f)
-                });
-                let _ = writeln!(
-                    out,
-                    "| {} | {:.4} | {:.0} | {share} |",
-                    r.encoding, r.recall_at_10, r.bytes_per_event
-                );
-            }
+        if self.link_bytes_per_s > 0 {
+            out += &format!(" and {} kB/s each way", self.link_bytes_per_s / 1000);
         }
         out
+    }
+
+    fn links(&self) -> LinkFaults {
+        LinkFaults {
+            delay: Duration::from_millis(self.link_delay_ms),
+            bytes_per_sec: (self.link_bytes_per_s > 0).then_some(self.link_bytes_per_s),
+            cut: false,
+        }
+    }
+
+    /// The fault asked for, if any.
+    fn outage(&self, bed: &Bed) -> Option<Outage> {
+        let (fault, at, length) = if self.pause_for_s > 0 {
+            (
+                Fault::Pause(self.pause_region),
+                self.pause_at_s,
+                self.pause_for_s,
+            )
+        } else if self.cut_for_s > 0 {
+            (Fault::Cut, self.cut_at_s, self.cut_for_s)
+        } else {
+            return None;
+        };
+        Some(Outage::new(
+            fault,
+            Duration::from_secs(at),
+            Duration::from_secs(length),
+            self.links(),
+            f64::from(self.rate),
+            bed,
+        ))
     }
 }
 
@@ -344,9 +230,11 @@ pub async fn run(
         encoding: scenario.encoding,
         heartbeat_interval_ms: scenario.heartbeat_interval_ms,
         batch_max_events: scenario.apply_batch_events,
+        mirrored: scenario.is_mirrored(),
     })
     .await?;
     let mut bed = bed;
+    bed.set_links(scenario.links());
     let result = measure(scenario, &mut bed, book, progress).await;
     bed.stop().await?;
     result
@@ -363,22 +251,27 @@ async fn measure(
     let started = Instant::now();
     let load = Duration::from_secs(scenario.duration_s);
     let mut writers = JoinSet::new();
+    // Events each region's cluster has acknowledged so far.
+    let acked: Vec<Arc<AtomicU64>> = bed.regions.iter().map(|_| Arc::default()).collect();
     for (i, r) in bed.regions.iter().enumerate() {
         let (scenario, publisher, name) = (scenario.clone(), r.publisher.clone(), r.name.clone());
+        let acked = acked[i].clone();
         writers.spawn(async move {
-            let out = generate(i, &scenario, publisher, started, load).await;
+            let out = generate(i, &scenario, publisher, started, load, &acked).await;
             (name, out)
         });
     }
     let mut last_line = Instant::now();
-    let mut pause = (scenario.pause_for_s > 0).then(|| Pause::new(scenario, bed));
+    let mut outage = scenario.outage(bed);
+    let mut timeline = Timeline::new(book, started);
     while Instant::now() < started + load {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Some(p) = &mut pause
-            && let Some(line) = p.step(bed, book, started.elapsed()).await?
+        if let Some(o) = &mut outage
+            && let Some(line) = o.step(bed, book, &acked, started.elapsed()).await?
         {
             progress(&line);
         }
+        timeline.sample(bed, book);
         if last_line.elapsed() >= Duration::from_secs(1) {
             last_line = Instant::now();
             progress(&progress_line(book, started, events_before));
@@ -418,9 +311,12 @@ async fn measure(
                     >= *n
             })
         });
-        if let Some(p) = &mut pause {
-            p.step(bed, book, started.elapsed()).await?;
+        if let Some(o) = &mut outage
+            && let Some(line) = o.step(bed, book, &acked, started.elapsed()).await?
+        {
+            progress(&line);
         }
+        timeline.sample(bed, book);
         if caught_up && all_handled {
             break true;
         }
@@ -451,7 +347,7 @@ async fn measure(
             if origin.name != region.name {
                 remote_handled += h;
             }
-            let empty = Hdr::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+            let empty = new_lag_histogram();
             pairs.push(PairReport {
                 origin: key.0.clone(),
                 region: key.1.clone(),
@@ -478,102 +374,75 @@ async fn measure(
         converged,
         digests_equal,
         peak_rss_mb: peak_rss_mb(),
-        catch_up: pause.and_then(|p| p.result),
+        faults: outage.iter().map(Outage::window).collect(),
+        catch_up: outage.and_then(|o| o.result),
+        timeline: timeline.seconds,
         recall: Vec::new(),
     })
 }
 
-/// Where a paused worker is: waiting to pause, paused, catching up, done.
-struct Pause {
-    region: usize,
-    at: Duration,
-    until: Duration,
-    /// At the resume: per origin, the watermark the region must pass to
-    /// have caught up (what the origin itself had applied by then); the
-    /// backlog; and when it resumed.
-    resumed: Option<(BTreeMap<String, Hlc>, u64, Instant)>,
-    paused: bool,
-    ingest_per_s: f64,
-    result: Option<CatchUp>,
+/// The run second by second: at each second's end, the lags recorded in
+/// it, the counts, and every region's watermark age.
+struct Timeline {
+    started: Instant,
+    seconds: Vec<Second>,
+    events: u64,
+    replicated: u64,
 }
 
-impl Pause {
-    fn new(scenario: &Scenario, bed: &Bed) -> Self {
+impl Timeline {
+    fn new(book: &Book, started: Instant) -> Self {
+        book.take_window();
         Self {
-            region: scenario.pause_region,
-            at: Duration::from_secs(scenario.pause_at_s),
-            until: Duration::from_secs(scenario.pause_at_s + scenario.pause_for_s),
-            resumed: None,
-            paused: false,
-            ingest_per_s: f64::from(scenario.rate) * (bed.regions.len() - 1) as f64,
-            result: None,
+            started,
+            seconds: Vec::new(),
+            events: book.events.load(Ordering::Relaxed),
+            replicated: remote_handled(book),
         }
     }
 
-    /// Moves the pause on at time `t` of the load; says what it did.
-    async fn step(
-        &mut self,
-        bed: &mut Bed,
-        book: &Book,
-        t: Duration,
-    ) -> anyhow::Result<Option<String>> {
-        let name = bed.regions[self.region].name.clone();
-        if !self.paused && self.resumed.is_none() && t >= self.at {
-            bed.regions[self.region].pause().await?;
-            self.paused = true;
-            return Ok(Some(format!("t={}s worker of {name} stopped", t.as_secs())));
+    /// Closes the second that has ended, if one has.
+    fn sample(&mut self, bed: &Bed, book: &Book) {
+        let t_s = self.seconds.len() as u64 + 1;
+        if self.started.elapsed() < Duration::from_secs(t_s) {
+            return;
         }
-        if self.paused && t >= self.until {
-            // Everything the others have written so far is the backlog;
-            // their own workers' counts say how much that is.
-            let handled = book.handled();
-            let count = |o: &str, r: &str| {
-                handled
-                    .get(&(o.to_owned(), r.to_owned()))
-                    .copied()
-                    .unwrap_or(0)
-            };
-            let mut targets = BTreeMap::new();
-            let mut backlog = 0;
-            for o in bed.regions.iter().filter(|o| o.name != name) {
-                backlog += count(&o.name, &o.name).saturating_sub(count(&o.name, &name));
-                if let Some(mark) = o.marks().get(&o.name) {
-                    targets.insert(o.name.clone(), mark.clone());
-                }
-            }
-            bed.regions[self.region].resume();
-            self.paused = false;
-            self.resumed = Some((targets, backlog, Instant::now()));
-            return Ok(Some(format!(
-                "t={}s worker of {name} restarted, {backlog} events behind",
-                t.as_secs()
-            )));
-        }
-        if let Some((targets, backlog, since)) = &self.resumed
-            && self.result.is_none()
-        {
-            let marks = bed.regions[self.region].marks();
-            let done = targets
-                .iter()
-                .all(|(o, target)| marks.get(o).is_some_and(|m| m >= target));
-            if done {
-                let catch_up_s = since.elapsed().as_secs_f64();
-                self.result = Some(CatchUp {
-                    region: name.clone(),
-                    paused_at_s: self.at.as_secs(),
-                    paused_for_s: (self.until - self.at).as_secs(),
-                    backlog: *backlog,
-                    catch_up_s,
-                    events_per_s: *backlog as f64 / catch_up_s.max(0.001),
-                    ingest_per_s: self.ingest_per_s,
+        let window = book.take_window();
+        let now_ms = SystemClock.now_ms();
+        let mut pairs = Vec::new();
+        for region in &bed.regions {
+            let marks = region.marks();
+            for origin in bed.regions.iter().filter(|o| o.name != region.name) {
+                let pair = (origin.name.clone(), region.name.clone());
+                pairs.push(PairSecond {
+                    latency_ms: window.get(&pair).map(Percentiles::of_micros),
+                    watermark_age_ms: marks
+                        .get(&origin.name)
+                        .map(|m| now_ms.saturating_sub(m.wall_ms) as f64),
+                    origin: pair.0,
+                    region: pair.1,
                 });
-                return Ok(Some(format!(
-                    "worker of {name} caught up in {catch_up_s:.2} s"
-                )));
             }
         }
-        Ok(None)
+        let events = book.events.load(Ordering::Relaxed);
+        let replicated = remote_handled(book);
+        self.seconds.push(Second {
+            t_s,
+            produced: events - self.events,
+            replicated: replicated - self.replicated,
+            pairs,
+        });
+        (self.events, self.replicated) = (events, replicated);
     }
+}
+
+/// Events the regions handled from the others so far.
+fn remote_handled(book: &Book) -> u64 {
+    book.handled()
+        .iter()
+        .filter(|((o, r), _)| o != r)
+        .map(|(_, n)| n)
+        .sum()
 }
 
 fn progress_line(book: &Book, started: Instant, events_before: u64) -> String {
@@ -610,6 +479,7 @@ async fn generate(
     publisher: Arc<Publisher>,
     started: Instant,
     load: Duration,
+    acked: &AtomicU64,
 ) -> anyhow::Result<Generated> {
     let mut rng = StdRng::seed_from_u64(index as u64 + 1);
     let shares = [
@@ -631,6 +501,7 @@ async fn generate(
     let mut settle = |done: Written, versions: &mut HashMap<u64, Hlc>| -> anyhow::Result<()> {
         let (written, behind) = done?;
         out.produced += written.len() as u64;
+        acked.fetch_add(written.len() as u64, Ordering::Relaxed);
         out.behind_max = out.behind_max.max(behind);
         for (id, hlc) in written {
             if out.newest.as_ref().is_none_or(|n| hlc > *n) {
