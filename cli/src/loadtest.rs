@@ -34,6 +34,12 @@ pub struct Args {
     /// the real-embedding fixture.
     #[arg(long)]
     recall: bool,
+    /// Run the naive pipeline instead (JSON float arrays, one message and
+    /// one store write per point), with the scenario's regions, rate,
+    /// duration and dimension, for comparison; writes naive.json and
+    /// naive.md.
+    #[arg(long, conflicts_with = "recall")]
+    naive: bool,
     /// Directory for report.json, report.md and the charts (PNG).
     #[arg(long, default_value = "loadtest-report")]
     report: PathBuf,
@@ -64,6 +70,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = args.encoding {
         scenario.encoding = v;
     }
+    std::fs::create_dir_all(&args.report)
+        .with_context(|| format!("cannot create {}", args.report.display()))?;
+    if args.naive {
+        return naive(&scenario, &args.report).await;
+    }
     let book = Book::install()?;
     eprintln!(
         "load test: {} regions, {} events/s each for {} s, {}-d {}",
@@ -81,8 +92,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ];
         report.recall = vecsync_loadtest::recall::recall(&encodings, 200, &book).await?;
     }
-    std::fs::create_dir_all(&args.report)
-        .with_context(|| format!("cannot create {}", args.report.display()))?;
     std::fs::write(
         args.report.join("report.json"),
         serde_json::to_string_pretty(&report)?,
@@ -103,6 +112,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("report written to {}", args.report.display());
     if !report.complete() {
         bail!("events are missing or the regions disagree; see the report");
+    }
+    Ok(())
+}
+
+async fn naive(scenario: &Scenario, dir: &std::path::Path) -> anyhow::Result<()> {
+    eprintln!(
+        "the naive pipeline: {} regions, {} points/s each for {} s, {}-d",
+        scenario.regions, scenario.rate, scenario.duration_s, scenario.dimension
+    );
+    let report = vecsync_loadtest::naive::run(
+        scenario.regions,
+        scenario.rate,
+        scenario.duration_s,
+        scenario.dimension,
+        scenario.tansu,
+        scenario.converge_timeout_s,
+        |line| eprintln!("  {line}"),
+    )
+    .await?;
+    std::fs::write(
+        dir.join("naive.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let markdown = report.markdown();
+    std::fs::write(dir.join("naive.md"), &markdown)?;
+    println!("{markdown}");
+    println!("report written to {}", dir.display());
+    if !report.complete {
+        bail!("the naive pipeline did not deliver every point in time; see the report");
     }
     Ok(())
 }

@@ -75,6 +75,14 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
 /// succeed, and returns its JSON report, the report's directory (kept until
 /// the test ends) and its stderr.
 fn load_test(scenario: &str, flags: &[&str]) -> (Value, tempfile::TempDir, String) {
+    let (dir, stderr) = run_load_test(scenario, flags);
+    let json = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    (serde_json::from_str(&json).unwrap(), dir, stderr)
+}
+
+/// Runs `vecsync loadtest`, requires it to succeed, and returns the report
+/// directory and stderr.
+fn run_load_test(scenario: &str, flags: &[&str]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("scenario.toml");
     std::fs::write(&config, scenario).unwrap();
@@ -90,8 +98,30 @@ fn load_test(scenario: &str, flags: &[&str]) -> (Value, tempfile::TempDir, Strin
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let json = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
-    (serde_json::from_str(&json).unwrap(), dir, stderr)
+    (dir, stderr)
+}
+
+#[test]
+fn the_naive_pipeline_runs_the_same_load_for_comparison() {
+    let (dir, _) = run_load_test(
+        "dimension = 16\n",
+        &["--naive", "--duration", "2", "--rate", "100"],
+    );
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("naive.json")).unwrap())
+            .unwrap();
+    // Two regions, 200 points each, every one written into the other.
+    assert_eq!(json["produced"], 200, "{json}");
+    assert_eq!(json["replicated"], 400, "{json}");
+    assert_eq!(json["complete"], true, "{json}");
+    assert!(
+        json["latency_ms"]["count"].as_u64().unwrap() >= 400,
+        "{json}"
+    );
+    // JSON floats: far more than the 16 × 4 bytes of the vector itself.
+    assert!(json["bytes_per_event"].as_f64().unwrap() > 100.0, "{json}");
+    let markdown = std::fs::read_to_string(dir.path().join("naive.md")).unwrap();
+    assert!(markdown.contains("one message and one store write per point"));
 }
 
 /// A PNG file with a picture in it.

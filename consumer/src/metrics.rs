@@ -51,7 +51,10 @@ pub(crate) struct BatchApplied<'a> {
     /// Events by (origin, operation, result).
     pub by_op: &'a HashMap<(String, &'static str, &'static str), u64>,
     pub events: usize,
+    /// Applying and flushing.
     pub elapsed: Duration,
+    /// Flushing alone.
+    pub flush: Duration,
 }
 
 impl BatchApplied<'_> {
@@ -67,6 +70,7 @@ impl BatchApplied<'_> {
         }
         histogram!("vecsync_consumer_batch_events").record(self.events as f64);
         histogram!("vecsync_consumer_batch_apply_seconds").record(self.elapsed.as_secs_f64());
+        histogram!("vecsync_consumer_flush_seconds").record(self.flush.as_secs_f64());
     }
 }
 

@@ -545,7 +545,7 @@ impl Sink {
         batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
         let started = Instant::now();
         let events: Vec<DeltaEvent> = batch.iter().map(|h| h.event.clone()).collect();
-        let outcome = {
+        let (outcome, visible_ms, flushed_in) = {
             // Retry store trouble with backoff: an outage is not a dead letter.
             let mut delay = Duration::from_millis(100);
             loop {
@@ -558,13 +558,16 @@ impl Sink {
                 let result = tokio::task::spawn_blocking(move || {
                     let outcome = Applier::new(store.as_ref(), &collections, &codebooks)
                         .apply_batch(&events)?;
+                    // Searchable from here on; durable after the flush.
+                    let visible_ms = SystemClock.now_ms();
+                    let flush = Instant::now();
                     store.flush()?;
-                    Ok::<_, StoreError>(outcome)
+                    Ok::<_, StoreError>((outcome, visible_ms, flush.elapsed()))
                 })
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
                 match result {
-                    Ok(outcome) => break outcome,
+                    Ok(done) => break done,
                     Err(
                         e @ (StoreError::UnknownCollection(_)
                         | StoreError::Mismatch { .. }
@@ -586,6 +589,7 @@ impl Sink {
             by_op: &outcome.by_op,
             events: events.len(),
             elapsed: started.elapsed(),
+            flush: flushed_in,
         }
         .emit();
         tracing::debug!(
@@ -624,8 +628,7 @@ impl Sink {
             ReplicationLag {
                 origin: &self.sources[held.partition.0].region,
                 region: &self.region,
-                seconds: SystemClock.now_ms().saturating_sub(held.event.hlc.wall_ms) as f64
-                    / 1000.0,
+                seconds: visible_ms.saturating_sub(held.event.hlc.wall_ms) as f64 / 1000.0,
             }
             .emit();
         }

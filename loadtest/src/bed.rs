@@ -60,6 +60,9 @@ pub struct BedSpec {
     /// Regions are connected by MirrorMaker-style copiers over WAN links,
     /// instead of each worker reading the other clusters directly.
     pub mirrored: bool,
+    /// Each region's cluster is a tansu broker instead of librdkafka's mock
+    /// cluster (always so when mirrored).
+    pub tansu: bool,
 }
 
 /// One flow of a mirrored bed: origin → region, across a link.
@@ -83,13 +86,13 @@ pub struct Region {
 }
 
 /// A region's Kafka cluster.
-enum Cluster {
+pub(crate) enum Cluster {
     Mock(MockCluster<'static, DefaultProducerContext>),
     Tansu(Tansu),
 }
 
 impl Cluster {
-    fn start(tansu: bool) -> anyhow::Result<Self> {
+    pub(crate) fn start(tansu: bool) -> anyhow::Result<Self> {
         if !tansu {
             return Ok(Self::Mock(
                 MockCluster::new(1).context("cannot start a mock Kafka cluster")?,
@@ -97,10 +100,10 @@ impl Cluster {
         }
         Tansu::start()
             .map(Self::Tansu)
-            .context("a mirrored bed runs on tansu brokers; install tansu")
+            .context("tansu is not installed")
     }
 
-    fn brokers(&self) -> String {
+    pub(crate) fn brokers(&self) -> String {
         match self {
             Self::Mock(c) => c.bootstrap_servers(),
             Self::Tansu(t) => t.brokers(),
@@ -109,7 +112,7 @@ impl Cluster {
 
     // The mock cluster has no CreateTopics, and the tansu broker does not
     // create topics on its own; every topic is made here.
-    fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
+    pub(crate) fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
         match self {
             Self::Mock(c) => c
                 .create_topic(topic, i32::try_from(partitions)?, 1)
@@ -178,7 +181,7 @@ impl Bed {
         let names = &NAMES[..spec.regions.min(NAMES.len())];
         let mut clusters = Vec::new();
         for name in names {
-            let cluster = Cluster::start(spec.mirrored)?;
+            let cluster = Cluster::start(spec.tansu || spec.mirrored)?;
             let mut topics = vec![
                 (TOPIC.to_owned(), 3),
                 (CODEBOOKS.to_owned(), 1),

@@ -8,10 +8,13 @@
 //!   the links cut);
 //! - [`report`]: what it measured, second by second too, and [`charts`] of
 //!   it;
-//! - [`recall`]: recall@10 in the remote region for each encoding.
+//! - [`recall`]: recall@10 in the remote region for each encoding;
+//! - [`naive`]: the pipeline a user would write from common examples, to
+//!   compare against.
 
 pub mod bed;
 pub mod charts;
+pub mod naive;
 pub mod outage;
 pub mod recall;
 pub mod recorder;

@@ -44,6 +44,7 @@ pub async fn recall(
             heartbeat_interval_ms: 20,
             batch_max_events: 1_000,
             mirrored: false,
+            tansu: false,
         })
         .await?;
         let row = measure(&bed, encoding, &originals, queries, book).await;

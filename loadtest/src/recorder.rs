@@ -23,6 +23,9 @@ pub struct Book {
     /// since the last [`Book::take_window`].
     lags: Mutex<BTreeMap<Pair, Hdr<u64>>>,
     window: Mutex<BTreeMap<Pair, Hdr<u64>>>,
+    /// The stages an event goes through, by [`STAGES`] name: durations in
+    /// microseconds, sizes as they are.
+    stages: Mutex<BTreeMap<&'static str, Hdr<u64>>>,
     /// Events a region's workers handled from an origin (changed,
     /// unchanged or parked: each counts once).
     handled: Mutex<BTreeMap<Pair, u64>>,
@@ -42,6 +45,11 @@ impl Book {
             .lock()
             .map(|mut w| std::mem::take(&mut *w))
             .unwrap_or_default()
+    }
+
+    /// A copy of every stage's histogram so far.
+    pub fn stages(&self) -> BTreeMap<&'static str, Hdr<u64>> {
+        self.stages.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Events handled so far, by pair.
@@ -83,6 +91,32 @@ impl HistogramFn for LagSlot {
 /// significant digits.
 pub fn new_lag_histogram() -> Hdr<u64> {
     Hdr::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|e| unreachable!("valid bounds: {e}"))
+}
+
+/// The stage histograms kept: (metric, seconds rather than a count).
+pub const STAGES: [(&str, bool); 4] = [
+    ("vecsync_producer_batch_ack_seconds", true),
+    ("vecsync_consumer_batch_events", false),
+    ("vecsync_consumer_batch_apply_seconds", true),
+    ("vecsync_consumer_flush_seconds", true),
+];
+
+struct StageSlot {
+    book: Arc<Book>,
+    name: &'static str,
+    seconds: bool,
+}
+
+impl HistogramFn for StageSlot {
+    fn record(&self, value: f64) {
+        let value = if self.seconds { value * 1e6 } else { value };
+        if let Ok(mut stages) = self.book.stages.lock() {
+            stages
+                .entry(self.name)
+                .or_insert_with(new_lag_histogram)
+                .saturating_record((value.max(0.0) as u64).max(1));
+        }
+    }
 }
 
 enum Tally {
@@ -143,12 +177,19 @@ impl Recorder for BookRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        if key.name() != "vecsync_replication_lag_seconds" {
-            return Histogram::noop();
+        if key.name() == "vecsync_replication_lag_seconds" {
+            return Histogram::from_arc(Arc::new(LagSlot {
+                book: self.0.clone(),
+                pair: pair_of(key),
+            }));
         }
-        Histogram::from_arc(Arc::new(LagSlot {
-            book: self.0.clone(),
-            pair: pair_of(key),
-        }))
+        match STAGES.iter().find(|(name, _)| *name == key.name()) {
+            Some(&(name, seconds)) => Histogram::from_arc(Arc::new(StageSlot {
+                book: self.0.clone(),
+                name,
+                seconds,
+            })),
+            None => Histogram::noop(),
+        }
     }
 }

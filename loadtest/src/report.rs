@@ -67,6 +67,20 @@ pub struct CatchUp {
     pub ingest_per_s: f64,
 }
 
+/// One stage of the pipeline, from vecsync's own histograms: where the
+/// time goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The metric.
+    pub metric: String,
+    /// "ms" or "events".
+    pub unit: String,
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
 /// When a fault was on, in seconds from the start of the load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultWindow {
@@ -133,6 +147,9 @@ pub struct Report {
     /// Second by second.
     #[serde(default)]
     pub timeline: Vec<Second>,
+    /// Where the time goes: the stages' percentiles.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
     /// Recall@10 in the remote region per encoding, when measured.
     #[serde(default)]
     pub recall: Vec<crate::recall::RecallRow>,
@@ -154,13 +171,18 @@ impl Report {
         let s = &self.scenario;
         let mut out = format!(
             "# vecsync load test\n\n{} regions, {} events/s each for {} s, {}-d {}, \
-             {:.0}% conflicting writes; regions on in-process Kafka clusters with embedded stores, {}.\n\n",
+             {:.0}% conflicting writes; each region with {} and an embedded store, {}.\n\n",
             s.regions,
             s.rate,
             s.duration_s,
             s.dimension,
             s.encoding,
             s.conflict_share * 100.0,
+            if s.tansu || s.is_mirrored() {
+                "a tansu broker"
+            } else {
+                "an in-process Kafka cluster"
+            },
             s.links_described()
         );
         out.push_str("| origin → region | handled | missing | again | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n");
@@ -217,6 +239,24 @@ impl Report {
                 c.events_per_s / c.ingest_per_s.max(1.0),
                 c.ingest_per_s
             );
+        }
+        if !self.stages.is_empty() {
+            out.push_str(
+                "\nWhere the time goes (vecsync's own histograms, all regions):\n\n\
+                 | stage | count | p50 | p99 | max |\n|---|---|---|---|---|\n",
+            );
+            for st in &self.stages {
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {} | {:.1} {u} | {:.1} {u} | {:.1} {u} |",
+                    st.metric,
+                    st.count,
+                    st.p50,
+                    st.p99,
+                    st.max,
+                    u = st.unit
+                );
+            }
         }
         if !self.timeline.is_empty() {
             out.push_str(&self.timeline_markdown());

@@ -10,8 +10,8 @@
 
 use crate::bed::{Bed, BedSpec, COLLECTION};
 use crate::outage::{Fault, Outage};
-use crate::recorder::{Book, new_lag_histogram};
-use crate::report::{PairReport, PairSecond, Percentiles, Report, Second};
+use crate::recorder::{Book, STAGES, new_lag_histogram};
+use crate::report::{PairReport, PairSecond, Percentiles, Report, Second, Stage};
 use anyhow::bail;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -65,6 +65,10 @@ pub struct Scenario {
     /// flow reads the origin's cluster across a WAN link. Implied by the
     /// link settings below. Needs tansu (its Kafka proxy fronts each link).
     pub mirrored: bool,
+    /// Each region's cluster is a tansu broker (always so when mirrored)
+    /// instead of librdkafka's in-process mock cluster, which keeps at most
+    /// 5 MB per partition.
+    pub tansu: bool,
     /// One-way delay on every link, ms.
     pub link_delay_ms: u64,
     /// Bytes per second each way on every link (0: unlimited).
@@ -96,6 +100,7 @@ impl Default for Scenario {
             pause_at_s: 0,
             pause_for_s: 0,
             mirrored: false,
+            tansu: false,
             link_delay_ms: 0,
             link_bytes_per_s: 0,
             cut_at_s: 0,
@@ -231,6 +236,7 @@ pub async fn run(
         heartbeat_interval_ms: scenario.heartbeat_interval_ms,
         batch_max_events: scenario.apply_batch_events,
         mirrored: scenario.is_mirrored(),
+        tansu: scenario.tansu,
     })
     .await?;
     let mut bed = bed;
@@ -377,6 +383,7 @@ async fn measure(
         faults: outage.iter().map(Outage::window).collect(),
         catch_up: outage.and_then(|o| o.result),
         timeline: timeline.seconds,
+        stages: stages(book),
         recall: Vec::new(),
     })
 }
@@ -434,6 +441,27 @@ impl Timeline {
         });
         (self.events, self.replicated) = (events, replicated);
     }
+}
+
+/// The stage histograms, in milliseconds or events.
+fn stages(book: &Book) -> Vec<Stage> {
+    let recorded = book.stages();
+    STAGES
+        .iter()
+        .filter_map(|&(metric, seconds)| {
+            let h = recorded.get(metric)?;
+            let scale = if seconds { 1000.0 } else { 1.0 };
+            let at = |q: f64| h.value_at_quantile(q) as f64 / scale;
+            Some(Stage {
+                metric: metric.to_owned(),
+                unit: if seconds { "ms" } else { "events" }.to_owned(),
+                count: h.len(),
+                p50: at(0.5),
+                p99: at(0.99),
+                max: h.max() as f64 / scale,
+            })
+        })
+        .collect()
 }
 
 /// Events the regions handled from the others so far.

@@ -64,6 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         heartbeat_interval_ms: 50,
         batch_max_events: 1_000,
         mirrored: false,
+        tansu: false,
     };
     let bed = Bed::start(&spec).await?;
     let names: Vec<&str> = bed.regions.iter().map(|r| r.name.as_str()).collect();
