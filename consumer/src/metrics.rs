@@ -53,8 +53,8 @@ pub(crate) struct BatchApplied<'a> {
     pub events: usize,
     /// Applying and flushing.
     pub elapsed: Duration,
-    /// Flushing alone.
-    pub flush: Duration,
+    /// Flushing alone, when the batch was flushed.
+    pub flush: Option<Duration>,
 }
 
 impl BatchApplied<'_> {
@@ -70,7 +70,9 @@ impl BatchApplied<'_> {
         }
         histogram!("vecsync_consumer_batch_events").record(self.events as f64);
         histogram!("vecsync_consumer_batch_apply_seconds").record(self.elapsed.as_secs_f64());
-        histogram!("vecsync_consumer_flush_seconds").record(self.flush.as_secs_f64());
+        if let Some(flush) = self.flush {
+            histogram!("vecsync_consumer_flush_seconds").record(flush.as_secs_f64());
+        }
     }
 }
 

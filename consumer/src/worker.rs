@@ -251,6 +251,7 @@ async fn work(
         sources: sources.clone(),
         region: config.region.clone(),
         consumers,
+        flush_interval: Duration::from_millis(config.consumer.flush_interval_ms),
     };
     tracing::info!(
         region = config.region,
@@ -267,6 +268,8 @@ async fn work(
     let mut tracking = Tracking {
         offsets: Offsets::new(),
         progress: Progress::new(),
+        unflushed: Vec::new(),
+        flushed_at: Instant::now(),
     };
     let mut codebooks: HashMap<String, PqCodebook> = HashMap::new();
     let mut pending: Vec<Held> = Vec::new();
@@ -342,6 +345,10 @@ async fn work(
                 }
             }
             _ = ticker.tick() => {
+                if sink.flush_due(&tracking) {
+                    sink.flush(&mut tracking).await;
+                    commit(&sink.consumers, &mut tracking.offsets, CommitMode::Async)?;
+                }
                 pending.extend(reorder.tick(SystemClock.now_ms()).into_iter().map(|(_, h)| h));
                 let marks = tracking.progress.watermarks();
                 WatermarkState { region: &config.region, marks: &marks, now_ms: SystemClock.now_ms() }.emit();
@@ -447,6 +454,20 @@ pub fn spawn(config: RegionConfig, store: Arc<dyn Store>) -> RunningWorker {
 struct Tracking {
     offsets: Offsets,
     progress: Progress,
+    /// Records applied (searchable) but not yet flushed: done, and so
+    /// committable, after the next flush.
+    unflushed: Vec<(Partition, i64)>,
+    flushed_at: Instant,
+}
+
+impl Tracking {
+    /// After a flush: everything applied before it is durable.
+    fn flushed(&mut self) {
+        for (partition, offset) in self.unflushed.drain(..) {
+            self.offsets.done(&partition, offset);
+        }
+        self.flushed_at = Instant::now();
+    }
 }
 
 /// Where batches go: the store, the dead-letter topic, and the commits.
@@ -457,9 +478,30 @@ struct Sink {
     sources: Vec<SourceConfig>,
     region: String,
     consumers: Vec<Arc<SourceConsumer>>,
+    /// Longest an applied record waits for the flush that lets it commit.
+    flush_interval: Duration,
 }
 
 impl Sink {
+    /// Applied records wait for a flush, and it is time for one.
+    fn flush_due(&self, tracking: &Tracking) -> bool {
+        !tracking.unflushed.is_empty() && tracking.flushed_at.elapsed() >= self.flush_interval
+    }
+
+    /// Flushes the store, making what was applied durable and committable.
+    /// A failure is logged; the records stay uncommitted and the next flush
+    /// tries again.
+    async fn flush(&self, tracking: &mut Tracking) {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        match result {
+            Ok(()) => tracking.flushed(),
+            Err(e) => tracing::warn!("store flush failed, will try again: {e}"),
+        }
+    }
+
     /// Clears tombstones and folds delta chains older than `horizon_ms` in
     /// every collection. A failure is logged and tried again next time.
     async fn expire(&self, horizon_ms: u64) {
@@ -523,17 +565,21 @@ impl Sink {
         mode: CommitMode,
         stopping: &mut Stopping,
     ) -> Result<(), WorkerError> {
+        let flush = matches!(mode, CommitMode::Sync) || self.flush_due(tracking);
         if !pending.is_empty() {
             let batch = std::mem::take(pending);
             *pending = self
-                .apply(codebooks, batch, tracking, stats, stopping)
+                .apply(codebooks, batch, tracking, stats, stopping, flush)
                 .await?;
+        } else if flush {
+            self.flush(tracking).await;
         }
         commit(&self.consumers, &mut tracking.offsets, mode)
     }
 
-    /// Applies a batch, flushes the store, writes dead letters, and marks the
-    /// records done. Returns the events still waiting for a codebook.
+    /// Applies a batch, flushes the store when `flush` says so, writes dead
+    /// letters, and marks the records applied; they are done (committable)
+    /// once flushed. Returns the events still waiting for a codebook.
     async fn apply(
         &self,
         codebooks: &HashMap<String, PqCodebook>,
@@ -541,6 +587,7 @@ impl Sink {
         tracking: &mut Tracking,
         stats: &mut Stats,
         stopping: &mut Stopping,
+        flush: bool,
     ) -> Result<Vec<Held>, WorkerError> {
         batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
         let started = Instant::now();
@@ -560,9 +607,11 @@ impl Sink {
                         .apply_batch(&events)?;
                     // Searchable from here on; durable after the flush.
                     let visible_ms = SystemClock.now_ms();
-                    let flush = Instant::now();
-                    store.flush()?;
-                    Ok::<_, StoreError>((outcome, visible_ms, flush.elapsed()))
+                    let flushing = Instant::now();
+                    if flush {
+                        store.flush()?;
+                    }
+                    Ok::<_, StoreError>((outcome, visible_ms, flush.then(|| flushing.elapsed())))
                 })
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -636,9 +685,14 @@ impl Sink {
             if wait {
                 waiting.push(held);
             } else {
-                tracking.offsets.done(&held.partition, held.offset);
+                tracking
+                    .unflushed
+                    .push((held.partition.clone(), held.offset));
                 tracking.progress.done(&held.partition, &held.event.hlc);
             }
+        }
+        if flush {
+            tracking.flushed();
         }
         Ok(waiting)
     }

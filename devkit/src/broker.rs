@@ -99,6 +99,11 @@ impl Tansu {
         self.port
     }
 
+    /// The broker process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The broker's own log, to read when a test fails.
     pub fn log_path(&self) -> &Path {
         &self.log

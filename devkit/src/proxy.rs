@@ -227,6 +227,11 @@ impl WanLink {
         &self.proxy
     }
 
+    /// The tansu proxy's process.
+    pub fn pid(&self) -> u32 {
+        self.kafka.id()
+    }
+
     /// The tansu proxy's log, to read when a test fails.
     pub fn log_path(&self) -> &std::path::Path {
         &self.log

@@ -285,6 +285,23 @@ encoding = "{encoding}"
         })
     }
 
+    /// The bed's processes besides this one (tansu brokers and proxies),
+    /// named, with their pids.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let brokers = self.regions.iter().filter_map(|r| match &r.cluster {
+            Cluster::Tansu(t) => Some((format!("tansu broker, {}", r.name), t.pid()?)),
+            Cluster::Mock(_) => None,
+        });
+        let links = self.flows.iter().map(|f| {
+            let name = format!(
+                "tansu proxy, link {} → {}",
+                self.regions[f.origin].name, self.regions[f.region].name
+            );
+            (name, f.link.pid())
+        });
+        brokers.chain(links).collect()
+    }
+
     /// Sets the faults of every link (mirrored only).
     pub fn set_links(&self, faults: LinkFaults) {
         for f in &self.flows {

@@ -81,6 +81,13 @@ pub struct Stage {
     pub max: f64,
 }
 
+/// One process's peak resident memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessMemory {
+    pub name: String,
+    pub peak_rss_mb: f64,
+}
+
 /// When a fault was on, in seconds from the start of the load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultWindow {
@@ -138,6 +145,9 @@ pub struct Report {
     pub digests_equal: bool,
     /// Peak resident memory of the process running every region, MB.
     pub peak_rss_mb: f64,
+    /// Peak resident memory of every process of the run, MB.
+    #[serde(default)]
+    pub processes: Vec<ProcessMemory>,
     /// The catch-up after the fault, when one was asked for and the
     /// backlog was handled before the end.
     pub catch_up: Option<CatchUp>,
@@ -224,6 +234,12 @@ impl Report {
             self.digests_equal,
             self.peak_rss_mb
         );
+        if self.processes.len() > 1 {
+            out.push_str("\n| process | peak resident memory |\n|---|---|\n");
+            for p in &self.processes {
+                let _ = writeln!(out, "| {} | {:.0} MB |", p.name, p.peak_rss_mb);
+            }
+        }
         if let Some(c) = &self.catch_up {
             let _ = writeln!(
                 out,

@@ -11,7 +11,7 @@
 use crate::bed::{Bed, BedSpec, COLLECTION};
 use crate::outage::{Fault, Outage};
 use crate::recorder::{Book, STAGES, new_lag_histogram};
-use crate::report::{PairReport, PairSecond, Percentiles, Report, Second, Stage};
+use crate::report::{PairReport, PairSecond, Percentiles, ProcessMemory, Report, Second, Stage};
 use anyhow::bail;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -379,7 +379,8 @@ async fn measure(
         drain_s: (done - load_end).as_secs_f64(),
         converged,
         digests_equal,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: peak_rss_mb("self"),
+        processes: processes(bed),
         faults: outage.iter().map(Outage::window).collect(),
         catch_up: outage.and_then(|o| o.result),
         timeline: timeline.seconds,
@@ -612,10 +613,26 @@ async fn generate(
     Ok(out)
 }
 
-/// Peak resident memory of this process, from `/proc/self/status` (0 where
-/// there is none).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Peak resident memory of this process and of the bed's others, by name.
+fn processes(bed: &Bed) -> Vec<ProcessMemory> {
+    let this = ("vecsync, every region".to_owned(), "self".to_owned());
+    let others = bed
+        .processes()
+        .into_iter()
+        .map(|(n, pid)| (n, pid.to_string()));
+    std::iter::once(this)
+        .chain(others)
+        .map(|(name, pid)| ProcessMemory {
+            name,
+            peak_rss_mb: peak_rss_mb(&pid),
+        })
+        .collect()
+}
+
+/// Peak resident memory of a process (`self` or a pid), from
+/// `/proc/<pid>/status` (0 where there is none).
+fn peak_rss_mb(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

@@ -164,6 +164,11 @@ pub struct ConsumerConfig {
     /// Longest wait to fill a batch.
     #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
+    /// Applied events are searchable at once; the store is flushed (made
+    /// durable) at most this often, and offsets are committed only after
+    /// the flush. 0 flushes every batch.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
     /// Events the reorder buffer holds before releasing the oldest anyway.
     #[serde(default = "default_reorder_max_events")]
     pub reorder_max_events: usize,
@@ -421,6 +426,10 @@ fn default_dead_letter_topic() -> String {
 fn default_batch_max_events() -> usize {
     1_000
 }
+fn default_flush_interval_ms() -> u64 {
+    100
+}
+
 fn default_batch_max_wait_ms() -> u64 {
     20
 }
