@@ -57,6 +57,8 @@ pub struct BedSpec {
     /// watermark.
     pub heartbeat_interval_ms: u32,
     pub batch_max_events: usize,
+    /// How often the workers flush their stores.
+    pub flush_interval_ms: u64,
     /// Regions are connected by MirrorMaker-style copiers over WAN links,
     /// instead of each worker reading the other clusters directly.
     pub mirrored: bool,
@@ -243,6 +245,7 @@ heartbeat_interval_ms = {heartbeat}
 [consumer]
 batch_max_wait_ms = 10
 batch_max_events = {batch}
+flush_interval_ms = {flush}
 dead_letter_topic = "{DEAD_LETTERS}"
 {sources}
 [store]
@@ -256,6 +259,7 @@ encoding = "{encoding}"
                 registry = registry.url(),
                 heartbeat = spec.heartbeat_interval_ms,
                 batch = spec.batch_max_events,
+                flush = spec.flush_interval_ms,
                 store = dir.path().join(name).display(),
                 dimension = spec.dimension,
                 encoding = spec.encoding,

@@ -43,6 +43,7 @@ pub async fn recall(
             encoding,
             heartbeat_interval_ms: 20,
             batch_max_events: 1_000,
+            flush_interval_ms: 100,
             mirrored: false,
             tansu: false,
         })

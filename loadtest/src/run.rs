@@ -51,6 +51,8 @@ pub struct Scenario {
     pub batch_events: usize,
     /// Events per store batch in the workers, at most.
     pub apply_batch_events: usize,
+    /// How often the workers flush their stores (and may then commit).
+    pub flush_interval_ms: u64,
     pub heartbeat_interval_ms: u32,
     /// Longest wait, after the load stops, for every region to apply
     /// everything.
@@ -94,6 +96,7 @@ impl Default for Scenario {
             shared_ids: 1_000,
             batch_events: 100,
             apply_batch_events: 1_000,
+            flush_interval_ms: 100,
             heartbeat_interval_ms: 20,
             converge_timeout_s: 120,
             pause_region: 1,
@@ -235,6 +238,7 @@ pub async fn run(
         encoding: scenario.encoding,
         heartbeat_interval_ms: scenario.heartbeat_interval_ms,
         batch_max_events: scenario.apply_batch_events,
+        flush_interval_ms: scenario.flush_interval_ms,
         mirrored: scenario.is_mirrored(),
         tansu: scenario.tansu,
     })

@@ -63,6 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         encoding: args.encoding,
         heartbeat_interval_ms: 50,
         batch_max_events: 1_000,
+        flush_interval_ms: 100,
         mirrored: false,
         tansu: false,
     };
