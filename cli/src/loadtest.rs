@@ -121,16 +121,7 @@ async fn naive(scenario: &Scenario, dir: &std::path::Path) -> anyhow::Result<()>
         "the naive pipeline: {} regions, {} points/s each for {} s, {}-d",
         scenario.regions, scenario.rate, scenario.duration_s, scenario.dimension
     );
-    let report = vecsync_loadtest::naive::run(
-        scenario.regions,
-        scenario.rate,
-        scenario.duration_s,
-        scenario.dimension,
-        scenario.tansu,
-        scenario.converge_timeout_s,
-        |line| eprintln!("  {line}"),
-    )
-    .await?;
+    let report = vecsync_loadtest::naive::run(scenario, |line| eprintln!("  {line}")).await?;
     std::fs::write(
         dir.join("naive.json"),
         serde_json::to_string_pretty(&report)?,

@@ -14,6 +14,7 @@
 use crate::bed::Cluster;
 use crate::recorder::new_lag_histogram;
 use crate::report::Percentiles;
+use crate::run::Scenario;
 use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::{Part, Store};
+use vecsync_devkit::proxy::WanLink;
 use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::{SystemClock, WallClock};
@@ -55,6 +57,8 @@ pub struct NaiveReport {
     pub rate: u32,
     pub duration_s: u64,
     pub dimension: u32,
+    /// Brokers and links, for people.
+    pub setup: String,
     /// Points every region sent.
     pub produced: u64,
     /// Points written into remote stores.
@@ -73,7 +77,7 @@ impl NaiveReport {
         let l = &self.latency_ms;
         format!(
             "# The naive pipeline\n\n{} regions, {} points/s each for {} s, {}-d: JSON float arrays, \
-             one message and one store write per point.\n\n\
+             one message and one store write per point; {}.\n\n\
              | measure | figure |\n|---|---|\n\
              | produced | {} points per region |\n\
              | replicated | {} points, {:.0}/s |\n\
@@ -85,6 +89,7 @@ impl NaiveReport {
             self.rate,
             self.duration_s,
             self.dimension,
+            self.setup,
             self.produced,
             self.replicated,
             self.replicated_per_s,
@@ -98,27 +103,32 @@ impl NaiveReport {
     }
 }
 
-/// Runs the naive pipeline: `regions` regions, each sending `rate` points
-/// per second for `duration_s` seconds, on tansu brokers or mock clusters;
-/// waits up to `drain_timeout_s` after
-/// the load for every point to land.
-pub async fn run(
-    regions: usize,
-    rate: u32,
-    duration_s: u64,
-    dimension: u32,
-    tansu: bool,
-    drain_timeout_s: u64,
-    progress: impl Fn(&str),
-) -> anyhow::Result<NaiveReport> {
+/// Runs the naive pipeline as the scenario says: its regions, rate,
+/// duration and dimension, on tansu brokers or mock clusters, and across
+/// WAN links with the scenario's delay and bandwidth when it has links
+/// (each region then reads the others directly across them). Upserts only;
+/// the scenario's mix, encoding and faults do not apply. Waits up to
+/// `converge_timeout_s` after the load for every point to land.
+pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result<NaiveReport> {
+    let (regions, rate, duration_s, dimension) = (
+        scenario.regions,
+        scenario.rate,
+        scenario.duration_s,
+        scenario.dimension,
+    );
+    let links = scenario.is_mirrored().then(|| scenario.links());
+    let tansu = scenario.tansu;
+    let drain_timeout_s = scenario.converge_timeout_s;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let mut clusters = Vec::new();
     for _ in 0..regions {
-        let cluster = Cluster::start(tansu)?;
+        let cluster = Cluster::start(tansu || links.is_some())?;
         cluster.create_topic(TOPIC, 3)?;
         clusters.push(cluster);
     }
     let brokers: Vec<String> = clusters.iter().map(Cluster::brokers).collect();
+    // Links stay up until the end.
+    let mut wan = Vec::new();
     let applied = Arc::new(AtomicU64::new(0));
     let lags = Arc::new(std::sync::Mutex::new(new_lag_histogram()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -126,9 +136,22 @@ pub async fn run(
     for r in 0..regions {
         let store = Arc::new(EdgeStore::open(&dir.path().join(r.to_string()))?);
         store.ensure_collection(COLLECTION, dimension as usize, Distance::Dot)?;
-        for (o, source) in brokers.iter().enumerate().filter(|(o, _)| *o != r) {
+        for (o, broker) in brokers.iter().enumerate().filter(|(o, _)| *o != r) {
+            // Across its own link, when there are links.
+            let source = match links {
+                Some(faults) => {
+                    let link = WanLink::start(broker)
+                        .await?
+                        .context("WAN links need tansu, for its Kafka proxy")?;
+                    link.faults().set(faults);
+                    let address = link.brokers();
+                    wan.push(link);
+                    address
+                }
+                None => broker.clone(),
+            };
             let consumer: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", source)
+                .set("bootstrap.servers", &source)
                 .set("group.id", format!("naive-{r}-from-{o}"))
                 .set("auto.offset.reset", "earliest")
                 // Not from the examples: vecsync's own setting, so that a
@@ -274,6 +297,24 @@ pub async fn run(
         rate,
         duration_s,
         dimension,
+        setup: format!(
+            "{}, {}",
+            if tansu || links.is_some() {
+                "tansu brokers"
+            } else {
+                "in-process Kafka clusters"
+            },
+            match links {
+                Some(l) => format!(
+                    "each region reading the others across links with {} ms one-way delay{}",
+                    l.delay.as_millis(),
+                    l.bytes_per_sec
+                        .map(|b| format!(" and {} kB/s each way", b / 1000))
+                        .unwrap_or_default()
+                ),
+                None => "each region reading the others directly".to_owned(),
+            }
+        ),
         produced: per_region,
         replicated,
         replicated_per_s: replicated as f64 / (done - started).as_secs_f64(),

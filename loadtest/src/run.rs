@@ -190,7 +190,8 @@ impl Scenario {
         out
     }
 
-    fn links(&self) -> LinkFaults {
+    /// The links' faults outside a cut.
+    pub fn links(&self) -> LinkFaults {
         LinkFaults {
             delay: Duration::from_millis(self.link_delay_ms),
             bytes_per_sec: (self.link_bytes_per_s > 0).then_some(self.link_bytes_per_s),
