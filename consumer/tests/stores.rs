@@ -301,3 +301,31 @@ fn a_server_refuses_a_wrong_api_key_and_an_absent_server_is_worth_retrying() {
     let err = connect(url, Some("right")).count("docs").unwrap_err();
     assert!(matches!(err, StoreError::Engine { .. }), "{err}");
 }
+
+/// qdrant-edge's flush panics when a write holds its WAL lock; the store
+/// keeps the two apart, so threads may write and flush at once.
+#[test]
+fn edge_writes_and_flushes_from_two_threads_do_not_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(EdgeStore::open(dir.path()).unwrap());
+    store.ensure_collection("docs", 8, Distance::Dot).unwrap();
+    let flusher = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..300 {
+                store.flush().unwrap();
+            }
+        })
+    };
+    for i in 0..3_000u64 {
+        store
+            .upsert(
+                "docs",
+                vecsync_consumer::store::Part::Live,
+                vec![(PointId::Num(i), vec![1.0; 8], serde_json::Map::new())],
+            )
+            .unwrap();
+    }
+    flusher.join().expect("a flush panicked");
+    assert_eq!(store.count("docs").unwrap(), 3_000);
+}

@@ -17,7 +17,7 @@ use qdrant_edge::{
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use vecsync_schemas::config::Distance as ConfigDistance;
 use vecsync_schemas::event::PointId;
 
@@ -40,6 +40,9 @@ impl Collection {
 pub struct EdgeStore {
     root: PathBuf,
     collections: RwLock<HashMap<String, Arc<Collection>>>,
+    /// Held by writes and flushes: qdrant-edge's flush panics when it finds
+    /// the WAL lock held by a write, so the two never overlap.
+    writing: Mutex<()>,
 }
 
 impl std::fmt::Debug for EdgeStore {
@@ -58,6 +61,7 @@ impl EdgeStore {
         Ok(Self {
             root: root.to_owned(),
             collections: RwLock::new(HashMap::new()),
+            writing: Mutex::new(()),
         })
     }
 
@@ -180,7 +184,9 @@ impl Store for EdgeStore {
                 PointStruct::new(edge_id(&id), vector, Value::Object(payload)).into()
             })
             .collect();
-        self.collection(collection)?
+        let shards = self.collection(collection)?;
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        shards
             .part(part)
             .update(UpdateOperation::PointOperation(
                 PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
@@ -191,7 +197,9 @@ impl Store for EdgeStore {
 
     fn delete(&self, collection: &str, part: Part, ids: &[PointId]) -> Result<(), StoreError> {
         let ids = ids.iter().map(edge_id).collect();
-        self.collection(collection)?
+        let shards = self.collection(collection)?;
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        shards
             .part(part)
             .update(UpdateOperation::PointOperation(
                 PointOperations::DeletePoints { ids },
@@ -201,6 +209,7 @@ impl Store for EdgeStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         for c in self.read_lock().values() {
             c.live.flush();
             c.tombstones.flush();
