@@ -51,10 +51,8 @@ pub(crate) struct BatchApplied<'a> {
     /// Events by (origin, operation, result).
     pub by_op: &'a HashMap<(String, &'static str, &'static str), u64>,
     pub events: usize,
-    /// Applying and flushing.
+    /// Applying, until searchable.
     pub elapsed: Duration,
-    /// Flushing alone, when the batch was flushed.
-    pub flush: Option<Duration>,
 }
 
 impl BatchApplied<'_> {
@@ -70,9 +68,17 @@ impl BatchApplied<'_> {
         }
         histogram!("vecsync_consumer_batch_events").record(self.events as f64);
         histogram!("vecsync_consumer_batch_apply_seconds").record(self.elapsed.as_secs_f64());
-        if let Some(flush) = self.flush {
-            histogram!("vecsync_consumer_flush_seconds").record(flush.as_secs_f64());
-        }
+    }
+}
+
+/// A store flush: what was applied before it is durable.
+pub(crate) struct Flushed {
+    pub took: Duration,
+}
+
+impl Flushed {
+    pub fn emit(&self) {
+        histogram!("vecsync_consumer_flush_seconds").record(self.took.as_secs_f64());
     }
 }
 

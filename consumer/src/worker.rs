@@ -7,6 +7,9 @@
 //!                         └──────────────► dead-letter topic ◄──┘
 //! ```
 //!
+//! An applied event is searchable at once. The store is flushed in the
+//! background, at most every `flush_interval_ms`, while batches go on being
+//! applied; a flush makes durable what was applied before it started.
 //! A record's offset is committed only once the record is durably done
 //! with: applied and flushed, written to the dead-letter topic, or a
 //! heartbeat. A crash at any moment replays from the last commit; applying
@@ -15,7 +18,7 @@
 
 use crate::applier::Applier;
 use crate::freshness::{Progress, Watermarks};
-use crate::metrics::{BatchApplied, DeadLettered, RecordsLost, ReorderState};
+use crate::metrics::{BatchApplied, DeadLettered, Flushed, RecordsLost, ReorderState};
 use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
 use crate::reorder::{Bounds, ReorderBuffer};
@@ -269,6 +272,7 @@ async fn work(
         offsets: Offsets::new(),
         progress: Progress::new(),
         unflushed: Vec::new(),
+        flushing: None,
         flushed_at: Instant::now(),
     };
     let mut codebooks: HashMap<String, PqCodebook> = HashMap::new();
@@ -345,8 +349,7 @@ async fn work(
                 }
             }
             _ = ticker.tick() => {
-                if sink.flush_due(&tracking) {
-                    sink.flush(&mut tracking).await;
+                if sink.flush_step(&mut tracking).await {
                     commit(&sink.consumers, &mut tracking.offsets, CommitMode::Async)?;
                 }
                 pending.extend(reorder.tick(SystemClock.now_ms()).into_iter().map(|(_, h)| h));
@@ -455,20 +458,17 @@ struct Tracking {
     offsets: Offsets,
     progress: Progress,
     /// Records applied (searchable) but not yet flushed: done, and so
-    /// committable, after the next flush.
+    /// committable, after a flush that starts after them.
     unflushed: Vec<(Partition, i64)>,
+    /// The flush under way, in the background while batches go on being
+    /// applied, with the records it makes durable.
+    flushing: Option<(Flush, Vec<(Partition, i64)>)>,
+    /// When the last flush started.
     flushed_at: Instant,
 }
 
-impl Tracking {
-    /// After a flush: everything applied before it is durable.
-    fn flushed(&mut self) {
-        for (partition, offset) in self.unflushed.drain(..) {
-            self.offsets.done(&partition, offset);
-        }
-        self.flushed_at = Instant::now();
-    }
-}
+/// A store flush running on the blocking pool; how long it took.
+type Flush = tokio::task::JoinHandle<Result<Duration, StoreError>>;
 
 /// Where batches go: the store, the dead-letter topic, and the commits.
 struct Sink {
@@ -483,22 +483,69 @@ struct Sink {
 }
 
 impl Sink {
-    /// Applied records wait for a flush, and it is time for one.
-    fn flush_due(&self, tracking: &Tracking) -> bool {
-        !tracking.unflushed.is_empty() && tracking.flushed_at.elapsed() >= self.flush_interval
+    /// Moves the background flush on: collects a finished one, and starts
+    /// the next when applied records have waited `flush_interval`. True
+    /// when records became durable (a commit is worth making).
+    async fn flush_step(&self, tracking: &mut Tracking) -> bool {
+        let finished = tracking
+            .flushing
+            .as_ref()
+            .is_some_and(|(f, _)| f.is_finished());
+        let mut durable = false;
+        if finished {
+            durable = self.finish_flush(tracking).await;
+        }
+        if tracking.flushing.is_none()
+            && !tracking.unflushed.is_empty()
+            && tracking.flushed_at.elapsed() >= self.flush_interval
+        {
+            self.start_flush(tracking);
+        }
+        durable
     }
 
-    /// Flushes the store, making what was applied durable and committable.
-    /// A failure is logged; the records stay uncommitted and the next flush
-    /// tries again.
-    async fn flush(&self, tracking: &mut Tracking) {
+    fn start_flush(&self, tracking: &mut Tracking) {
         let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || store.flush())
+        let flush = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            store.flush().map(|()| started.elapsed())
+        });
+        tracking.flushing = Some((flush, std::mem::take(&mut tracking.unflushed)));
+        tracking.flushed_at = Instant::now();
+    }
+
+    /// Waits for the flush under way: its records become done. A failure
+    /// is logged and they wait for the next flush. True when it succeeded.
+    async fn finish_flush(&self, tracking: &mut Tracking) -> bool {
+        let Some((flush, records)) = tracking.flushing.take() else {
+            return false;
+        };
+        let result = flush
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         match result {
-            Ok(()) => tracking.flushed(),
-            Err(e) => tracing::warn!("store flush failed, will try again: {e}"),
+            Ok(took) => {
+                Flushed { took }.emit();
+                for (partition, offset) in records {
+                    tracking.offsets.done(&partition, offset);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!("store flush failed, will try again: {e}");
+                tracking.unflushed.splice(0..0, records);
+                false
+            }
+        }
+    }
+
+    /// Flushes everything applied so far and waits for it, before a
+    /// synchronous commit.
+    async fn flush_all(&self, tracking: &mut Tracking) {
+        self.finish_flush(tracking).await;
+        if !tracking.unflushed.is_empty() {
+            self.start_flush(tracking);
+            self.finish_flush(tracking).await;
         }
     }
 
@@ -565,21 +612,23 @@ impl Sink {
         mode: CommitMode,
         stopping: &mut Stopping,
     ) -> Result<(), WorkerError> {
-        let flush = matches!(mode, CommitMode::Sync) || self.flush_due(tracking);
         if !pending.is_empty() {
             let batch = std::mem::take(pending);
             *pending = self
-                .apply(codebooks, batch, tracking, stats, stopping, flush)
+                .apply(codebooks, batch, tracking, stats, stopping)
                 .await?;
-        } else if flush {
-            self.flush(tracking).await;
+        }
+        if matches!(mode, CommitMode::Sync) {
+            self.flush_all(tracking).await;
+        } else {
+            self.flush_step(tracking).await;
         }
         commit(&self.consumers, &mut tracking.offsets, mode)
     }
 
-    /// Applies a batch, flushes the store when `flush` says so, writes dead
-    /// letters, and marks the records applied; they are done (committable)
-    /// once flushed. Returns the events still waiting for a codebook.
+    /// Applies a batch, writes dead letters, and marks the records applied;
+    /// they are done (committable) once flushed. Returns the events still
+    /// waiting for a codebook.
     async fn apply(
         &self,
         codebooks: &HashMap<String, PqCodebook>,
@@ -587,12 +636,11 @@ impl Sink {
         tracking: &mut Tracking,
         stats: &mut Stats,
         stopping: &mut Stopping,
-        flush: bool,
     ) -> Result<Vec<Held>, WorkerError> {
         batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
         let started = Instant::now();
         let events: Vec<DeltaEvent> = batch.iter().map(|h| h.event.clone()).collect();
-        let (outcome, visible_ms, flushed_in) = {
+        let (outcome, visible_ms) = {
             // Retry store trouble with backoff: an outage is not a dead letter.
             let mut delay = Duration::from_millis(100);
             loop {
@@ -605,13 +653,8 @@ impl Sink {
                 let result = tokio::task::spawn_blocking(move || {
                     let outcome = Applier::new(store.as_ref(), &collections, &codebooks)
                         .apply_batch(&events)?;
-                    // Searchable from here on; durable after the flush.
-                    let visible_ms = SystemClock.now_ms();
-                    let flushing = Instant::now();
-                    if flush {
-                        store.flush()?;
-                    }
-                    Ok::<_, StoreError>((outcome, visible_ms, flush.then(|| flushing.elapsed())))
+                    // Searchable from here on; durable after the next flush.
+                    Ok::<_, StoreError>((outcome, SystemClock.now_ms()))
                 })
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -638,7 +681,6 @@ impl Sink {
             by_op: &outcome.by_op,
             events: events.len(),
             elapsed: started.elapsed(),
-            flush: flushed_in,
         }
         .emit();
         tracing::debug!(
@@ -690,9 +732,6 @@ impl Sink {
                     .push((held.partition.clone(), held.offset));
                 tracking.progress.done(&held.partition, &held.event.hlc);
             }
-        }
-        if flush {
-            tracking.flushed();
         }
         Ok(waiting)
     }
