@@ -255,6 +255,7 @@ async fn work(
         region: config.region.clone(),
         consumers,
         flush_interval: Duration::from_millis(config.consumer.flush_interval_ms),
+        batch_max_events: config.consumer.batch_max_events.max(1),
     };
     tracing::info!(
         region = config.region,
@@ -480,6 +481,9 @@ struct Sink {
     consumers: Vec<Arc<SourceConsumer>>,
     /// Longest an applied record waits for the flush that lets it commit.
     flush_interval: Duration,
+    /// Events per store batch, at most, however many the reorder buffer
+    /// released at once.
+    batch_max_events: usize,
 }
 
 impl Sink {
@@ -601,8 +605,8 @@ impl Sink {
         .await
     }
 
-    /// Applies what is pending, keeps what waits for a codebook, and commits
-    /// what that allows.
+    /// Applies what is pending in batches of at most `batch_max_events`,
+    /// keeps what waits for a codebook, and commits what that allows.
     async fn apply_and_commit(
         &self,
         codebooks: &HashMap<String, PqCodebook>,
@@ -612,11 +616,17 @@ impl Sink {
         mode: CommitMode,
         stopping: &mut Stopping,
     ) -> Result<(), WorkerError> {
-        if !pending.is_empty() {
-            let batch = std::mem::take(pending);
-            *pending = self
+        let mut rest = std::mem::take(pending);
+        while !rest.is_empty() {
+            let later = rest.split_off(rest.len().min(self.batch_max_events));
+            let batch = std::mem::replace(&mut rest, later);
+            let waiting = self
                 .apply(codebooks, batch, tracking, stats, stopping)
                 .await?;
+            pending.extend(waiting);
+            if !rest.is_empty() {
+                self.flush_step(tracking).await;
+            }
         }
         if matches!(mode, CommitMode::Sync) {
             self.flush_all(tracking).await;
