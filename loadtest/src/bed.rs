@@ -306,6 +306,36 @@ encoding = "{encoding}"
         brokers.chain(links).collect()
     }
 
+    /// Waits until every region's worker has a watermark for every region:
+    /// heartbeats have gone end to end, producers hold their producer ids
+    /// and workers their partitions.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let missing: Vec<String> = self
+                .regions
+                .iter()
+                .flat_map(|r| {
+                    let marks = r.marks();
+                    self.regions
+                        .iter()
+                        .filter(move |o| !marks.contains_key(&o.name))
+                        .map(move |o| format!("{} in {}", o.name, r.name))
+                })
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "the regions were not up within {timeout:?}: no watermark yet for {}",
+                    missing.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sets the faults of every link (mirrored only).
     pub fn set_links(&self, faults: LinkFaults) {
         for f in &self.flows {

@@ -246,6 +246,9 @@ pub async fn run(
     .await?;
     let mut bed = bed;
     bed.set_links(scenario.links());
+    // The load starts once every region sees every other's heartbeats, so
+    // that start-up (producer ids, partition assignment) is not measured.
+    bed.wait_ready(Duration::from_secs(60)).await?;
     let result = measure(scenario, &mut bed, book, progress).await;
     bed.stop().await?;
     result
