@@ -117,12 +117,13 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
         scenario.dimension,
     );
     let links = scenario.is_mirrored().then(|| scenario.links());
-    let tansu = scenario.tansu;
+    // Links stand in front of tansu brokers.
+    let tansu = scenario.tansu || links.is_some();
     let drain_timeout_s = scenario.converge_timeout_s;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let mut clusters = Vec::new();
     for _ in 0..regions {
-        let cluster = Cluster::start(tansu || links.is_some())?;
+        let cluster = Cluster::start(tansu)?;
         cluster.create_topic(TOPIC, 3)?;
         clusters.push(cluster);
     }
@@ -231,8 +232,12 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
                                 KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
                                 r,
                             )) => {
+                                // Room comes back as deliveries complete.
                                 record = r;
-                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                match deliveries.join_next().await {
+                                    Some(done) => delivered(done)?,
+                                    None => tokio::task::yield_now().await,
+                                }
                             }
                             Err((e, _)) => anyhow::bail!("a point was not sent: {e}"),
                         }
@@ -253,21 +258,21 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
         });
     }
     let mut produced = 0;
-    let mut last_line = Instant::now();
+    let mut lines = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
     while !producers.is_empty() {
         tokio::select! {
             Some(done) = producers.join_next() => produced += done??,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        if last_line.elapsed() >= Duration::from_secs(1) {
-            last_line = Instant::now();
-            progress(&format!(
+            _ = lines.tick() => progress(&format!(
                 "t={:.0}s replicated {}",
                 started.elapsed().as_secs_f64(),
                 applied.load(Ordering::Relaxed)
-            ));
+            )),
         }
     }
+    let mut last_line = Instant::now();
     let per_region = produced / regions as u64;
     let load_end = Instant::now();
     let wanted = produced * (regions as u64 - 1);
@@ -299,7 +304,7 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
         dimension,
         setup: format!(
             "{}, {}",
-            if tansu || links.is_some() {
+            if tansu {
                 "tansu brokers"
             } else {
                 "in-process Kafka clusters"

@@ -35,6 +35,10 @@ pub struct Outage {
     until: Duration,
     /// The links' faults outside the cut.
     links: LinkFaults,
+    /// The regions the fault keeps from the others' writes, and their
+    /// names for people.
+    cut_off: Vec<usize>,
+    names: String,
     active: bool,
     /// At the end of the fault: the targets (what each origin had applied
     /// by then), the backlog, and when it ended.
@@ -53,18 +57,24 @@ impl Outage {
         rate: f64,
         bed: &Bed,
     ) -> Self {
-        let cut_off = match fault {
-            Fault::Pause(_) => 1,
-            Fault::Cut => bed.regions.len(),
+        let cut_off: Vec<usize> = match fault {
+            Fault::Pause(r) => vec![r],
+            Fault::Cut => (0..bed.regions.len()).collect(),
         };
+        let names: Vec<&str> = cut_off
+            .iter()
+            .map(|r| bed.regions[*r].name.as_str())
+            .collect();
         Self {
             fault,
             at,
             until: at + length,
             links,
+            names: names.join(", "),
+            ingest_per_s: rate * (bed.regions.len() - 1) as f64 * cut_off.len() as f64,
+            cut_off,
             active: false,
             ended: None,
-            ingest_per_s: rate * (bed.regions.len() - 1) as f64 * cut_off as f64,
             result: None,
         }
     }
@@ -85,14 +95,6 @@ impl Outage {
         }
     }
 
-    /// The regions the fault keeps from the others' writes.
-    fn cut_off(&self, bed: &Bed) -> Vec<usize> {
-        match self.fault {
-            Fault::Pause(r) => vec![r],
-            Fault::Cut => (0..bed.regions.len()).collect(),
-        }
-    }
-
     /// Moves the fault on at time `t` of the load; says what it did.
     /// `acked`: events each region's cluster has acknowledged so far.
     pub async fn step(
@@ -102,12 +104,7 @@ impl Outage {
         acked: &[Arc<AtomicU64>],
         t: Duration,
     ) -> anyhow::Result<Option<String>> {
-        let names: Vec<String> = self
-            .cut_off(bed)
-            .iter()
-            .map(|r| bed.regions[*r].name.clone())
-            .collect();
-        let names = names.join(", ");
+        let names = &self.names;
         if !self.active && self.ended.is_none() && t >= self.at {
             match self.fault {
                 Fault::Pause(r) => bed.regions[r].pause().await?,
@@ -129,7 +126,7 @@ impl Outage {
             let handled = book.handled();
             let mut targets = BTreeMap::new();
             let mut backlog = 0;
-            for r in self.cut_off(bed) {
+            for &r in &self.cut_off {
                 let name = &bed.regions[r].name;
                 for (o, origin) in bed
                     .regions
