@@ -174,3 +174,149 @@ fn the_compose_stack_is_consistent_with_vecsync_and_its_configs() {
         }
     }
 }
+
+/// `compose/mm2.properties` as `key = value` pairs, comments left out.
+fn mm2_properties() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("compose/mm2.properties")).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not key = value: {l}"));
+            (k.trim().to_owned(), v.trim().to_owned())
+        })
+        .collect()
+}
+
+/// The config names a Kafka config class defines, from the reference its
+/// `main` prints (the same text as Kafka's documentation).
+fn config_names(libs: &Path, class: &str) -> BTreeSet<String> {
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .arg(class)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{class}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: BTreeSet<String> = text
+        .split("<h4><a id=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() > 10, "{class} printed no reference: {text}");
+    names
+}
+
+#[test]
+fn every_key_of_the_committed_mm2_properties_is_one_mirrormaker_2_reads() {
+    let Some(libs) = vecsync_devkit::kafka::kafka_libs_or_skip() else {
+        return;
+    };
+    let mut known = BTreeSet::new();
+    for class in [
+        "org.apache.kafka.connect.mirror.MirrorSourceConfig",
+        "org.apache.kafka.connect.mirror.MirrorCheckpointConfig",
+        "org.apache.kafka.connect.mirror.MirrorHeartbeatConfig",
+        "org.apache.kafka.connect.runtime.distributed.DistributedConfig",
+    ] {
+        known.extend(config_names(&libs, class));
+    }
+    let producer = config_names(&libs, "org.apache.kafka.clients.producer.ProducerConfig");
+    let properties = mm2_properties();
+    let clusters: Vec<String> = properties
+        .iter()
+        .find(|(k, _)| k == "clusters")
+        .map(|(_, v)| v.split(',').map(|c| c.trim().to_owned()).collect())
+        .expect("mm2.properties names its clusters");
+    let mut unknown = Vec::new();
+    for (key, _) in &properties {
+        // `<alias>.` and `<source>-><target>.` scope a key to a cluster or
+        // a flow; what follows is an ordinary key.
+        let mut rest = key.as_str();
+        for c in &clusters {
+            if let Some(flow) = rest.strip_prefix(&format!("{c}->")) {
+                rest = clusters
+                    .iter()
+                    .find_map(|t| flow.strip_prefix(&format!("{t}.")))
+                    .unwrap_or(flow);
+            } else if let Some(scoped) = rest.strip_prefix(&format!("{c}.")) {
+                rest = scoped;
+            }
+        }
+        let ok = rest == "clusters"
+            || known.contains(rest)
+            || rest
+                .strip_prefix("producer.override.")
+                .is_some_and(|p| producer.contains(p));
+        if !ok {
+            unknown.push(key.clone());
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "keys MirrorMaker 2 does not read: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_committed_mm2_properties_mirrors_between_two_kafka_clusters() {
+    use vecsync_devkit::broker::read_topic;
+    use vecsync_devkit::kafka::{Kafka, MirrorMaker2};
+    let (Some(east), Some(west)) = (Kafka::start(), Kafka::start()) else {
+        return;
+    };
+    // The committed file as it is, with only its bootstrap servers pointed
+    // at the test's brokers.
+    let mut text = String::new();
+    for (k, v) in mm2_properties() {
+        let v = match k.as_str() {
+            "us-east.bootstrap.servers" => east.brokers(),
+            "eu-west.bootstrap.servers" => west.brokers(),
+            _ => v,
+        };
+        text.push_str(&format!("{k} = {v}\n"));
+    }
+    east.create_topic("vecsync.deltas", 3).unwrap();
+    west.create_topic("vecsync.deltas", 3).unwrap();
+    let Some(mm2) = MirrorMaker2::start(&text) else {
+        return;
+    };
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", east.brokers())
+        .create()
+        .unwrap();
+    use rdkafka::producer::Producer as _;
+    for i in 0..30 {
+        let value = format!("event {i}");
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to("vecsync.deltas")
+                    .key(&value)
+                    .payload(&value),
+            )
+            .unwrap();
+    }
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+    // MirrorMaker 2 creates the mirror once it finds the topic.
+    let got = read_topic(
+        &west.brokers(),
+        "us-east.vecsync.deltas",
+        30,
+        std::time::Duration::from_secs(120),
+        |_| true,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", mm2.log()));
+    assert_eq!(got.len(), 30, "{}", mm2.log());
+    let mut values: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    values.sort();
+    let mut sent: Vec<String> = (0..30).map(|i| format!("event {i}")).collect();
+    sent.sort();
+    assert_eq!(values, sent);
+}

@@ -1,6 +1,7 @@
 //! `vecsync consume` killed with SIGKILL at random moments while 50,000
 //! events stream in, restarted each time: in the end the store holds exactly
-//! the fold of every event (nothing lost, nothing stale).
+//! the fold of every event (nothing lost, nothing stale). On Apache Kafka,
+//! and on tansu.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,11 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use vecsync_consumer::apply::{Change, Record, apply};
 use vecsync_consumer::digest::Digest;
-use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::store::{self, Store};
+use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Mutation, Publisher};
-use vecsync_schemas::config::Distance;
+use vecsync_schemas::config::{Distance, StoreBackend};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::testing::vector;
@@ -40,13 +42,24 @@ fn digest_of(path: &std::path::Path) -> Digest {
     Digest::of(&store, "docs").unwrap()
 }
 
+const EXTRA: &str =
+    "[consumer]\ninstance_id = \"worker-1\"\nsession_timeout_ms = 6000\nbatch_max_events = 500";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_at_random_loses_nothing() {
-    let extra =
-        "[consumer]\ninstance_id = \"worker-1\"\nsession_timeout_ms = 6000\nbatch_max_events = 500";
-    let Some(mut region) = TestRegion::start(DIM as u32, "f32", extra).await else {
-        return;
-    };
+async fn a_worker_killed_at_random_loses_nothing_on_apache_kafka() {
+    if let Some(region) = TestRegion::start_kafka(DIM as u32, "f32", EXTRA).await {
+        killed_at_random(region).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_at_random_loses_nothing_on_tansu() {
+    if let Some(region) = TestRegion::start(DIM as u32, "f32", EXTRA).await {
+        killed_at_random(region).await;
+    }
+}
+
+async fn killed_at_random(mut region: TestRegion) {
     let dir = tempfile::tempdir().unwrap();
     region.config.store.path = dir.path().join("store");
     region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
@@ -58,41 +71,7 @@ async fn a_worker_killed_at_random_loses_nothing() {
     // The stream: upserts and deletes over 5,000 points, published in the
     // background while the worker is killed and restarted.
     let publisher = Publisher::connect(&region.config).await.unwrap();
-    let producing = tokio::spawn(async move {
-        let mut sent: Vec<(PointId, vecsync_schemas::hlc::Hlc, Change)> = Vec::new();
-        let all: Vec<Mutation> = (0..EVENTS)
-            .map(|i| {
-                let id = PointId::Num(i * 7919 % 5_000);
-                if i % 11 == 5 {
-                    Mutation::Delete { id }
-                } else {
-                    Mutation::Upsert {
-                        id,
-                        vector: vector(DIM, i),
-                        payload: Some(json!({"i": i}).as_object().cloned().unwrap()),
-                    }
-                }
-            })
-            .collect();
-        for batch in all.chunks(1_000) {
-            let versions = publisher.publish("docs", batch).await.unwrap();
-            for (m, v) in batch.iter().zip(versions) {
-                let change = match m {
-                    Mutation::Upsert {
-                        vector, payload, ..
-                    } => Change::Upsert {
-                        vector: vector.clone(),
-                        payload: payload.clone(),
-                    },
-                    _ => Change::Delete,
-                };
-                sent.push((m.id(), v, change));
-            }
-            // Spread the stream over the kills.
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
-        sent
-    });
+    let producing = tokio::spawn(publish_all(publisher, EVENTS));
 
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     for _ in 0..KILLS {
@@ -105,18 +84,9 @@ async fn a_worker_killed_at_random_loses_nothing() {
         worker.kill().unwrap();
         worker.wait().unwrap();
     }
-    let mut sent = producing.await.unwrap();
-    sent.sort_by(|a, b| a.1.cmp(&b.1));
-    let newest = sent.last().map(|(_, hlc, _)| hlc.clone()).unwrap();
-    let mut records: HashMap<PointId, Record> = HashMap::new();
-    for (id, hlc, change) in sent {
-        let next = apply(records.remove(&id), hlc, change).0.unwrap();
-        records.insert(id, next);
-    }
-    let mut expected = Digest::new();
-    for (id, r) in &records {
-        expected.add(id, &r.current().0);
-    }
+    let sent = producing.await.unwrap();
+    let newest = sent.iter().map(|(_, hlc, _)| hlc.clone()).max().unwrap();
+    let (records, expected) = fold(sent);
 
     // A last worker runs until the store holds the expected state; it is
     // stopped (SIGTERM) now and then to look, since the store is locked
@@ -193,6 +163,129 @@ async fn a_worker_killed_at_random_loses_nothing() {
             );
         }
     }
+}
+
+type Sent = Vec<(PointId, Hlc, Change)>;
+
+/// Publishes `events` upserts and deletes over 5,000 points, in batches
+/// spread over time, and returns every acknowledged write.
+async fn publish_all(publisher: Publisher, events: u64) -> Sent {
+    let mut sent = Vec::new();
+    let all: Vec<Mutation> = (0..events)
+        .map(|i| {
+            let id = PointId::Num(i * 7919 % 5_000);
+            if i % 11 == 5 {
+                Mutation::Delete { id }
+            } else {
+                Mutation::Upsert {
+                    id,
+                    vector: vector(DIM, i),
+                    payload: Some(json!({"i": i}).as_object().cloned().unwrap()),
+                }
+            }
+        })
+        .collect();
+    for batch in all.chunks(1_000) {
+        let versions = publisher.publish("docs", batch).await.unwrap();
+        for (m, v) in batch.iter().zip(versions) {
+            let change = match m {
+                Mutation::Upsert {
+                    vector, payload, ..
+                } => Change::Upsert {
+                    vector: vector.clone(),
+                    payload: payload.clone(),
+                },
+                _ => Change::Delete,
+            };
+            sent.push((m.id(), v, change));
+        }
+        // Spread the stream over the kills.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    sent
+}
+
+/// Every write folded in HLC order, and the digest of that state.
+fn fold(mut sent: Sent) -> (HashMap<PointId, Record>, Digest) {
+    sent.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut records: HashMap<PointId, Record> = HashMap::new();
+    for (id, hlc, change) in sent {
+        let next = apply(records.remove(&id), hlc, change).0.unwrap();
+        records.insert(id, next);
+    }
+    let mut expected = Digest::new();
+    for (id, r) in &records {
+        expected.add(id, &r.current().0);
+    }
+    (records, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_group_mode_a_killed_workers_partitions_move_to_the_other_and_nothing_is_lost() {
+    let extra =
+        "[consumer]\nassignment = \"group\"\nsession_timeout_ms = 6000\nbatch_max_events = 500";
+    let Some(mut region) = TestRegion::start_kafka(DIM as u32, "f32", extra).await else {
+        return;
+    };
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    // The region's workers share one Qdrant server, as in production.
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = QdrantEndpoint::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    region.config.store.backend = StoreBackend::Qdrant;
+    region.config.store.url = endpoint.url();
+    let mut workers = Vec::new();
+    for name in ["a", "b"] {
+        let mut config = region.config.clone();
+        let port = vecsync_devkit::broker::free_port().unwrap();
+        config.consumer.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        let path = dir.path().join(format!("worker-{name}.toml"));
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        workers.push(start(&path));
+    }
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let producing = tokio::spawn(publish_all(publisher, 20_000));
+    // Mid-load, one worker dies; the other takes its partitions once its
+    // session times out.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!producing.is_finished(), "the load ended before the kill");
+    workers[0].kill().unwrap();
+    workers[0].wait().unwrap();
+    let (_, expected) = fold(producing.await.unwrap());
+
+    let store = store::open(&region.config.store).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = store.clone();
+        let got = tokio::task::spawn_blocking(move || Digest::of(s.as_ref(), "docs"))
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store holds {got}, the writes make {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let survivor = workers.pop().unwrap();
+    assert!(
+        Command::new("kill")
+            .arg(survivor.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = survivor.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the survivor stops cleanly on SIGTERM"
+    );
+    drop(store);
+    endpoint.stop().await;
 }
 
 /// The points whose stored state is not the expected one, for the failure

@@ -311,9 +311,24 @@ encoding = "sq8"
     let prometheus = Prometheus::start(&prom_dir.join("prometheus.yml"), &prom_dir).unwrap();
     let prom = prometheus.url();
 
-    // Both regions write while Prometheus scrapes.
+    // Both regions write while Prometheus scrapes. Every write must be
+    // accepted; the first refusal ends the writer with its reason.
     let writer = tokio::spawn(async move {
         let client = reqwest::Client::new();
+        let post = async |url: &str, body: Value| -> Result<(), String> {
+            let answer = client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let status = answer.status();
+            if !status.is_success() {
+                let text = answer.text().await.unwrap_or_default();
+                return Err(format!("{url}: {status} {text}"));
+            }
+            Ok(())
+        };
         for round in 0u64.. {
             for (n, port) in [east_ports.ingest, west_ports.ingest]
                 .into_iter()
@@ -326,20 +341,13 @@ encoding = "sq8"
                     })
                     .collect();
                 let url = format!("http://127.0.0.1:{port}/v1/collections/docs/points");
-                let _ = client
-                    .post(&url)
-                    .json(&json!({"points": points}))
-                    .send()
-                    .await;
-                let delete = format!("{url}/delete");
-                let _ = client
-                    .post(&delete)
-                    .json(&json!({"ids": [round * 100 + n as u64 * 50]}))
-                    .send()
-                    .await;
+                post(&url, json!({"points": points})).await?;
+                let deleted = json!({"points": [round * 100 + n as u64 * 50]});
+                post(&format!("{url}/delete"), deleted).await?;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        Ok::<(), String>(())
     });
 
     // Every panel's every query returns data.
@@ -392,6 +400,9 @@ encoding = "sq8"
     .await;
 
     // A stopped cluster: both regions' exporters report it unreachable.
+    if writer.is_finished() {
+        panic!("a write was refused: {:?}", writer.await.unwrap());
+    }
     writer.abort();
     east.stop();
     let down = r#"max(vecsync_lag_cluster_up{cluster="us-east"}) == 0"#;

@@ -67,14 +67,18 @@ fn flushed_batches_survive_a_kill() {
                 }
             }
         });
-        std::thread::sleep(Duration::from_millis(1500 + round * 370));
+        // Every round checks a batch: the kill comes only after this run
+        // has flushed one, at a different point of the next in each round.
+        let Ok(mut last) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("round {round}: the writer flushed nothing in 60 s");
+        };
+        std::thread::sleep(Duration::from_millis(100 + round * 370));
         child.kill().unwrap();
         child.wait().unwrap();
-        let mut last = None;
         while let Ok(n) = rx.try_recv() {
-            last = Some(n);
+            last = n;
         }
-        let Some(last) = last else { continue };
         next = last + 1;
         // Every point of the last flushed batch must be there at its version.
         let store = EdgeStore::open(dir.path()).unwrap();

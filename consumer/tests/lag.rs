@@ -1,7 +1,8 @@
-//! The lag exporter against real tansu brokers: consumer lag in records and
-//! in seconds from record timestamps (heads found past tansu's ListOffsets,
-//! which stops at the last batch's first record), MirrorMaker 2 lag and
-//! heartbeat age through the devkit's copier, and an unreachable source.
+//! The lag exporter against real brokers: consumer lag in records and in
+//! seconds from record timestamps on tansu (heads found past tansu's
+//! ListOffsets, which stops at the last batch's first record); MirrorMaker
+//! 2 lag and heartbeat age from what a real MirrorMaker 2 writes between
+//! two Apache Kafka clusters, and an unreachable source.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -10,7 +11,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use vecsync_consumer::lag::{Exporter, Plan, Report};
 use vecsync_devkit::broker::{Tansu, unique_name};
-use vecsync_devkit::mirror::{Mirror, MirrorSpec};
+use vecsync_devkit::kafka::{Kafka, MirrorMaker2, Mm2Cluster, mm2_properties};
 use vecsync_schemas::config::RegionConfig;
 
 fn config(region: &str, brokers: &str, lag: &str) -> RegionConfig {
@@ -115,7 +116,8 @@ fn consumer_lag_counts_records_and_seconds_from_record_timestamps() {
 }
 
 fn wait_for(exporter: &mut Exporter, what: &str, ok: impl Fn(&Report) -> bool) -> Report {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // MirrorMaker 2 takes a while to start and to find the topics.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let report = exporter.scan();
         if ok(&report) {
@@ -130,33 +132,42 @@ fn mirror_records(r: &Report) -> Option<i64> {
     (r.mirrors.len() == 2).then(|| r.mirrors.iter().map(|m| m.records).sum())
 }
 
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 #[test]
-fn mirror_lag_and_heartbeat_age_follow_the_mirror_and_a_lost_source_shows() {
-    let (Some(mut source), Some(target)) = (Tansu::start(), Tansu::start()) else {
+fn mirror_lag_and_heartbeat_age_follow_mirrormaker_2_and_a_lost_source_shows() {
+    let (Some(mut source), Some(target)) = (Kafka::start(), Kafka::start()) else {
         return;
     };
     let topic = unique_name("deltas");
+    let mirror_topic = format!("us-east.{topic}");
     source.create_topic(&topic, 2).unwrap();
-    source.create_topic("heartbeats", 1).unwrap();
-    target.create_topic(&format!("us-east.{topic}"), 2).unwrap();
-    target.create_topic("us-east.heartbeats", 1).unwrap();
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
+    // The mirror holds 30 records of its own on partition 0 before the flow
+    // starts, so its offsets run 30 ahead of the source's there: the heads'
+    // difference says nothing about what is left to mirror.
+    target.create_topic(&mirror_topic, 2).unwrap();
+    produce(&target.brokers(), &mirror_topic, 0, 30, now(), 1);
     produce(&source.brokers(), &topic, 0, 200, now(), 1);
     produce(&source.brokers(), &topic, 1, 100, now(), 1);
-    let mut mirror = Mirror::start(MirrorSpec {
-        alias: "us-east".into(),
-        target_alias: "eu-west".into(),
-        source_brokers: source.brokers(),
-        target_brokers: target.brokers(),
-        topics: vec![topic.clone()],
-        heartbeat_interval: Duration::from_millis(200),
-    })
-    .unwrap();
+    let clusters = [
+        Mm2Cluster {
+            alias: "us-east".into(),
+            brokers: source.brokers(),
+        },
+        Mm2Cluster {
+            alias: "eu-west".into(),
+            brokers: target.brokers(),
+        },
+    ];
+    let properties = mm2_properties(&clusters, &[("us-east", "eu-west")], &topic);
+    let Some(mut mm2) = MirrorMaker2::start(&properties) else {
+        return;
+    };
     let lag = format!(
         "[[lag.mirrors]]\nalias = \"us-east\"\nbrokers = \"{}\"\ntopic = \"{topic}\"",
         source.brokers()
@@ -167,36 +178,45 @@ fn mirror_lag_and_heartbeat_age_follow_the_mirror_and_a_lost_source_shows() {
     let caught_up = wait_for(&mut exporter, "mirrored", |r| {
         mirror_records(r) == Some(0) && r.heartbeat_age.get("us-east").is_some_and(|a| *a < 2.0)
     });
-    assert!(caught_up.mirrors.iter().all(|m| m.seconds == Some(0.0)));
+    assert!(
+        caught_up.mirrors.iter().all(|m| m.seconds == Some(0.0)),
+        "{caught_up:?}\n{}",
+        mm2.log()
+    );
 
-    // MirrorMaker halts while the source goes on: records and seconds
-    // between the heads, and the heartbeat ages.
-    mirror.pause();
+    // MirrorMaker stops while the source goes on: 50 records behind (the
+    // heads' difference would say 20), seconds between the heads, and
+    // the mirrored heartbeats age.
+    mm2.stop();
     std::thread::sleep(Duration::from_millis(500));
     let start = now();
     produce(&source.brokers(), &topic, 0, 50, start, 40);
     let behind = exporter.scan();
     assert_eq!(mirror_records(&behind), Some(50), "{behind:?}");
     let p0 = behind.mirrors.iter().find(|m| m.partition == 0).unwrap();
-    let seconds = p0.seconds.unwrap();
-    // The mirror's head is the last record copied before the pause, at
+    // The mirror's head is the last record copied before the stop, at
     // least 500 ms older than the first new one and 1,960 ms more to the last.
-    assert!(seconds >= 1.96 + 0.5, "{behind:?}");
+    assert!(p0.seconds.unwrap() >= 1.96 + 0.5, "{behind:?}");
     let age = behind.heartbeat_age["us-east"];
     assert!(age >= 0.5, "{behind:?}");
     std::thread::sleep(Duration::from_millis(1000));
     let later = exporter.scan();
     assert!(later.heartbeat_age["us-east"] >= age + 0.9, "{later:?}");
+    let text = later.render();
+    let series = format!(
+        "vecsync_mirror_lag_records{{source=\"us-east\",target=\"eu-west\",topic=\"{topic}\",partition=\"0\"}} 50\n"
+    );
+    assert!(text.contains(&series), "{text}");
 
-    mirror.resume();
+    mm2.start_again().unwrap();
     wait_for(&mut exporter, "caught up again", |r| {
-        mirror_records(r) == Some(0) && r.heartbeat_age["us-east"] < 1.0
+        mirror_records(r) == Some(0) && r.heartbeat_age["us-east"] < 2.0
     });
 
     // The source cluster goes away: unreachable, and no mirror lag rather
     // than zero; the mirrored heartbeats, read from the target, keep aging.
-    mirror.stop().unwrap();
-    source.stop();
+    mm2.stop();
+    source.kill();
     let lost = exporter.scan();
     assert!(lost.clusters["us-east"].is_err(), "{lost:?}");
     assert_eq!(lost.clusters["eu-west"], Ok(()));

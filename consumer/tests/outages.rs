@@ -47,14 +47,22 @@ async fn a_registry_outage_pauses_the_worker_and_loses_nothing() {
         config,
     } = region;
     registry.stop().await;
+    // What answers at its address meanwhile drops every connection, and
+    // shows when the worker, having read the events, asks for the schema.
+    let down = tokio::net::TcpListener::bind(addr).await.unwrap();
     let store = Arc::new(EdgeStore::open(&config.store.path).unwrap());
     let running = worker::spawn(config.clone(), store.clone());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = tokio::time::timeout(Duration::from_secs(30), down.accept()).await;
+    let connection = asked
+        .expect("the worker never asked the registry for the events' schema")
+        .unwrap();
+    drop(connection);
     assert_eq!(
         store.count("docs").unwrap(),
         0,
         "nothing applied while the registry is down"
     );
+    drop(down);
 
     // It comes back, holding the same schema under the same id.
     let back = DevRegistry::in_memory()

@@ -18,7 +18,8 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus with `config` (rule files are found relative to
     /// it), keeping its data in `data`. `None` after a loud message when
-    /// Prometheus is not installed outside CI; in CI that panics.
+    /// Prometheus is not installed and the user opted out of such tests
+    /// ([`skip_without`]).
     pub fn start(config: &Path, data: &Path) -> Option<Self> {
         let Some(binary) = which("prometheus") else {
             skip_without("prometheus is not installed (apt-get install prometheus)");

@@ -186,8 +186,8 @@ pub struct WanLink {
 
 impl WanLink {
     /// A link to `origin` (`host:port` of one of the cluster's brokers), or
-    /// `None` after a loud message when tansu is not installed and this is
-    /// not CI (see [`crate::broker::skip_without`]).
+    /// `None` after a loud message when tansu is not installed and the user
+    /// opted out of such tests (see [`crate::broker::skip_without`]).
     pub async fn start(origin: &str) -> io::Result<Option<Self>> {
         let Some(binary) = crate::broker::tansu_or_skip() else {
             return Ok(None);

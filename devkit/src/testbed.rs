@@ -1,7 +1,9 @@
-//! A region to test against: a tansu broker, a development registry and a
-//! config pointing at both, with topic names no other test uses.
+//! A region to test against: a broker (tansu, or Apache Kafka), a
+//! development registry and a config pointing at both, with topic names no
+//! other test uses.
 
 use crate::broker::{ReadRecord, Storage, Tansu, read_topic, unique_name};
+use crate::kafka::Kafka;
 use crate::registry::{DevRegistry, RunningRegistry};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +12,54 @@ use vecsync_schemas::event::DeltaEvent;
 use vecsync_schemas::registry::RegistryClient;
 use vecsync_schemas::wire::Decoder;
 
+/// The broker a test region runs on.
+#[derive(Debug)]
+pub enum Broker {
+    Tansu(Tansu),
+    Kafka(Kafka),
+}
+
+impl Broker {
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        match self {
+            Self::Tansu(t) => t.brokers(),
+            Self::Kafka(k) => k.brokers(),
+        }
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) -> std::io::Result<()> {
+        match self {
+            Self::Tansu(t) => t.create_topic(name, partitions),
+            Self::Kafka(k) => k.create_topic(name, partitions),
+        }
+    }
+
+    /// Kills the broker, as a crash would.
+    pub fn stop(&mut self) {
+        match self {
+            Self::Tansu(t) => t.stop(),
+            Self::Kafka(k) => k.kill(),
+        }
+    }
+
+    /// Starts it again on the same port and data (tansu keeps data only
+    /// with SQLite storage).
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Tansu(t) => t.restart(),
+            Self::Kafka(k) => {
+                k.kill();
+                k.start_again()
+            }
+        }
+    }
+}
+
 /// One region's moving parts, stopped when dropped.
 #[derive(Debug)]
 pub struct TestRegion {
-    pub broker: Tansu,
+    pub broker: Broker,
     pub registry: RunningRegistry,
     pub config: RegionConfig,
 }
@@ -23,7 +69,7 @@ impl TestRegion {
     /// `us-east` with a collection `docs` of `dimension` vectors encoded as
     /// `encoding`. `extra` is TOML appended to the config (tables such as
     /// `[producer]` may be given in full). `None` when tansu is not installed
-    /// outside CI (see [`Tansu::start`]).
+    /// and the user opted out of such tests (see [`Tansu::start`]).
     pub async fn start(dimension: u32, encoding: &str, extra: &str) -> Option<Self> {
         Self::start_with(Storage::Memory, dimension, encoding, extra).await
     }
@@ -35,7 +81,21 @@ impl TestRegion {
         encoding: &str,
         extra: &str,
     ) -> Option<Self> {
-        let broker = Tansu::start_with(storage)?;
+        let broker = Broker::Tansu(Tansu::start_with(storage)?);
+        Some(Self::start_on(broker, dimension, encoding, extra).await)
+    }
+
+    /// Like [`TestRegion::start`], on a single-node Apache Kafka broker.
+    /// `None` when Kafka's jars are missing and the user opted out of such
+    /// tests (see [`Kafka::start`]).
+    pub async fn start_kafka(dimension: u32, encoding: &str, extra: &str) -> Option<Self> {
+        let broker = tokio::task::spawn_blocking(Kafka::start)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        Some(Self::start_on(Broker::Kafka(broker), dimension, encoding, extra).await)
+    }
+
+    async fn start_on(broker: Broker, dimension: u32, encoding: &str, extra: &str) -> Self {
         let registry = DevRegistry::in_memory()
             .spawn("127.0.0.1:0")
             .await
@@ -50,7 +110,7 @@ brokers = "{brokers}"
 topic = "{topic}"
 codebook_topic = "{topic}.codebooks"
 partitions = 3
-fetch_wait_max_ms = 5
+fetch_wait_max_ms = {fetch_wait_max_ms}
 [registry]
 url = "{registry}"
 [collections.docs]
@@ -60,14 +120,20 @@ encoding = "{encoding}"
 "#,
             brokers = broker.brokers(),
             registry = registry.url(),
+            // tansu answers a fetch only when its wait runs out; Kafka
+            // answers as soon as data arrives, and short waits only flood it.
+            fetch_wait_max_ms = match broker {
+                Broker::Tansu(_) => 5,
+                Broker::Kafka(_) => 500,
+            },
         );
         let config = RegionConfig::parse(&text, "test region", std::iter::empty())
             .unwrap_or_else(|e| panic!("{e}"));
-        Some(Self {
+        Self {
             broker,
             registry,
             config,
-        })
+        }
     }
 }
 

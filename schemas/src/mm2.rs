@@ -1,11 +1,17 @@
-//! MirrorMaker 2's heartbeat records, byte for byte: what its
-//! `MirrorHeartbeatConnector` writes to `heartbeats` and every flow mirrors
-//! downstream as `<alias>.heartbeats`. The lag exporter reads their age;
-//! the test copier writes them.
+//! MirrorMaker 2's own records, byte for byte, as the lag exporter reads
+//! them (Kafka's protocol `Struct` layout: a `STRING` is a big-endian `i16`
+//! length and UTF-8, integers are big-endian).
 //!
-//! Key: the source and target cluster aliases, each a Kafka protocol
-//! `STRING` (big-endian `i16` length, UTF-8). Value: a big-endian `i16`
-//! version (0) and the emit time as a big-endian `i64` of Unix milliseconds.
+//! - [`Heartbeat`]: what a flow's `MirrorHeartbeatConnector` writes to the
+//!   target cluster's `heartbeats`, which flows out of that cluster mirror
+//!   onwards as `<alias>.heartbeats`. Key: source and target aliases, two
+//!   `STRING`s. Value: an `i16` version (0) and the emit time as an `i64`
+//!   of Unix milliseconds. The test copier writes them too.
+//! - [`OffsetSync`]: what a flow writes to
+//!   `mm2-offset-syncs.<target>.internal` (on the source cluster by
+//!   default) to map a source offset to its mirror's offset. Key: the
+//!   source topic (`STRING`) and partition (`i32`). Value: the upstream and
+//!   the downstream offset, two `i64`s.
 
 /// The topic MirrorMaker 2 writes heartbeats to on a cluster.
 pub const HEARTBEATS_TOPIC: &str = "heartbeats";
@@ -19,25 +25,22 @@ pub struct Heartbeat {
     pub timestamp_ms: i64,
 }
 
-/// Why bytes are not a heartbeat.
+/// Why bytes are not a heartbeat or an offset sync.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HeartbeatError {
-    #[error("heartbeat {part} is truncated")]
+    #[error("record {part} is truncated")]
     Truncated { part: &'static str },
     #[error("heartbeat value version {0} is unknown (only 0 is)")]
     Version(i16),
-    #[error("heartbeat alias is not UTF-8")]
+    #[error("alias or topic is not UTF-8")]
     NotUtf8,
 }
 
 impl Heartbeat {
     pub fn key(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + self.source_alias.len() + self.target_alias.len());
-        for alias in [&self.source_alias, &self.target_alias] {
-            let len = i16::try_from(alias.len()).unwrap_or(i16::MAX);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&alias.as_bytes()[..len as usize]);
-        }
+        put_string(&mut out, &self.source_alias);
+        put_string(&mut out, &self.target_alias);
         out
     }
 
@@ -65,6 +68,65 @@ impl Heartbeat {
             timestamp_ms: i64::from_be_bytes(timestamp),
         })
     }
+}
+
+/// Where MirrorMaker 2's flow into `target` writes its offset syncs.
+pub fn offset_syncs_topic(target_alias: &str) -> String {
+    format!("mm2-offset-syncs.{target_alias}.internal")
+}
+
+/// One offset sync: source `topic`/`partition` at `upstream_offset` was
+/// mirrored to `downstream_offset` of the mirror's same partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetSync {
+    pub topic: String,
+    pub partition: i32,
+    pub upstream_offset: i64,
+    pub downstream_offset: i64,
+}
+
+impl OffsetSync {
+    pub fn key(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(6 + self.topic.len());
+        put_string(&mut out, &self.topic);
+        out.extend_from_slice(&self.partition.to_be_bytes());
+        out
+    }
+
+    pub fn value(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&self.upstream_offset.to_be_bytes());
+        out.extend_from_slice(&self.downstream_offset.to_be_bytes());
+        out
+    }
+
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, HeartbeatError> {
+        let (topic, rest) = split_string(key)?;
+        let partition = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(i32::from_be_bytes)
+            .ok_or(HeartbeatError::Truncated { part: "key" })?;
+        let offset = |at: usize| {
+            value
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_be_bytes)
+                .ok_or(HeartbeatError::Truncated { part: "value" })
+        };
+        Ok(Self {
+            topic,
+            partition,
+            upstream_offset: offset(0)?,
+            downstream_offset: offset(8)?,
+        })
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, text: &str) {
+    let len = i16::try_from(text.len()).unwrap_or(i16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..len as usize]);
 }
 
 fn split_i16<'a>(b: &'a [u8], part: &'static str) -> Result<(i16, &'a [u8]), HeartbeatError> {
@@ -100,6 +162,36 @@ mod tests {
         assert_eq!(hb.key(), b"\x00\x07us-east\x00\x02eu");
         assert_eq!(hb.value(), [0, 0, 0, 0, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x7b]);
         assert_eq!(Heartbeat::decode(&hb.key(), &hb.value()), Ok(hb));
+    }
+
+    #[test]
+    fn offset_syncs_encode_as_mirrormaker_does_and_decode_back() {
+        let sync = OffsetSync {
+            topic: "vecsync.deltas".into(),
+            partition: 2,
+            upstream_offset: 1_000,
+            downstream_offset: 970,
+        };
+        let mut key = b"\x00\x0evecsync.deltas".to_vec();
+        key.extend_from_slice(&[0, 0, 0, 2]);
+        assert_eq!(sync.key(), key);
+        assert_eq!(
+            sync.value(),
+            [0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0, 0, 0, 0, 0, 0, 0x03, 0xca]
+        );
+        assert_eq!(OffsetSync::decode(&sync.key(), &sync.value()), Ok(sync));
+        assert_eq!(
+            OffsetSync::decode(&key, &[0; 15]),
+            Err(HeartbeatError::Truncated { part: "value" })
+        );
+        assert_eq!(
+            OffsetSync::decode(&key[..17], &[0; 16]),
+            Err(HeartbeatError::Truncated { part: "key" })
+        );
+        assert_eq!(
+            offset_syncs_topic("eu-west"),
+            "mm2-offset-syncs.eu-west.internal"
+        );
     }
 
     #[test]

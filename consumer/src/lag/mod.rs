@@ -7,7 +7,11 @@
 //! Seconds come from record timestamps: a group's lag is the head record's
 //! timestamp minus that of the record at the committed offset; a mirror's
 //! lag is the source head's timestamp minus the mirror head's (MirrorMaker
-//! keeps record timestamps). A cluster that cannot be read is reported by
+//! keeps record timestamps). A mirror's lag in records maps the mirror's
+//! head back to a source offset through the offset syncs MirrorMaker
+//! writes on the source cluster (`mm2-offset-syncs.<target>.internal`),
+//! since mirror offsets drift from the source's after duplicates or
+//! retention. A cluster that cannot be read is reported by
 //! `vecsync_lag_cluster_up` = 0 and a log line, and its lag series are left
 //! out for that scan, never reported as zero.
 
@@ -23,7 +27,7 @@ use std::sync::{Arc, RwLock, mpsc};
 use std::time::{Duration, Instant};
 use vecsync_schemas::config::RegionConfig;
 use vecsync_schemas::hlc::{SystemClock, WallClock};
-use vecsync_schemas::mm2::{HEARTBEATS_TOPIC, Heartbeat};
+use vecsync_schemas::mm2::{HEARTBEATS_TOPIC, Heartbeat, OffsetSync, offset_syncs_topic};
 
 /// What one cluster is read for.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,6 +37,8 @@ pub struct ClusterPlan {
     pub topics: BTreeSet<String>,
     /// Consumer groups and the topics they read.
     pub groups: BTreeMap<String, BTreeSet<String>>,
+    /// MirrorMaker 2 offset syncs topics, read to their ends.
+    pub offset_syncs: BTreeSet<String>,
 }
 
 /// A MirrorMaker 2 flow from cluster `alias` into the region's cluster.
@@ -40,10 +46,13 @@ pub struct ClusterPlan {
 pub struct MirrorPlan {
     pub alias: String,
     pub topic: String,
-    /// `<alias>.<topic>` on the region's cluster.
+    /// The mirror on the region's cluster: `<alias>.<topic>`, or `<topic>`
+    /// under the identity policy.
     pub mirror_topic: String,
     /// `<alias>.heartbeats` on the region's cluster.
     pub heartbeats_topic: String,
+    /// `mm2-offset-syncs.<target alias>.internal` on the source cluster.
+    pub offset_syncs_topic: String,
 }
 
 /// Everything the exporter watches, by cluster name.
@@ -95,13 +104,19 @@ impl Plan {
                 .topic
                 .clone()
                 .unwrap_or_else(|| config.kafka.topic.clone());
+            let target_alias = m.target_alias.as_deref().unwrap_or(&config.region);
             let mirror = MirrorPlan {
-                mirror_topic: format!("{}.{topic}", m.alias),
+                mirror_topic: m.replication_policy.mirror_topic(&m.alias, &topic),
                 heartbeats_topic: format!("{}.{HEARTBEATS_TOPIC}", m.alias),
+                offset_syncs_topic: offset_syncs_topic(target_alias),
                 alias: m.alias.clone(),
                 topic: topic.clone(),
             };
-            plan.cluster(&m.alias, &m.brokers)?.topics.insert(topic);
+            let source = plan.cluster(&m.alias, &m.brokers)?;
+            source.topics.insert(topic);
+            source
+                .offset_syncs
+                .insert(mirror.offset_syncs_topic.clone());
             let target = plan.cluster(&config.region, &own)?;
             target.topics.insert(mirror.mirror_topic.clone());
             target.topics.insert(mirror.heartbeats_topic.clone());
@@ -150,9 +165,9 @@ pub struct MirrorLag {
     pub source: String,
     pub topic: String,
     pub partition: i32,
-    /// Source head offset minus mirror head offset: exact when the mirror
-    /// began with the source's first record, as MirrorMaker does for a new
-    /// flow.
+    /// Source records not yet mirrored: the source head minus the source
+    /// offset the mirror's head maps to through MirrorMaker's newest
+    /// offset sync below it (the heads' difference before any sync).
     pub records: i64,
     /// Source head timestamp minus mirror head timestamp; `None` while the
     /// mirror is empty.
@@ -347,10 +362,7 @@ impl Exporter {
                 .iter_mut()
                 .map(|(name, probe)| {
                     let c = &plan.clusters[name];
-                    (
-                        name.clone(),
-                        s.spawn(move || probe.scan(&c.topics, &c.groups)),
-                    )
+                    (name.clone(), s.spawn(move || probe.scan(c)))
                 })
                 .collect();
             handles
@@ -442,9 +454,14 @@ fn mirror_lag(m: &MirrorPlan, source: &ClusterScan, target: &ClusterScan) -> Vec
         let Some(mirror) = target.heads.get(&key) else {
             continue;
         };
-        let records = (head.offset - mirror.offset).max(0);
+        let syncs = source
+            .offset_syncs
+            .get(&(m.offset_syncs_topic.clone(), topic.clone(), *p))
+            .map(|s| s.as_slice())
+            .unwrap_or_default();
+        let mirrored = mirrored_up_to(syncs, mirror.offset);
+        let records = (head.offset - mirrored).max(0);
         let seconds = match (head.timestamp_ms, mirror.timestamp_ms) {
-            _ if records == 0 => Some(0.0),
             (Some(src), Some(dst)) => Some((src - dst).max(0) as f64 / 1000.0),
             _ => None,
         };
@@ -457,6 +474,20 @@ fn mirror_lag(m: &MirrorPlan, source: &ClusterScan, target: &ClusterScan) -> Vec
         });
     }
     out
+}
+
+/// The source offset up to which a mirror whose head is `mirror_head` has
+/// copied: from the newest offset sync below the head, counting the
+/// mirror's records after it one for one. With no such sync, offsets are
+/// taken as equal, as they are for a new flow before its first sync.
+pub fn mirrored_up_to(syncs: &[OffsetSync], mirror_head: i64) -> i64 {
+    syncs
+        .iter()
+        .filter(|s| s.downstream_offset < mirror_head)
+        .max_by_key(|s| s.downstream_offset)
+        .map_or(mirror_head, |s| {
+            s.upstream_offset + (mirror_head - s.downstream_offset)
+        })
 }
 
 /// The latest rendered report; `None` before the first scan ends.

@@ -1,5 +1,6 @@
 //! Reading one cluster for the lag exporter: partition heads, committed
-//! offsets and the timestamps of the records at both.
+//! offsets and the timestamps of the records at both, and MirrorMaker 2's
+//! offset syncs, tailed from one scan to the next.
 //!
 //! The head of a partition is found by reading its last records, not taken
 //! from ListOffsets alone: tansu 0.6 answers ListOffsets with one past the
@@ -10,11 +11,16 @@
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use vecsync_schemas::mm2::OffsetSync;
 
 /// A partition of a topic.
 pub type Partition = (String, i32);
+
+/// Offset syncs of one source partition: (syncs topic, source topic,
+/// partition).
+pub type SyncsOf = (String, String, i32);
 
 /// The end of a partition, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,9 @@ pub struct ClusterScan {
     pub groups: BTreeMap<(String, String, i32), GroupLag>,
     /// Wanted topics the cluster does not have.
     pub missing_topics: BTreeSet<String>,
+    /// The newest offset syncs by (syncs topic, source topic, partition),
+    /// oldest first.
+    pub offset_syncs: BTreeMap<SyncsOf, Vec<OffsetSync>>,
 }
 
 /// A long-lived reader of one cluster.
@@ -59,7 +68,23 @@ pub struct ClusterProbe {
     groups: HashMap<String, BaseConsumer>,
     /// Timestamps of records already looked up, by (partition, offset).
     timestamps: HashMap<(Partition, i64), i64>,
+    syncs: SyncTail,
 }
+
+/// MirrorMaker 2's offset syncs topics, read on from where the last scan
+/// stopped, keeping the newest syncs of every source partition.
+#[derive(Default)]
+struct SyncTail {
+    reader: Option<BaseConsumer>,
+    /// Next offset to read, per partition of a syncs topic.
+    next: BTreeMap<Partition, i64>,
+    kept: BTreeMap<SyncsOf, VecDeque<OffsetSync>>,
+}
+
+/// Offset syncs kept per source partition. MirrorMaker writes one at
+/// least every `offset.lag.max` records (100), and the exporter needs the
+/// newest below the mirror's head, which a few cover.
+const SYNCS_KEPT: usize = 16;
 
 impl std::fmt::Debug for ClusterProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,35 +108,36 @@ impl ClusterProbe {
             reader: client(brokers, "vecsync-lag-reader", timeout)?,
             groups: HashMap::new(),
             timestamps: HashMap::new(),
+            syncs: SyncTail::default(),
         })
     }
 
-    /// Reads the heads of `topics` and where each of `groups` (group →
-    /// topics) stands on them. Any failure to reach the cluster is an error.
-    pub fn scan(
-        &mut self,
-        topics: &BTreeSet<String>,
-        groups: &BTreeMap<String, BTreeSet<String>>,
-    ) -> Result<ClusterScan, String> {
+    /// Reads the plan's topic heads, where each of its groups stands on
+    /// them, and its offset syncs topics. Any failure to reach the cluster
+    /// is an error.
+    pub fn scan(&mut self, plan: &super::ClusterPlan) -> Result<ClusterScan, String> {
         let metadata = self
             .reader
             .fetch_metadata(None, self.timeout)
             .map_err(|e| format!("metadata: {e}"))?;
         let mut scan = ClusterScan::default();
         let mut partitions: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for t in metadata.topics() {
-            if topics.contains(t.name()) && t.error().is_none() {
-                partitions.insert(
-                    t.name().to_owned(),
-                    t.partitions().iter().map(|p| p.id()).collect(),
-                );
+        let mut sync_partitions = Vec::new();
+        for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
+            let ids = t.partitions().iter().map(|p| p.id());
+            if plan.topics.contains(t.name()) {
+                partitions.insert(t.name().to_owned(), ids.collect());
+            } else if plan.offset_syncs.contains(t.name()) {
+                sync_partitions.extend(ids.map(|p| (t.name().to_owned(), p)));
             }
         }
-        scan.missing_topics = topics
+        scan.missing_topics = plan
+            .topics
             .iter()
             .filter(|t| !partitions.contains_key(*t))
             .cloned()
             .collect();
+        scan.offset_syncs = self.tail_syncs(sync_partitions)?;
         for (topic, ids) in &partitions {
             let mut wants = Vec::new();
             for &p in ids {
@@ -142,13 +168,98 @@ impl ClusterProbe {
                 }
             }
         }
-        for (group, group_topics) in groups {
+        for (group, group_topics) in &plan.groups {
             self.group_lag(&mut scan, group, group_topics)?;
         }
         if self.timestamps.len() > TIMESTAMP_CACHE {
             self.timestamps.clear();
         }
         Ok(scan)
+    }
+
+    /// Reads the offset syncs topics' `partitions` on to their current
+    /// ends, and returns the syncs kept.
+    fn tail_syncs(
+        &mut self,
+        partitions: Vec<Partition>,
+    ) -> Result<BTreeMap<SyncsOf, Vec<OffsetSync>>, String> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let reader = match self.syncs.reader.take() {
+            Some(r) => r,
+            None => client(&self.brokers, "vecsync-lag-syncs", self.timeout)?,
+        };
+        let read = Self::read_syncs(&mut self.syncs, &reader, &partitions, self.timeout);
+        self.syncs.reader = Some(reader);
+        read?;
+        Ok(self
+            .syncs
+            .kept
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+            .collect())
+    }
+
+    fn read_syncs(
+        tail: &mut SyncTail,
+        reader: &BaseConsumer,
+        partitions: &[Partition],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        if partitions.iter().any(|p| !tail.next.contains_key(p)) {
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions {
+                let next = *tail.next.entry(p.clone()).or_insert(0);
+                tpl.add_partition_offset(&p.0, p.1, Offset::Offset(next))
+                    .map_err(|e| e.to_string())?;
+            }
+            reader
+                .assign(&tpl)
+                .map_err(|e| format!("assign offset syncs: {e}"))?;
+        }
+        // Read each partition up to the end it has now.
+        let mut ends = BTreeMap::new();
+        for p in partitions {
+            let (low, high) = reader
+                .fetch_watermarks(&p.0, p.1, timeout)
+                .map_err(|e| format!("offsets of {}/{}: {e}", p.0, p.1))?;
+            let next = tail.next.entry(p.clone()).or_insert(0);
+            *next = (*next).max(low);
+            if *next < high {
+                ends.insert(p.clone(), high);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        while !ends.is_empty() && Instant::now() < deadline {
+            match reader.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    let p = (m.topic().to_owned(), m.partition());
+                    tail.next.insert(p.clone(), m.offset() + 1);
+                    if ends.get(&p).is_some_and(|end| m.offset() + 1 >= *end) {
+                        ends.remove(&p);
+                    }
+                    let (Some(key), Some(value)) = (m.key(), m.payload()) else {
+                        continue;
+                    };
+                    // A record that is not a sync is no mapping; skip it.
+                    let Ok(sync) = OffsetSync::decode(key, value) else {
+                        continue;
+                    };
+                    let kept = tail
+                        .kept
+                        .entry((p.0, sync.topic.clone(), sync.partition))
+                        .or_default();
+                    if kept.len() == SYNCS_KEPT {
+                        kept.pop_front();
+                    }
+                    kept.push_back(sync);
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(format!("reading offset syncs: {e}")),
+            }
+        }
+        Ok(())
     }
 
     fn group_lag(

@@ -120,3 +120,78 @@ fn an_unreachable_cluster_is_down_and_has_no_lag_series() {
         "vecsync_mirror_heartbeat_age_seconds{source=\"us-east\",target=\"eu-west\"} 2.5\n"
     ));
 }
+
+#[test]
+fn a_mirror_named_by_the_identity_policy_keeps_the_topic_name_and_reads_its_syncs() {
+    let extra = r#"
+        [[lag.mirrors]]
+        alias = "ap-south"
+        brokers = "127.0.0.1:39092"
+        target_alias = "eu"
+        replication_policy = "identity"
+        "#;
+    let plan = Plan::new(&config(extra)).unwrap();
+    let m = &plan.mirrors[0];
+    assert_eq!(m.mirror_topic, "vecsync.deltas");
+    assert_eq!(m.heartbeats_topic, "ap-south.heartbeats");
+    assert_eq!(m.offset_syncs_topic, "mm2-offset-syncs.eu.internal");
+    assert_eq!(
+        plan.clusters["ap-south"].offset_syncs,
+        set(&["mm2-offset-syncs.eu.internal"])
+    );
+}
+
+fn sync(upstream: i64, downstream: i64) -> OffsetSync {
+    OffsetSync {
+        topic: "t".into(),
+        partition: 0,
+        upstream_offset: upstream,
+        downstream_offset: downstream,
+    }
+}
+
+#[test]
+fn the_mirror_head_maps_to_a_source_offset_through_the_newest_sync_below_it() {
+    // No sync yet: offsets are taken as equal.
+    assert_eq!(mirrored_up_to(&[], 40), 40);
+    // The mirror held 30 records of its own before the flow began, so
+    // source offset 0 is mirror offset 30: a head of 80 is 50 records in.
+    assert_eq!(mirrored_up_to(&[sync(0, 30)], 80), 50);
+    // A duplicate made the mirror one record longer after source 100.
+    let syncs = [sync(0, 30), sync(100, 131), sync(200, 231)];
+    assert_eq!(mirrored_up_to(&syncs, 150), 119);
+    assert_eq!(mirrored_up_to(&syncs, 232), 201);
+    // A sync at or past the head (read before the head moved) is not used.
+    assert_eq!(mirrored_up_to(&syncs, 231), 200);
+}
+
+#[test]
+fn mirror_lag_in_records_uses_the_syncs_and_seconds_the_heads_timestamps() {
+    let head = |offset, ts| probe::Head {
+        offset,
+        low: 0,
+        timestamp_ms: Some(ts),
+        last: None,
+    };
+    let plan = MirrorPlan {
+        alias: "us-east".into(),
+        topic: "t".into(),
+        mirror_topic: "us-east.t".into(),
+        heartbeats_topic: "us-east.heartbeats".into(),
+        offset_syncs_topic: "mm2-offset-syncs.eu-west.internal".into(),
+    };
+    let mut source = ClusterScan::default();
+    source.heads.insert(("t".into(), 0), head(70, 9_000));
+    source.offset_syncs.insert(
+        ("mm2-offset-syncs.eu-west.internal".into(), "t".into(), 0),
+        vec![sync(0, 30)],
+    );
+    let mut target = ClusterScan::default();
+    target
+        .heads
+        .insert(("us-east.t".into(), 0), head(80, 7_500));
+    let lag = mirror_lag(&plan, &source, &target);
+    // The heads differ by -10; 20 source records are not mirrored.
+    assert_eq!(lag[0].records, 20);
+    assert_eq!(lag[0].seconds, Some(1.5));
+}

@@ -318,6 +318,37 @@ pub struct MirrorConfig {
     /// The source topic; this region's `kafka.topic` if unset.
     #[serde(default)]
     pub topic: Option<String>,
+    /// MirrorMaker's alias of this region's cluster, which names the offset
+    /// syncs topic on the source (`mm2-offset-syncs.<target_alias>.internal`);
+    /// the region's name if unset.
+    #[serde(default)]
+    pub target_alias: Option<String>,
+    /// MirrorMaker's `replication.policy.class`: `default` mirrors a topic
+    /// as `<alias>.<topic>`, `identity` keeps its name. Heartbeats are
+    /// mirrored as `<alias>.heartbeats` under both.
+    #[serde(default)]
+    pub replication_policy: ReplicationPolicy,
+}
+
+/// How MirrorMaker 2 names the mirror of a topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationPolicy {
+    /// `DefaultReplicationPolicy`: `<alias>.<topic>`.
+    #[default]
+    Default,
+    /// `IdentityReplicationPolicy`: the topic's own name.
+    Identity,
+}
+
+impl ReplicationPolicy {
+    /// The name of `topic`'s mirror from the cluster `alias`.
+    pub fn mirror_topic(self, alias: &str, topic: &str) -> String {
+        match self {
+            Self::Default => format!("{alias}.{topic}"),
+            Self::Identity => topic.to_owned(),
+        }
+    }
 }
 
 /// Which vector store a region uses.

@@ -1,0 +1,237 @@
+//! Two regions on two Apache Kafka clusters with a real MirrorMaker 2
+//! between them, both ways, as DESIGN.md §1 draws them: each region's
+//! producer writes its own cluster's `vecsync.deltas`, MirrorMaker 2
+//! mirrors it to the other cluster as `<alias>.vecsync.deltas`, and each
+//! region's worker replays its own topic and the mirror from its own
+//! cluster. Writes from both sides converge to equal digests, and a `pq`
+//! collection's codebook crosses on the mirrored codebook topic so the
+//! remote region can decode its events.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vecsync_consumer::digest::Digest;
+use vecsync_consumer::store::{self, Store};
+use vecsync_consumer::worker;
+use vecsync_devkit::broker::unique_name;
+use vecsync_devkit::kafka::{Kafka, MirrorMaker2, Mm2Cluster, mm2_properties};
+use vecsync_devkit::registry::DevRegistry;
+use vecsync_producer::{Mutation, Publisher};
+use vecsync_schemas::avro::AvroRecord;
+use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::event::PointId;
+use vecsync_schemas::testing::vector;
+use vecsync_schemas::vector::PqTrainer;
+
+const DIM: usize = 8;
+
+fn upserts(region: u64, n: u64) -> Vec<Mutation> {
+    (0..n)
+        .map(|i| {
+            let id = PointId::Num((i * 7 + region) % 40);
+            match i % 10 {
+                3 => Mutation::Delete { id },
+                _ => Mutation::Upsert {
+                    id,
+                    vector: vector(DIM, region * 1000 + i),
+                    payload: json!({"from": region, "i": i}).as_object().cloned(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Waits until `topics` exist on the cluster at `brokers`.
+fn wait_topics(brokers: &str, topics: &[String], mm2: &MirrorMaker2) {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let names: Vec<String> = probe
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
+            .unwrap_or_default();
+        if topics.iter().all(|t| names.contains(t)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "MirrorMaker 2 never created {topics:?} on {brokers} (has {names:?}):\n{}",
+            mm2.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+async fn digest(store: &Arc<dyn Store>, collection: &'static str) -> Digest {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || Digest::of(store.as_ref(), collection))
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_regions_converge_through_mirrormaker_2_both_ways() {
+    let (Some(east_kafka), Some(west_kafka)) = (Kafka::start(), Kafka::start()) else {
+        return;
+    };
+    let registry = DevRegistry::in_memory().spawn("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A PQ codebook for east's `pqdocs`, which west can only decode with.
+    let data: Vec<f32> = (0..64).flat_map(|i| vector(DIM, i)).collect();
+    let data = ndarray::Array2::from_shape_vec((64, DIM), data).unwrap();
+    let trainer = PqTrainer {
+        subspaces: 4,
+        centroids: 16,
+        iterations: 4,
+        seed: 1,
+    };
+    let book = trainer.train("pqdocs", 1, data.view()).unwrap();
+    let book_path = dir.path().join("pqdocs@1.pqcb");
+    let mut bytes = Vec::new();
+    book.write_avro(&mut bytes);
+    std::fs::write(&book_path, bytes).unwrap();
+
+    // The same topic names on both clusters, as in production.
+    let topic = unique_name("vecsync.deltas");
+    let codebooks = format!("{topic}.codebooks");
+    let config = |region: &str, other: &str, brokers: &str| {
+        let text = format!(
+            r#"
+region = "{region}"
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+codebook_topic = "{codebooks}"
+partitions = 3
+[registry]
+url = "{registry}"
+[producer]
+heartbeat_interval_ms = 200
+[consumer]
+idle_after_ms = 3000
+batch_max_wait_ms = 10
+[[consumer.sources]]
+region = "{other}"
+topic = "{other}.{topic}"
+codebook_topic = "{other}.{codebooks}"
+[store]
+path = "{store}"
+[collections.docs]
+dimension = {DIM}
+distance = "dot"
+encoding = "sq8"
+[collections.pqdocs]
+dimension = {DIM}
+distance = "dot"
+encoding = "pq"
+codebook_file = "{book}"
+"#,
+            registry = registry.url(),
+            store = dir.path().join(region).display(),
+            book = book_path.display(),
+        );
+        RegionConfig::parse(&text, region, std::iter::empty()).unwrap()
+    };
+    let east = config("us-east", "eu-west", &east_kafka.brokers());
+    let west = config("eu-west", "us-east", &west_kafka.brokers());
+
+    // Each producer creates its region's topics; MirrorMaker 2 mirrors them.
+    let east_pub = Publisher::connect(&east).await.unwrap();
+    let west_pub = Publisher::connect(&west).await.unwrap();
+    let clusters = [
+        Mm2Cluster {
+            alias: "us-east".into(),
+            brokers: east_kafka.brokers(),
+        },
+        Mm2Cluster {
+            alias: "eu-west".into(),
+            brokers: west_kafka.brokers(),
+        },
+    ];
+    let pattern = format!(
+        "{}|{}",
+        topic.replace('.', "\\."),
+        codebooks.replace('.', "\\.")
+    );
+    let properties = mm2_properties(
+        &clusters,
+        &[("us-east", "eu-west"), ("eu-west", "us-east")],
+        &pattern,
+    );
+    let Some(mm2) = MirrorMaker2::start(&properties) else {
+        return;
+    };
+    let mirrors = |alias: &str| vec![format!("{alias}.{topic}"), format!("{alias}.{codebooks}")];
+    let (east_brokers, west_brokers) = (east_kafka.brokers(), west_kafka.brokers());
+    let (m1, m2) = (mirrors("us-east"), mirrors("eu-west"));
+    let mm2 = tokio::task::spawn_blocking(move || {
+        wait_topics(&west_brokers, &m1, &mm2);
+        wait_topics(&east_brokers, &m2, &mm2);
+        mm2
+    })
+    .await
+    .unwrap();
+
+    let mut stores = Vec::new();
+    let mut workers = Vec::new();
+    for config in [east.clone(), west.clone()] {
+        let store = store::open(&config.store).unwrap();
+        workers.push(worker::spawn(config, store.clone()));
+        stores.push(store);
+    }
+    // Both regions write, concurrently, to overlapping points; east also
+    // writes the PQ collection.
+    let (east_m, west_m) = (upserts(1, 300), upserts(2, 300));
+    for (batch_e, batch_w) in east_m.chunks(50).zip(west_m.chunks(50)) {
+        let (ve, vw, vp) = tokio::join!(
+            east_pub.publish("docs", batch_e),
+            west_pub.publish("docs", batch_w),
+            east_pub.publish("pqdocs", batch_e),
+        );
+        ve.unwrap();
+        vw.unwrap();
+        vp.unwrap();
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (e, w) = (
+            digest(&stores[0], "docs").await,
+            digest(&stores[1], "docs").await,
+        );
+        let (ep, wp) = (
+            digest(&stores[0], "pqdocs").await,
+            digest(&stores[1], "pqdocs").await,
+        );
+        if e == w && ep == wp && e.points > 10 && ep.points > 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence: docs {e} / {w}, pqdocs {ep} / {wp}\n{}",
+            mm2.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for w in workers {
+        let stats = w.stop().await.unwrap();
+        assert_eq!(stats.dead_letters, 0, "{stats:?}");
+    }
+    // Still equal once the workers have flushed and stopped.
+    assert_eq!(
+        digest(&stores[0], "docs").await,
+        digest(&stores[1], "docs").await
+    );
+    assert_eq!(
+        digest(&stores[0], "pqdocs").await,
+        digest(&stores[1], "pqdocs").await
+    );
+    drop(mm2);
+}
