@@ -207,7 +207,7 @@ fn config_names(libs: &Path, class: &str) -> BTreeSet<String> {
         .filter_map(|s| s.split('"').next())
         .map(str::to_owned)
         .collect();
-    assert!(names.len() > 10, "{class} printed no reference: {text}");
+    assert!(!names.is_empty(), "{class} printed no reference: {text}");
     names
 }
 
@@ -237,17 +237,22 @@ fn every_key_of_the_committed_mm2_properties_is_one_mirrormaker_2_reads() {
         // `<alias>.` and `<source>-><target>.` scope a key to a cluster or
         // a flow; what follows is an ordinary key.
         let mut rest = key.as_str();
+        let mut flow_key = false;
         for c in &clusters {
             if let Some(flow) = rest.strip_prefix(&format!("{c}->")) {
                 rest = clusters
                     .iter()
                     .find_map(|t| flow.strip_prefix(&format!("{t}.")))
                     .unwrap_or(flow);
+                flow_key = true;
             } else if let Some(scoped) = rest.strip_prefix(&format!("{c}.")) {
                 rest = scoped;
             }
         }
+        // `clusters` and a flow's `enabled` are MirrorMakerConfig's own,
+        // which prints no reference.
         let ok = rest == "clusters"
+            || (flow_key && rest == "enabled")
             || known.contains(rest)
             || rest
                 .strip_prefix("producer.override.")
