@@ -252,7 +252,7 @@ async fn in_group_mode_a_killed_workers_partitions_move_to_the_other_and_nothing
     assert!(!producing.is_finished(), "the load ended before the kill");
     workers[0].kill().unwrap();
     workers[0].wait().unwrap();
-    let (_, expected) = fold(producing.await.unwrap());
+    let (records, expected) = fold(producing.await.unwrap());
 
     let store = store::open(&region.config.store).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -265,10 +265,10 @@ async fn in_group_mode_a_killed_workers_partitions_move_to_the_other_and_nothing
         if got == expected {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the store holds {got}, the writes make {expected}"
-        );
+        if Instant::now() >= deadline {
+            let (summary, _) = differences_in(store.as_ref(), &records);
+            panic!("the store holds {got}, the writes make {expected}: {summary}");
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let survivor = workers.pop().unwrap();
@@ -296,6 +296,10 @@ fn differences(
 ) -> (String, Vec<String>) {
     let store = EdgeStore::open(path).unwrap();
     store.ensure_collection("docs", DIM, Distance::Dot).unwrap();
+    differences_in(&store, records)
+}
+
+fn differences_in(store: &dyn Store, records: &HashMap<PointId, Record>) -> (String, Vec<String>) {
     let ids: Vec<PointId> = records.keys().copied().collect();
     let held = store.read("docs", &ids).unwrap();
     let diffs: Vec<String> = records

@@ -9,7 +9,10 @@
 //!
 //! Three things keep the buffer from waiting forever, each counted:
 //! - a source silent for longer than `idle_after_ms` is declared idle and
-//!   stops holding the watermark back until it speaks again;
+//!   stops holding the watermark back until it speaks again; once every
+//!   source is idle, nothing holds the buffer back and all it holds goes
+//!   (the last writes of a producer that stopped are not kept waiting for
+//!   a heartbeat that will not come);
 //! - when the buffer holds `max_events`, the oldest event is released
 //!   anyway (forced);
 //! - an event older than what was already released (late: from a source that
@@ -138,7 +141,9 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
     }
 
     /// The lowest timestamp every live source has passed, if any source is
-    /// live and every live source has delivered something.
+    /// live and every live source has delivered something. With every
+    /// source idle, the highest timestamp any has delivered: every event
+    /// held is at or below it.
     pub fn watermark(&mut self, now_ms: u64) -> Option<Hlc> {
         let mut low: Option<&Hlc> = None;
         let mut live = 0;
@@ -162,7 +167,12 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
             }
         }
         if live == 0 {
-            return None;
+            return self
+                .sources
+                .values()
+                .filter_map(|s| s.high.as_ref())
+                .max()
+                .cloned();
         }
         low.cloned()
     }
@@ -268,6 +278,27 @@ mod tests {
         let out = b.push("eu", h(5, "eu"), "e5", 5_002);
         assert_eq!(out.iter().map(|(_, t)| *t).collect::<Vec<_>>(), ["e5"]);
         assert_eq!((b.counters().late, b.idle_sources()), (1, 0));
+    }
+
+    #[test]
+    fn once_every_source_is_idle_everything_held_is_released() {
+        let mut b = ReorderBuffer::new(BOUNDS);
+        b.add_source("us", 0);
+        b.add_source("eu", 0);
+        // The last writes of both, at once: eu's last is older than us's.
+        assert!(b.push("us", h(10, "us"), "u10", 1_000).is_empty());
+        let out = b.push("eu", h(5, "eu"), "e5", 1_000);
+        assert_eq!(out.iter().map(|(_, t)| *t).collect::<Vec<_>>(), ["e5"]);
+        assert!(b.push("us", h(20, "us"), "u20", 1_000).is_empty());
+        assert!(b.tick(6_000).is_empty(), "neither is idle yet");
+        let out = b.tick(6_001);
+        assert_eq!(
+            out.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+            ["u10", "u20"],
+            "the producer stopped: its last writes are not held for ever"
+        );
+        assert_eq!(b.idle_sources(), 2);
+        assert!(b.is_empty());
     }
 
     #[test]
