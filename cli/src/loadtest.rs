@@ -4,6 +4,7 @@
 
 use anyhow::{Context, bail};
 use std::path::PathBuf;
+use vecsync_loadtest::bed::ClusterKind;
 use vecsync_loadtest::recorder::Book;
 use vecsync_loadtest::run::{self, Scenario};
 use vecsync_schemas::vector::Encoding;
@@ -30,6 +31,10 @@ pub struct Args {
     /// Vector encoding on the wire: f32, f16, sq8, sq4 or binary.
     #[arg(long)]
     encoding: Option<Encoding>,
+    /// Each region's cluster: mock (in-process), tansu, or kafka (Apache
+    /// Kafka with MirrorMaker 2 between regions; needs Java and the jars).
+    #[arg(long)]
+    broker: Option<ClusterKind>,
     /// Also measure recall@10 in the remote region for each encoding, on
     /// the real-embedding fixture.
     #[arg(long)]
@@ -69,6 +74,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = args.encoding {
         scenario.encoding = v;
+    }
+    if let Some(v) = args.broker {
+        scenario.broker = v;
     }
     std::fs::create_dir_all(&args.report)
         .with_context(|| format!("cannot create {}", args.report.display()))?;

@@ -141,10 +141,46 @@ fn a_cut_between_regions_shows_in_the_timeline_and_is_caught_up() {
     if vecsync_devkit::broker::tansu_or_skip().is_none() {
         return;
     }
+    a_cut_shows_and_is_caught_up("tansu", "copier");
+}
+
+#[test]
+fn on_apache_kafka_mirrormaker_2_carries_the_load_across_a_cut() {
+    if vecsync_devkit::kafka::kafka_libs_or_skip().is_none() {
+        return;
+    }
+    let json = a_cut_shows_and_is_caught_up("kafka", "MirrorMaker 2");
+    // The regions stood on Kafka brokers with MirrorMaker 2 into each.
+    let processes: Vec<&str> = json["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "Kafka broker, us-east",
+        "Kafka broker, eu-west",
+        "MirrorMaker 2, into us-east",
+        "MirrorMaker 2, into eu-west",
+    ] {
+        assert!(processes.contains(&name), "{processes:?}");
+    }
+}
+
+/// Two regions across 20 ms links on `broker`, cut from second 2 to 5:
+/// nothing crosses during the cut, the watermarks age with it, and every
+/// event arrives after it. `carrier` is how the report names what carries
+/// the flows. Returns the JSON report.
+fn a_cut_shows_and_is_caught_up(broker: &str, carrier: &str) -> Value {
     let (json, report, _) = load_test(
-        "dimension = 16\nrate = 200\nduration_s = 8\nlink_delay_ms = 20\ncut_at_s = 2\ncut_for_s = 3\n",
+        &format!(
+            "broker = \"{broker}\"\ndimension = 16\nrate = 200\nduration_s = 8\n\
+             link_delay_ms = 20\ncut_at_s = 2\ncut_for_s = 3\n"
+        ),
         &[],
     );
+    let markdown = std::fs::read_to_string(report.path().join("report.md")).unwrap();
+    assert!(markdown.contains(carrier), "{markdown}");
     for p in json["pairs"].as_array().unwrap() {
         assert_eq!(p["missing"], 0, "{p}");
     }
@@ -178,4 +214,5 @@ fn a_cut_between_regions_shows_in_the_timeline_and_is_caught_up() {
     let last = timeline.last().unwrap()["t_s"].as_u64().unwrap();
     assert!(worst_age(last) < 2_000.0, "{}", second(last));
     assert_png(&report.path().join("latency.png"));
+    json
 }

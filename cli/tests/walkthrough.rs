@@ -1,7 +1,7 @@
 //! The README's walkthrough, run as written: the `sh` blocks between its
 //! `<!-- walkthrough -->` markers, in order, by bash, in a directory holding
-//! a copy of `examples/local/`, with this build's `vecsync` and tansu on
-//! the PATH. Both regions end up fresh with each other's writes and holding
+//! a copy of `examples/local/`, with this build's `vecsync` on the PATH
+//! and Kafka's jars in `VECSYNC_KAFKA_LIBS`. Both regions end up fresh with each other's writes and holding
 //! the same points.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,7 +10,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vecsync_devkit::broker::{skip_without, tansu_binary, which};
+use vecsync_devkit::broker::{skip_without, which};
+use vecsync_devkit::kafka::kafka_libs;
 
 /// The walkthrough's shell commands.
 fn script(readme: &str) -> String {
@@ -36,29 +37,27 @@ fn the_readme_walkthrough_works_as_written() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let script = script(&readme);
     assert!(script.contains("vecsync consume"), "{script}");
-    let (Some(tansu), Some(_)) = (tansu_binary(), which("curl")) else {
-        skip_without("the walkthrough needs tansu and curl");
+    let (Some(libs), Some(_), Some(_)) = (kafka_libs(), which("java"), which("curl")) else {
+        skip_without("the walkthrough needs Kafka's jars, java and curl");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let examples = dir.path().join("examples/local");
     std::fs::create_dir_all(&examples).unwrap();
     for region in ["us-east", "eu-west"] {
-        let name = format!("{region}.toml");
-        std::fs::copy(
-            root.join("examples/local").join(&name),
-            examples.join(&name),
-        )
-        .unwrap();
+        for name in [format!("{region}.toml"), format!("{region}.properties")] {
+            std::fs::copy(
+                root.join("examples/local").join(&name),
+                examples.join(&name),
+            )
+            .unwrap();
+        }
     }
     let vecsync = Path::new(env!("CARGO_BIN_EXE_vecsync"));
     let path = std::env::join_paths(
-        [vecsync.parent().unwrap(), tansu.parent().unwrap()]
-            .into_iter()
-            .map(Path::to_path_buf)
-            .chain(std::env::split_paths(
-                &std::env::var_os("PATH").unwrap_or_default(),
-            )),
+        std::iter::once(vecsync.parent().unwrap().to_path_buf()).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )),
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
@@ -69,6 +68,7 @@ fn the_readme_walkthrough_works_as_written() {
         ))
         .current_dir(dir.path())
         .env("PATH", path)
+        .env("VECSYNC_KAFKA_LIBS", libs)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(log)

@@ -45,13 +45,22 @@ pub fn kafka_libs() -> Option<PathBuf> {
 pub fn kafka_libs_or_skip() -> Option<PathBuf> {
     let libs = kafka_libs();
     if libs.is_none() {
-        skip_without(&format!(
-            "Apache Kafka's jars are missing (mvn -f devkit/kafka/pom.xml \
-             dependency:copy-dependencies -DoutputDirectory=~/.cache/vecsync/kafka-{KAFKA_VERSION}/libs; \
-             or set VECSYNC_KAFKA_LIBS)"
-        ));
+        skip_without(&missing_jars());
     }
     libs
+}
+
+/// [`kafka_libs`], or an error that says how to get them.
+pub fn kafka_libs_required() -> io::Result<PathBuf> {
+    kafka_libs().ok_or_else(|| io::Error::other(missing_jars()))
+}
+
+fn missing_jars() -> String {
+    format!(
+        "Apache Kafka's jars are missing (mvn -f devkit/kafka/pom.xml \
+         dependency:copy-dependencies -DoutputDirectory=~/.cache/vecsync/kafka-{KAFKA_VERSION}/libs; \
+         or set VECSYNC_KAFKA_LIBS)"
+    )
 }
 
 /// A JVM running one of Kafka's main classes, its output in `log`.
@@ -124,6 +133,17 @@ fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// A listener of its own for the clients across one link: the broker
+/// listens on `port` and advertises `advertised`, the address of a fault
+/// proxy in front of it ([`crate::proxy::WanLink::to_listener`]). A client
+/// that bootstraps through the proxy is told the proxy's address, so it
+/// stays on the link, while local clients use the broker's own listener.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkListener {
+    pub port: u16,
+    pub advertised: std::net::SocketAddr,
+}
+
 /// A running single-node KRaft broker, killed when dropped.
 #[derive(Debug)]
 pub struct Kafka {
@@ -145,23 +165,44 @@ impl Kafka {
     /// Like [`Kafka::start`], with extra `server.properties` lines.
     pub fn start_with(extra: &[(&str, &str)]) -> Option<Self> {
         let libs = kafka_libs_or_skip()?;
-        let broker = Self::launch_new(libs, extra)
+        let broker = Self::launch_new(libs, &[], extra)
             .unwrap_or_else(|e| panic!("failed to start Apache Kafka: {e}"));
         Some(broker)
     }
 
-    fn launch_new(libs: PathBuf, extra: &[(&str, &str)]) -> io::Result<Self> {
+    /// Starts a broker that also serves a listener per link. Errors (the
+    /// jars missing among them) are returned, for programs such as the
+    /// load test.
+    pub fn start_linked(links: &[LinkListener]) -> io::Result<Self> {
+        Self::launch_new(kafka_libs_required()?, links, &[])
+    }
+
+    fn launch_new(
+        libs: PathBuf,
+        links: &[LinkListener],
+        extra: &[(&str, &str)],
+    ) -> io::Result<Self> {
         let dir = Scratch::new("vecsync-kafka")?;
         let port = free_port()?;
         let controller = free_port()?;
+        let (mut listeners, mut advertised, mut protocols) = (
+            format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+            format!("PLAINTEXT://127.0.0.1:{port}"),
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_owned(),
+        );
+        for (i, link) in links.iter().enumerate() {
+            let _ = write!(listeners, ",LINK{i}://127.0.0.1:{}", link.port);
+            let _ = write!(advertised, ",LINK{i}://{}", link.advertised);
+            let _ = write!(protocols, ",LINK{i}:PLAINTEXT");
+        }
         let mut props = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners={listeners}\n\
+             advertised.listeners={advertised}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             listener.security.protocol.map={protocols}\n\
              controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
              log.dirs={data}\n\
              num.partitions=1\n\
@@ -434,6 +475,8 @@ pub struct Mm2Cluster {
 pub struct MirrorMaker2 {
     libs: PathBuf,
     dir: Scratch,
+    /// `--clusters`: the target clusters this process serves; empty for all.
+    targets: Vec<String>,
     child: Option<Child>,
 }
 
@@ -474,17 +517,25 @@ impl MirrorMaker2 {
     /// when the jars are missing and the user opted out of such tests.
     pub fn start(properties: &str) -> Option<Self> {
         let libs = kafka_libs_or_skip()?;
-        let mm = Self::launch_new(libs, properties)
+        let mm = Self::launch_new(libs, properties, &[])
             .unwrap_or_else(|e| panic!("failed to start MirrorMaker 2: {e}"));
         Some(mm)
     }
 
-    fn launch_new(libs: PathBuf, properties: &str) -> io::Result<Self> {
+    /// Starts a MirrorMaker 2 that runs only the flows into `target`
+    /// (`--clusters`), as one per region is deployed beside the region's
+    /// cluster. Errors are returned, for programs such as the load test.
+    pub fn start_into(properties: &str, target: &str) -> io::Result<Self> {
+        Self::launch_new(kafka_libs_required()?, properties, &[target.to_owned()])
+    }
+
+    fn launch_new(libs: PathBuf, properties: &str, targets: &[String]) -> io::Result<Self> {
         let dir = Scratch::new("vecsync-mm2")?;
         std::fs::write(dir.0.join("mm2.properties"), properties)?;
         let mut mm = Self {
             libs,
             dir,
+            targets: targets.to_vec(),
             child: None,
         };
         mm.launch()?;
@@ -493,15 +544,25 @@ impl MirrorMaker2 {
 
     fn launch(&mut self) -> io::Result<()> {
         let file = self.dir.0.join("mm2.properties").display().to_string();
+        let mut args = vec![file.as_str()];
+        if !self.targets.is_empty() {
+            args.push("--clusters");
+            args.extend(self.targets.iter().map(String::as_str));
+        }
         let child = java(
             &self.libs,
             &self.dir.0,
             "512m",
             "org.apache.kafka.connect.mirror.MirrorMaker",
-            &[&file],
+            &args,
         )?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// MirrorMaker's process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the process still runs; its exit status if not.

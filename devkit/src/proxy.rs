@@ -171,17 +171,18 @@ async fn pump(
     r.and(w)
 }
 
-/// A WAN link to a Kafka cluster: the [`FaultProxy`] in front of a tansu
-/// proxy (`tansu proxy`) that forwards to the cluster and advertises the
-/// fault proxy in its metadata. Clients that bootstrap from
-/// [`WanLink::brokers`] reach the cluster only across the link, whatever
-/// the broker (tansu, Kafka, librdkafka's mock cluster). Stopped when
+/// A WAN link to a Kafka cluster: a [`FaultProxy`] in front of something
+/// that advertises the fault proxy in its metadata, so that clients that
+/// bootstrap from [`WanLink::brokers`] reach the cluster only across the
+/// link. That is either a tansu proxy (`tansu proxy`) forwarding to any
+/// broker ([`WanLink::start`]), or a listener of an Apache Kafka broker
+/// advertised at the fault proxy ([`WanLink::to_listener`]). Stopped when
 /// dropped.
 #[derive(Debug)]
 pub struct WanLink {
     proxy: FaultProxy,
-    kafka: Child,
-    log: PathBuf,
+    /// The tansu proxy and its log, when there is one.
+    kafka: Option<(Child, PathBuf)>,
 }
 
 impl WanLink {
@@ -214,7 +215,19 @@ impl WanLink {
             let _ = kafka.kill();
             return Err(e);
         }
-        Ok(Some(Self { proxy, kafka, log }))
+        Ok(Some(Self {
+            proxy,
+            kafka: Some((kafka, log)),
+        }))
+    }
+
+    /// A link to a broker's listener on loopback `port` that advertises
+    /// [`WanLink::brokers`] (see [`crate::kafka::LinkListener`]); it may be
+    /// started before the broker.
+    pub async fn to_listener(port: u16) -> io::Result<Self> {
+        let upstream = SocketAddr::from(([127, 0, 0, 1], port));
+        let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await?;
+        Ok(Self { proxy, kafka: None })
     }
 
     /// `bootstrap.servers` for clients on the far side of the link.
@@ -227,20 +240,22 @@ impl WanLink {
         &self.proxy
     }
 
-    /// The tansu proxy's process.
-    pub fn pid(&self) -> u32 {
-        self.kafka.id()
+    /// The tansu proxy's process, if the link has one.
+    pub fn pid(&self) -> Option<u32> {
+        self.kafka.as_ref().map(|(c, _)| c.id())
     }
 
     /// The tansu proxy's log, to read when a test fails.
-    pub fn log_path(&self) -> &std::path::Path {
-        &self.log
+    pub fn log_path(&self) -> Option<&std::path::Path> {
+        self.kafka.as_ref().map(|(_, log)| log.as_path())
     }
 }
 
 impl Drop for WanLink {
     fn drop(&mut self) {
-        let _ = self.kafka.kill();
-        let _ = self.kafka.wait();
+        if let Some((kafka, _)) = &mut self.kafka {
+            let _ = kafka.kill();
+            let _ = kafka.wait();
+        }
     }
 }

@@ -162,7 +162,7 @@ async fn clients_across_a_wan_link_are_cut_off_while_local_ones_are_not() {
         after, expected,
         "what was sent during the cut arrives after it, in order"
     );
-    let log = std::fs::read_to_string(link.log_path()).unwrap_or_default();
+    let log = std::fs::read_to_string(link.log_path().unwrap()).unwrap_or_default();
     assert!(
         !log.contains("ERROR"),
         "the tansu proxy logged errors:\n{log}"

@@ -5,10 +5,13 @@
 //! load test run on.
 //!
 //! Mirrored ([`BedSpec::mirrored`]), regions are connected as MirrorMaker 2
-//! connects them in production: a copier per flow reads the origin's
-//! cluster across a [`WanLink`] (whose faults can be set) and writes
+//! connects them in production: every flow reads the origin's cluster
+//! across a [`WanLink`] (whose faults can be set) and writes
 //! `<origin>.<topic>` on the region's own cluster, where its worker reads.
-//! Each region's cluster is then a tansu broker: the mock cluster answers a
+//! On Apache Kafka ([`ClusterKind::Kafka`], always mirrored) that is real
+//! MirrorMaker 2, one process per region running the flows into it, each
+//! origin's broker serving a listener per link. On tansu it is devkit's
+//! copier, one per flow. The mock cluster is never mirrored: it answers a
 //! fetch with one record batch per partition, which a link's round trip
 //! turns into a ceiling of a few dozen events per second.
 
@@ -22,13 +25,14 @@ use std::time::Duration;
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker::{self, RunningWorker};
-use vecsync_devkit::broker::Tansu;
+use vecsync_devkit::broker::{Tansu, free_port};
+use vecsync_devkit::kafka::{Kafka, LinkListener, MirrorMaker2, Mm2Cluster, mm2_properties};
 use vecsync_devkit::mirror::{Mirror, MirrorSpec};
 use vecsync_devkit::proxy::{LinkFaults, WanLink};
 use vecsync_devkit::registry::{DevRegistry, RunningRegistry};
 use vecsync_producer::Publisher;
 use vecsync_schemas::config::RegionConfig;
-use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
 use vecsync_schemas::mm2::HEARTBEATS_TOPIC;
 use vecsync_schemas::vector::Encoding;
 
@@ -59,12 +63,69 @@ pub struct BedSpec {
     pub batch_max_events: usize,
     /// How often the workers flush their stores.
     pub flush_interval_ms: u64,
-    /// Regions are connected by MirrorMaker-style copiers over WAN links,
-    /// instead of each worker reading the other clusters directly.
+    /// Regions are connected by MirrorMaker 2 (or copiers) over WAN
+    /// links, instead of each worker reading the other clusters directly.
     pub mirrored: bool,
-    /// Each region's cluster is a tansu broker instead of librdkafka's mock
-    /// cluster (always so when mirrored).
-    pub tansu: bool,
+    /// What each region's cluster is.
+    pub clusters: ClusterKind,
+}
+
+/// What runs each region's Kafka cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterKind {
+    /// librdkafka's in-process mock cluster, which keeps at most 5 MB per
+    /// partition; never mirrored (tansu is used then).
+    #[default]
+    Mock,
+    /// A tansu broker (`memory://`) per region, with devkit's copiers
+    /// between them when mirrored.
+    Tansu,
+    /// An Apache Kafka broker per region, always with MirrorMaker 2
+    /// between them.
+    Kafka,
+}
+
+impl ClusterKind {
+    /// What a bed mirrored or not runs on: mirroring needs a real broker.
+    pub fn effective(self, mirrored: bool) -> Self {
+        match self {
+            Self::Mock if mirrored => Self::Tansu,
+            other => other,
+        }
+    }
+
+    /// The consumers' `fetch.wait.max.ms`: tansu answers a fetch only when
+    /// the wait runs out, so it is kept low there; Kafka answers as soon
+    /// as there is data, and a low wait floods it with fetches.
+    pub fn fetch_wait_max_ms(self) -> u32 {
+        match self {
+            Self::Kafka => 100,
+            Self::Mock | Self::Tansu => 5,
+        }
+    }
+
+    /// For people: "a tansu broker".
+    pub fn described(self) -> &'static str {
+        match self {
+            Self::Mock => "an in-process Kafka cluster",
+            Self::Tansu => "a tansu broker",
+            Self::Kafka => "an Apache Kafka broker",
+        }
+    }
+}
+
+impl std::str::FromStr for ClusterKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "mock" => Ok(Self::Mock),
+            "tansu" => Ok(Self::Tansu),
+            "kafka" => Ok(Self::Kafka),
+            other => Err(format!("{other:?} is not a broker: mock, tansu or kafka")),
+        }
+    }
 }
 
 /// One flow of a mirrored bed: origin → region, across a link.
@@ -73,7 +134,8 @@ pub struct Flow {
     pub origin: usize,
     pub region: usize,
     pub link: WanLink,
-    mirror: Mirror,
+    /// The flow's copier on tansu; on Kafka, MirrorMaker 2 carries it.
+    copier: Option<Mirror>,
 }
 
 /// One running region.
@@ -91,29 +153,94 @@ pub struct Region {
 pub(crate) enum Cluster {
     Mock(MockCluster<'static, DefaultProducerContext>),
     Tansu(Tansu),
+    Kafka(Kafka),
+}
+
+/// A cluster per region, and, when linked, a link for every ordered pair
+/// of regions (origin → region) with its copier not yet started.
+pub(crate) async fn start_clusters(
+    kind: ClusterKind,
+    regions: usize,
+    linked: bool,
+) -> anyhow::Result<(Vec<Cluster>, Vec<Flow>)> {
+    let pairs = || {
+        (0..regions).flat_map(move |origin| {
+            (0..regions)
+                .filter(move |r| *r != origin)
+                .map(move |region| (origin, region))
+        })
+    };
+    let flow = |(origin, region), link| Flow {
+        origin,
+        region,
+        link,
+        copier: None,
+    };
+    let mut flows = Vec::new();
+    let clusters = match kind {
+        ClusterKind::Kafka => {
+            // The links come first: each broker advertises them.
+            let mut listeners = vec![Vec::new(); regions];
+            for pair in pairs() {
+                let port = free_port()?;
+                let link = WanLink::to_listener(port).await?;
+                listeners[pair.0].push(LinkListener {
+                    port,
+                    advertised: link.faults().addr(),
+                });
+                flows.push(flow(pair, link));
+            }
+            let starting: Vec<_> = listeners
+                .into_iter()
+                .map(|l| tokio::task::spawn_blocking(move || Kafka::start_linked(&l)))
+                .collect();
+            let mut clusters = Vec::new();
+            for s in starting {
+                clusters.push(Cluster::Kafka(
+                    s.await?.context("cannot start an Apache Kafka broker")?,
+                ));
+            }
+            clusters
+        }
+        ClusterKind::Tansu | ClusterKind::Mock => {
+            let mut clusters = Vec::new();
+            for _ in 0..regions {
+                clusters.push(match kind {
+                    ClusterKind::Mock if !linked => Cluster::Mock(
+                        MockCluster::new(1).context("cannot start a mock Kafka cluster")?,
+                    ),
+                    _ => Tansu::start()
+                        .map(Cluster::Tansu)
+                        .context("tansu is not installed")?,
+                });
+            }
+            if linked {
+                for pair in pairs() {
+                    let link = WanLink::start(&clusters[pair.0].brokers())
+                        .await
+                        .with_context(|| format!("cannot start the link {pair:?}"))?
+                        .context("WAN links on tansu need its Kafka proxy")?;
+                    flows.push(flow(pair, link));
+                }
+            }
+            clusters
+        }
+    };
+    Ok((clusters, flows))
 }
 
 impl Cluster {
-    pub(crate) fn start(tansu: bool) -> anyhow::Result<Self> {
-        if !tansu {
-            return Ok(Self::Mock(
-                MockCluster::new(1).context("cannot start a mock Kafka cluster")?,
-            ));
-        }
-        Tansu::start()
-            .map(Self::Tansu)
-            .context("tansu is not installed")
-    }
-
     pub(crate) fn brokers(&self) -> String {
         match self {
             Self::Mock(c) => c.bootstrap_servers(),
             Self::Tansu(t) => t.brokers(),
+            Self::Kafka(k) => k.brokers(),
         }
     }
 
-    // The mock cluster has no CreateTopics, and the tansu broker does not
-    // create topics on its own; every topic is made here.
+    // The mock cluster has no CreateTopics, and neither the tansu broker
+    // nor the Kafka broker here creates topics on its own; every topic is
+    // made here.
     pub(crate) fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
         match self {
             Self::Mock(c) => c
@@ -122,8 +249,20 @@ impl Cluster {
             Self::Tansu(t) => t
                 .create_topic(topic, partitions)
                 .map_err(anyhow::Error::from),
+            Self::Kafka(k) => k
+                .create_topic(topic, partitions)
+                .map_err(anyhow::Error::from),
         }
         .with_context(|| format!("cannot create {topic}"))
+    }
+
+    /// The broker's process and what to call it, if it is one of its own.
+    fn process(&self, region: &str) -> Option<(String, u32)> {
+        match self {
+            Self::Mock(_) => None,
+            Self::Tansu(t) => Some((format!("tansu broker, {region}"), t.pid()?)),
+            Self::Kafka(k) => Some((format!("Kafka broker, {region}"), k.pid()?)),
+        }
     }
 }
 
@@ -169,6 +308,9 @@ pub struct Bed {
     pub regions: Vec<Region>,
     /// Mirrored only: every flow between two regions.
     pub flows: Vec<Flow>,
+    /// On Kafka: a MirrorMaker 2 per region, running the flows into it, in
+    /// the regions' order.
+    mirror_makers: Vec<MirrorMaker2>,
     _registry: RunningRegistry,
     dir: tempfile::TempDir,
 }
@@ -181,39 +323,47 @@ impl Bed {
             .await
             .context("cannot start the development registry")?;
         let names = &NAMES[..spec.regions.min(NAMES.len())];
-        let mut clusters = Vec::new();
-        for name in names {
-            let cluster = Cluster::start(spec.tansu || spec.mirrored)?;
+        let kind = spec.clusters.effective(spec.mirrored);
+        let mirrored = spec.mirrored || kind == ClusterKind::Kafka;
+        let (clusters, mut flows) = start_clusters(kind, names.len(), mirrored).await?;
+        for (cluster, name) in clusters.iter().zip(names) {
             let mut topics = vec![
                 (TOPIC.to_owned(), 3),
                 (CODEBOOKS.to_owned(), 1),
                 (DEAD_LETTERS.to_owned(), 1),
             ];
-            if spec.mirrored {
-                topics.push((HEARTBEATS_TOPIC.to_owned(), 1));
+            if mirrored {
+                // The mirrors exist before the workers subscribe to them;
+                // MirrorMaker 2 makes its own heartbeats topics.
+                let mut mirrored_topics = vec![(TOPIC, 3), (CODEBOOKS, 1)];
+                if kind == ClusterKind::Tansu {
+                    topics.push((HEARTBEATS_TOPIC.to_owned(), 1));
+                    mirrored_topics.push((HEARTBEATS_TOPIC, 1));
+                }
                 for origin in names.iter().filter(|o| *o != name) {
-                    for (topic, partitions) in [(TOPIC, 3), (CODEBOOKS, 1), (HEARTBEATS_TOPIC, 1)] {
-                        topics.push((format!("{origin}.{topic}"), partitions));
+                    for (topic, partitions) in &mirrored_topics {
+                        topics.push((format!("{origin}.{topic}"), *partitions));
                     }
                 }
             }
             for (topic, partitions) in topics {
                 cluster.create_topic(&topic, partitions)?;
             }
-            clusters.push(cluster);
         }
         let brokers: Vec<String> = clusters.iter().map(Cluster::brokers).collect();
-        let flows = if spec.mirrored {
-            connect(names, &brokers).await?
-        } else {
-            Vec::new()
+        let mirror_makers = match kind {
+            ClusterKind::Kafka => start_mirror_makers(names, &brokers, &flows)?,
+            _ => {
+                start_copiers(names, &brokers, &mut flows).await?;
+                Vec::new()
+            }
         };
         let mut regions = Vec::new();
         for (i, cluster) in clusters.into_iter().enumerate() {
             let name = names[i];
             let mut sources = String::new();
             for (j, other) in names.iter().enumerate().filter(|(j, _)| *j != i) {
-                let _ = if spec.mirrored {
+                let _ = if mirrored {
                     write!(
                         sources,
                         "[[consumer.sources]]\nregion = \"{other}\"\ntopic = \"{other}.{TOPIC}\"\n\
@@ -236,7 +386,7 @@ topic = "{TOPIC}"
 codebook_topic = "{CODEBOOKS}"
 partitions = 3
 create_topics = false
-fetch_wait_max_ms = 5
+fetch_wait_max_ms = {fetch_wait_max_ms}
 [registry]
 url = "{registry}"
 [producer]
@@ -256,6 +406,7 @@ distance = "cosine"
 encoding = "{encoding}"
 "#,
                 brokers = brokers[i],
+                fetch_wait_max_ms = kind.fetch_wait_max_ms(),
                 registry = registry.url(),
                 heartbeat = spec.heartbeat_interval_ms,
                 batch = spec.batch_max_events,
@@ -284,34 +435,43 @@ encoding = "{encoding}"
         Ok(Self {
             regions,
             flows,
+            mirror_makers,
             _registry: registry,
             dir,
         })
     }
 
-    /// The bed's processes besides this one (tansu brokers and proxies),
-    /// named, with their pids.
+    /// The bed's processes besides this one (brokers, MirrorMaker 2s and
+    /// tansu proxies), named, with their pids.
     pub fn processes(&self) -> Vec<(String, u32)> {
-        let brokers = self.regions.iter().filter_map(|r| match &r.cluster {
-            Cluster::Tansu(t) => Some((format!("tansu broker, {}", r.name), t.pid()?)),
-            Cluster::Mock(_) => None,
-        });
-        let links = self.flows.iter().map(|f| {
+        let brokers = self
+            .regions
+            .iter()
+            .filter_map(|r| r.cluster.process(&r.name));
+        let mirror_makers = self
+            .mirror_makers
+            .iter()
+            .zip(&self.regions)
+            .filter_map(|(m, r)| Some((format!("MirrorMaker 2, into {}", r.name), m.pid()?)));
+        let links = self.flows.iter().filter_map(|f| {
             let name = format!(
                 "tansu proxy, link {} → {}",
                 self.regions[f.origin].name, self.regions[f.region].name
             );
-            (name, f.link.pid())
+            Some((name, f.link.pid()?))
         });
-        brokers.chain(links).collect()
+        brokers.chain(mirror_makers).chain(links).collect()
     }
 
-    /// Waits until every region's worker has a watermark for every region:
-    /// heartbeats have gone end to end, producers hold their producer ids
-    /// and workers their partitions.
+    /// Waits until every region's worker has a fresh watermark for every
+    /// region, less than a second old: heartbeats have gone end to end,
+    /// producers hold their producer ids, workers their partitions, and
+    /// MirrorMaker 2 has caught up with what was written while it started.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        const FRESH_MS: u64 = 1_000;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            let now = SystemClock.now_ms();
             let missing: Vec<String> = self
                 .regions
                 .iter()
@@ -319,7 +479,11 @@ encoding = "{encoding}"
                     let marks = r.marks();
                     self.regions
                         .iter()
-                        .filter(move |o| !marks.contains_key(&o.name))
+                        .filter(move |o| {
+                            marks
+                                .get(&o.name)
+                                .is_none_or(|m| now.saturating_sub(m.wall_ms) > FRESH_MS)
+                        })
                         .map(move |o| format!("{} in {}", o.name, r.name))
                 })
                 .collect();
@@ -328,7 +492,8 @@ encoding = "{encoding}"
             }
             if tokio::time::Instant::now() >= deadline {
                 anyhow::bail!(
-                    "the regions were not up within {timeout:?}: no watermark yet for {}",
+                    "the regions were not up within {timeout:?}: no watermark within \
+                     {FRESH_MS} ms of now for {}",
                     missing.join(", ")
                 );
             }
@@ -360,8 +525,19 @@ encoding = "{encoding}"
     pub async fn stop(self) -> anyhow::Result<()> {
         let mut clusters = Vec::new();
         let mut first_error = None;
-        for mut f in self.flows {
-            if let Err(e) = tokio::task::spawn_blocking(move || f.mirror.stop()).await? {
+        for (mut m, r) in self.mirror_makers.into_iter().zip(&self.regions) {
+            if let Some(status) = m.exited() {
+                first_error.get_or_insert(anyhow::anyhow!(
+                    "MirrorMaker 2 into {} exited during the run with {status}; its log:\n{}",
+                    r.name,
+                    m.log()
+                ));
+            }
+        }
+        for f in self.flows {
+            if let Some(mut copier) = f.copier
+                && let Err(e) = tokio::task::spawn_blocking(move || copier.stop()).await?
+            {
                 first_error.get_or_insert(anyhow::anyhow!("copier: {e}"));
             }
         }
@@ -391,33 +567,60 @@ encoding = "{encoding}"
     }
 }
 
-/// Starts a link and a copier for every ordered pair of regions.
-async fn connect(names: &[&str], brokers: &[String]) -> anyhow::Result<Vec<Flow>> {
-    let mut flows = Vec::new();
-    for (origin, from) in names.iter().enumerate() {
-        for (region, to) in names.iter().enumerate().filter(|(r, _)| *r != origin) {
-            let link = WanLink::start(&brokers[origin])
-                .await
-                .with_context(|| format!("cannot start the link {from} -> {to}"))?
-                .context("WAN links need tansu, for its Kafka proxy")?;
-            let spec = MirrorSpec {
-                alias: (*from).to_owned(),
-                target_alias: (*to).to_owned(),
-                source_brokers: link.brokers(),
-                target_brokers: brokers[region].clone(),
-                topics: vec![TOPIC.to_owned(), CODEBOOKS.to_owned()],
-                heartbeat_interval: Duration::from_secs(1),
-            };
-            let mirror = tokio::task::spawn_blocking(move || Mirror::start(spec))
-                .await?
-                .map_err(|e| anyhow::anyhow!("cannot start the copier {from} -> {to}: {e}"))?;
-            flows.push(Flow {
-                origin,
-                region,
-                link,
-                mirror,
-            });
-        }
+/// Starts a copier on every flow.
+async fn start_copiers(
+    names: &[&str],
+    brokers: &[String],
+    flows: &mut [Flow],
+) -> anyhow::Result<()> {
+    for flow in flows {
+        let (from, to) = (names[flow.origin], names[flow.region]);
+        let spec = MirrorSpec {
+            alias: from.to_owned(),
+            target_alias: to.to_owned(),
+            source_brokers: flow.link.brokers(),
+            target_brokers: brokers[flow.region].clone(),
+            topics: vec![TOPIC.to_owned(), CODEBOOKS.to_owned()],
+            heartbeat_interval: Duration::from_secs(1),
+        };
+        let copier = tokio::task::spawn_blocking(move || Mirror::start(spec))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot start the copier {from} -> {to}: {e}"))?;
+        flow.copier = Some(copier);
     }
-    Ok(flows)
+    Ok(())
+}
+
+/// Starts a MirrorMaker 2 per region, running the flows into it: it
+/// reaches the region's cluster directly and every origin's across the
+/// flow's link.
+fn start_mirror_makers(
+    names: &[&str],
+    brokers: &[String],
+    flows: &[Flow],
+) -> anyhow::Result<Vec<MirrorMaker2>> {
+    let topics = format!(
+        "{}|{}",
+        TOPIC.replace('.', "\\."),
+        CODEBOOKS.replace('.', "\\.")
+    );
+    names
+        .iter()
+        .enumerate()
+        .map(|(region, name)| {
+            let into = flows.iter().filter(|f| f.region == region);
+            let mut clusters = vec![Mm2Cluster {
+                alias: (*name).to_owned(),
+                brokers: brokers[region].clone(),
+            }];
+            clusters.extend(into.clone().map(|f| Mm2Cluster {
+                alias: names[f.origin].to_owned(),
+                brokers: f.link.brokers(),
+            }));
+            let pairs: Vec<(&str, &str)> = into.map(|f| (names[f.origin], *name)).collect();
+            let properties = mm2_properties(&clusters, &pairs, &topics);
+            MirrorMaker2::start_into(&properties, name)
+                .with_context(|| format!("cannot start MirrorMaker 2 into {name}"))
+        })
+        .collect()
 }

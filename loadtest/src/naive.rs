@@ -11,7 +11,7 @@
 //! open-loop load, then the run waits until every region has written every
 //! other region's points.
 
-use crate::bed::Cluster;
+use crate::bed::{Cluster, ClusterKind, start_clusters};
 use crate::recorder::new_lag_histogram;
 use crate::report::Percentiles;
 use crate::run::Scenario;
@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::{Part, Store};
-use vecsync_devkit::proxy::WanLink;
 use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::{SystemClock, WallClock};
@@ -117,19 +116,15 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
         scenario.dimension,
     );
     let links = scenario.is_mirrored().then(|| scenario.links());
-    // Links stand in front of tansu brokers.
-    let tansu = scenario.tansu || links.is_some();
+    let kind = scenario.clusters();
     let drain_timeout_s = scenario.converge_timeout_s;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let mut clusters = Vec::new();
-    for _ in 0..regions {
-        let cluster = Cluster::start(tansu)?;
+    // Links stay up until the end.
+    let (clusters, wan) = start_clusters(kind, regions, links.is_some()).await?;
+    for cluster in &clusters {
         cluster.create_topic(TOPIC, 3)?;
-        clusters.push(cluster);
     }
     let brokers: Vec<String> = clusters.iter().map(Cluster::brokers).collect();
-    // Links stay up until the end.
-    let mut wan = Vec::new();
     let applied = Arc::new(AtomicU64::new(0));
     let lags = Arc::new(std::sync::Mutex::new(new_lag_histogram()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -139,26 +134,19 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
         store.ensure_collection(COLLECTION, dimension as usize, Distance::Dot)?;
         for (o, broker) in brokers.iter().enumerate().filter(|(o, _)| *o != r) {
             // Across its own link, when there are links.
-            let source = match links {
-                Some(faults) => {
-                    let link = WanLink::start(broker)
-                        .await?
-                        .context("WAN links need tansu, for its Kafka proxy")?;
-                    link.faults().set(faults);
-                    let address = link.brokers();
-                    wan.push(link);
-                    address
+            let source = match (links, wan.iter().find(|f| f.origin == o && f.region == r)) {
+                (Some(faults), Some(flow)) => {
+                    flow.link.faults().set(faults);
+                    flow.link.brokers()
                 }
-                None => broker.clone(),
+                _ => broker.clone(),
             };
             let consumer: StreamConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &source)
                 .set("group.id", format!("naive-{r}-from-{o}"))
                 .set("auto.offset.reset", "earliest")
-                // Not from the examples: vecsync's own setting, so that a
-                // broker which answers fetches only when the wait runs out
-                // (tansu) treats both alike.
-                .set("fetch.wait.max.ms", "5")
+                // vecsync's own setting, so that both wait alike.
+                .set("fetch.wait.max.ms", kind.fetch_wait_max_ms().to_string())
                 .create()?;
             consumer.subscribe(&[TOPIC])?;
             let (store, applied, lags, stop) =
@@ -304,10 +292,10 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
         dimension,
         setup: format!(
             "{}, {}",
-            if tansu {
-                "tansu brokers"
-            } else {
-                "in-process Kafka clusters"
+            match kind {
+                ClusterKind::Mock => "in-process Kafka clusters",
+                ClusterKind::Tansu => "tansu brokers",
+                ClusterKind::Kafka => "Apache Kafka brokers",
             },
             match links {
                 Some(l) => format!(

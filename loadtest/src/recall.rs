@@ -3,7 +3,7 @@
 //! encoding, and the other region's engine is searched; recall@10 is
 //! against exact f32 cosine search over the originals at the origin.
 
-use crate::bed::{Bed, BedSpec, COLLECTION};
+use crate::bed::{Bed, BedSpec, COLLECTION, ClusterKind};
 use crate::recorder::Book;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ pub async fn recall(
             batch_max_events: 1_000,
             flush_interval_ms: 100,
             mirrored: false,
-            tansu: false,
+            clusters: ClusterKind::Mock,
         })
         .await?;
         let row = measure(&bed, encoding, &originals, queries, book).await;

@@ -188,11 +188,7 @@ impl Report {
             s.dimension,
             s.encoding,
             s.conflict_share * 100.0,
-            if s.tansu || s.is_mirrored() {
-                "a tansu broker"
-            } else {
-                "an in-process Kafka cluster"
-            },
+            s.clusters().described(),
             s.links_described()
         );
         out.push_str("| origin → region | handled | missing | again | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n");

@@ -8,7 +8,7 @@
 //! producer stamps inside the publish call. How far publish calls fell
 //! behind their schedule is reported beside it.
 
-use crate::bed::{Bed, BedSpec, COLLECTION};
+use crate::bed::{Bed, BedSpec, COLLECTION, ClusterKind};
 use crate::outage::{Fault, Outage};
 use crate::recorder::{Book, STAGES, new_lag_histogram};
 use crate::report::{PairReport, PairSecond, Percentiles, ProcessMemory, Report, Second, Stage};
@@ -63,14 +63,15 @@ pub struct Scenario {
     pub pause_region: usize,
     pub pause_at_s: u64,
     pub pause_for_s: u64,
-    /// Regions are connected as MirrorMaker 2 connects them: a copier per
-    /// flow reads the origin's cluster across a WAN link. Implied by the
-    /// link settings below. Needs tansu (its Kafka proxy fronts each link).
+    /// Regions are connected as MirrorMaker 2 connects them: each flow
+    /// reads the origin's cluster across a WAN link. Implied by the link
+    /// settings below and by `broker = "kafka"`.
     pub mirrored: bool,
-    /// Each region's cluster is a tansu broker (always so when mirrored)
-    /// instead of librdkafka's in-process mock cluster, which keeps at most
-    /// 5 MB per partition.
-    pub tansu: bool,
+    /// Each region's cluster: `"mock"`, librdkafka's in-process mock
+    /// cluster, which keeps at most 5 MB per partition (tansu when
+    /// mirrored); `"tansu"`, a tansu broker, with devkit's copiers between
+    /// regions; `"kafka"`, an Apache Kafka broker, with MirrorMaker 2.
+    pub broker: ClusterKind,
     /// One-way delay on every link, ms.
     pub link_delay_ms: u64,
     /// Bytes per second each way on every link (0: unlimited).
@@ -103,7 +104,7 @@ impl Default for Scenario {
             pause_at_s: 0,
             pause_for_s: 0,
             mirrored: false,
-            tansu: false,
+            broker: ClusterKind::Mock,
             link_delay_ms: 0,
             link_bytes_per_s: 0,
             cut_at_s: 0,
@@ -170,9 +171,18 @@ impl Scenario {
         p
     }
 
-    /// Regions connected by copiers across links.
+    /// Regions connected by MirrorMaker 2 or copiers across links.
     pub fn is_mirrored(&self) -> bool {
-        self.mirrored || self.link_delay_ms > 0 || self.link_bytes_per_s > 0 || self.cut_for_s > 0
+        self.mirrored
+            || self.broker == ClusterKind::Kafka
+            || self.link_delay_ms > 0
+            || self.link_bytes_per_s > 0
+            || self.cut_for_s > 0
+    }
+
+    /// What each region's cluster runs on.
+    pub fn clusters(&self) -> ClusterKind {
+        self.broker.effective(self.is_mirrored())
     }
 
     /// What the links are, for people.
@@ -181,7 +191,11 @@ impl Scenario {
             return "each worker reading the other clusters directly".to_owned();
         }
         let mut out = format!(
-            "connected by MirrorMaker-style copiers across links with {} ms one-way delay",
+            "connected by {} across links with {} ms one-way delay",
+            match self.clusters() {
+                ClusterKind::Kafka => "MirrorMaker 2",
+                _ => "MirrorMaker-style copiers",
+            },
             self.link_delay_ms
         );
         if self.link_bytes_per_s > 0 {
@@ -241,14 +255,15 @@ pub async fn run(
         batch_max_events: scenario.apply_batch_events,
         flush_interval_ms: scenario.flush_interval_ms,
         mirrored: scenario.is_mirrored(),
-        tansu: scenario.tansu,
+        clusters: scenario.broker,
     })
     .await?;
     let mut bed = bed;
     bed.set_links(scenario.links());
     // The load starts once every region sees every other's heartbeats, so
     // that start-up (producer ids, partition assignment) is not measured.
-    bed.wait_ready(Duration::from_secs(60)).await?;
+    // MirrorMaker 2 takes a while to start its connectors.
+    bed.wait_ready(Duration::from_secs(120)).await?;
     let result = measure(scenario, &mut bed, book, progress).await;
     bed.stop().await?;
     result

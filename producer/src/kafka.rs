@@ -82,30 +82,45 @@ pub async fn ensure_topics(config: &RegionConfig) -> Result<(), ProducerError> {
     Ok(())
 }
 
-/// The number of partitions `topic` has, from the broker's metadata.
+/// The number of partitions `topic` has, from the broker's metadata. A
+/// topic just created may be missing from the metadata for a moment
+/// (Apache Kafka answers CreateTopics before its metadata shows the
+/// topic): it is asked again until `timeout` has passed.
 pub async fn partition_count(
     producer: &FutureProducer,
     topic: &str,
     timeout: Duration,
 ) -> Result<u32, ProducerError> {
-    let producer = producer.clone();
-    let name = topic.to_owned();
-    let metadata =
-        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&name), timeout))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-            .map_err(|e| ProducerError::kafka(format!("failed to read metadata of {topic}"), e))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    if partitions == 0 {
-        return Err(ProducerError::kafka(
-            format!("topic {topic} does not exist (set kafka.create_topics = true or create it)"),
-            rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
-        ));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let producer = producer.clone();
+        let name = topic.to_owned();
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&name), wait)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|e| ProducerError::kafka(format!("failed to read metadata of {topic}"), e))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions > 0 {
+            return Ok(partitions as u32);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ProducerError::kafka(
+                format!(
+                    "topic {topic} does not exist (set kafka.create_topics = true or create it)"
+                ),
+                rdkafka::error::KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::UnknownTopicOrPartition,
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(partitions as u32)
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vecsync_consumer::apply::{State, Versioned};
 use vecsync_consumer::store::Store;
-use vecsync_loadtest::bed::{Bed, BedSpec, COLLECTION, Region};
+use vecsync_loadtest::bed::{Bed, BedSpec, COLLECTION, ClusterKind, Region};
 use vecsync_loadtest::recorder::Book;
 use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::event::PointId;
@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         batch_max_events: 1_000,
         flush_interval_ms: 100,
         mirrored: false,
-        tansu: false,
+        clusters: ClusterKind::Mock,
     };
     let bed = Bed::start(&spec).await?;
     let names: Vec<&str> = bed.regions.iter().map(|r| r.name.as_str()).collect();
