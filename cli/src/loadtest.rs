@@ -88,7 +88,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "load test: {} regions, {} events/s each for {} s, {}-d {}",
         scenario.regions, scenario.rate, scenario.duration_s, scenario.dimension, scenario.encoding
     );
-    let mut report = run::run(&scenario, &book, |line| eprintln!("  {line}")).await?;
+    let mut report =
+        until_stopped(run::run(&scenario, &book, |line| eprintln!("  {line}"))).await?;
     if args.recall {
         eprintln!("recall@10 per encoding on the real-embedding fixture");
         let encodings = [
@@ -129,7 +130,10 @@ async fn naive(scenario: &Scenario, dir: &std::path::Path) -> anyhow::Result<()>
         "the naive pipeline: {} regions, {} points/s each for {} s, {}-d",
         scenario.regions, scenario.rate, scenario.duration_s, scenario.dimension
     );
-    let report = vecsync_loadtest::naive::run(scenario, |line| eprintln!("  {line}")).await?;
+    let report = until_stopped(vecsync_loadtest::naive::run(scenario, |line| {
+        eprintln!("  {line}")
+    }))
+    .await?;
     std::fs::write(
         dir.join("naive.json"),
         serde_json::to_string_pretty(&report)?,
@@ -142,4 +146,17 @@ async fn naive(scenario: &Scenario, dir: &std::path::Path) -> anyhow::Result<()>
         bail!("the naive pipeline did not deliver every point in time; see the report");
     }
     Ok(())
+}
+
+/// Runs `work` until it ends or the process is asked to stop (Ctrl-C,
+/// SIGTERM). Stopped, the work is dropped, and with it the regions: their
+/// brokers, MirrorMaker 2s and proxies, which run as processes of their
+/// own, are killed rather than left behind.
+async fn until_stopped<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = work => result,
+        () = crate::shutdown_signal() => bail!("interrupted; the load test's processes were stopped"),
+    }
 }

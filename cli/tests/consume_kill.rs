@@ -9,14 +9,13 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vecsync_consumer::apply::{Change, Record, apply};
+use vecsync_consumer::apply::{self, Change, Record};
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::{self, Store};
-use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Mutation, Publisher};
-use vecsync_schemas::config::{Distance, StoreBackend};
+use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::testing::vector;
@@ -206,17 +205,9 @@ async fn publish_all(publisher: Publisher, events: u64) -> Sent {
 }
 
 /// Every write folded in HLC order, and the digest of that state.
-fn fold(mut sent: Sent) -> (HashMap<PointId, Record>, Digest) {
-    sent.sort_by(|a, b| a.1.cmp(&b.1));
-    let mut records: HashMap<PointId, Record> = HashMap::new();
-    for (id, hlc, change) in sent {
-        let next = apply(records.remove(&id), hlc, change).0.unwrap();
-        records.insert(id, next);
-    }
-    let mut expected = Digest::new();
-    for (id, r) in &records {
-        expected.add(id, &r.current().0);
-    }
+fn fold(sent: Sent) -> (HashMap<PointId, Record>, Digest) {
+    let records = apply::fold(sent);
+    let expected = Digest::of_records(&records);
     (records, expected)
 }
 
@@ -230,11 +221,7 @@ async fn in_group_mode_a_killed_workers_partitions_move_to_the_other_and_nothing
     region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
     // The region's workers share one Qdrant server, as in production.
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = QdrantEndpoint::start(dir.path(), "127.0.0.1:0", None)
-        .await
-        .unwrap();
-    region.config.store.backend = StoreBackend::Qdrant;
-    region.config.store.url = endpoint.url();
+    let endpoint = region.serve_qdrant(dir.path()).await.unwrap();
     let mut workers = Vec::new();
     for name in ["a", "b"] {
         let mut config = region.config.clone();

@@ -3,8 +3,8 @@
 //! of what changed.
 //!
 //! An event that can never apply (unknown collection, wrong dimension, a
-//! vector or payload that does not decode) is returned as a dead letter with
-//! its reason; the rest of the batch goes on. A PQ event whose codebook has
+//! vector or payload that does not decode, a payload using the reserved
+//! bookkeeping key) is returned as a dead letter with its reason; the rest of the batch goes on. A PQ event whose codebook has
 //! not arrived is returned as waiting, to be applied once it has.
 
 use crate::apply::{Change, Effect, Record, apply, unit};
@@ -12,6 +12,7 @@ use crate::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use vecsync_schemas::config::{CollectionConfig, Distance};
 use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
+use vecsync_schemas::payload::RESERVED_KEY;
 use vecsync_schemas::vector::{CodecError, Encoding, PqCodebook};
 
 /// Why an event went to the dead-letter topic. A small fixed set, for
@@ -22,6 +23,8 @@ pub enum DeadReason {
     WrongDimension,
     InvalidVector,
     InvalidPayload,
+    /// The payload uses the key vecsync keeps its bookkeeping under.
+    ReservedKey,
 }
 
 impl DeadReason {
@@ -31,6 +34,7 @@ impl DeadReason {
             DeadReason::WrongDimension => "wrong_dimension",
             DeadReason::InvalidVector => "invalid_vector",
             DeadReason::InvalidPayload => "invalid_payload",
+            DeadReason::ReservedKey => "reserved_key",
         }
     }
 }
@@ -150,9 +154,19 @@ impl<'a> Applier<'a> {
         })?;
         let dimension = config.dimension as usize;
         let payload = |p: Option<&vecsync_schemas::payload::Payload>| {
-            p.map(|p| p.to_json())
+            let json = p
+                .map(|p| p.to_json())
                 .transpose()
-                .map_err(|e| (DeadReason::InvalidPayload, e.to_string()))
+                .map_err(|e| (DeadReason::InvalidPayload, e.to_string()))?;
+            if json.as_ref().is_some_and(|j| j.contains_key(RESERVED_KEY)) {
+                return Err((
+                    DeadReason::ReservedKey,
+                    format!(
+                        "the payload uses the key {RESERVED_KEY:?}, reserved for vecsync's bookkeeping"
+                    ),
+                ));
+            }
+            Ok(json)
         };
         let wrong_dim = |got: usize| {
             (

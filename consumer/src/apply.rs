@@ -24,6 +24,7 @@
 //! after which nothing older is expected.
 
 use serde_json::{Map, Value};
+use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::vector::SparseDelta;
 
@@ -162,6 +163,21 @@ impl Record {
 /// real timestamp, from an origin no region can be named.
 pub fn unseen() -> Hlc {
     Hlc::zero("~")
+}
+
+/// The records a set of writes defines: every write applied in version
+/// order, whatever order they were made in. What every region holds once
+/// it has applied them all; the oracle convergence tests compare stores
+/// with (through [`crate::digest::Digest::of_records`]).
+pub fn fold(mut writes: Vec<(PointId, Hlc, Change)>) -> std::collections::HashMap<PointId, Record> {
+    writes.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut records = std::collections::HashMap::new();
+    for (id, version, change) in writes {
+        if let (Some(next), _) = apply(records.remove(&id), version, change) {
+            records.insert(id, next);
+        }
+    }
+    records
 }
 
 /// Applies one change at `version` to a point's record (`None`: nothing

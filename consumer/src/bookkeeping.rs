@@ -23,8 +23,8 @@ use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::vector::SparseDelta;
 
 /// The payload key vecsync keeps its bookkeeping under; users' payloads
-/// must not use it.
-pub const KEY: &str = "_vecsync";
+/// must not use it (events whose payload does are dead-lettered).
+pub const KEY: &str = vecsync_schemas::payload::RESERVED_KEY;
 
 /// What a store writes for a record: the current state (content, or `None`
 /// for a tombstone) and the bookkeeping value to put under [`KEY`].

@@ -8,7 +8,7 @@
 //! visited in does not matter. Tombstones are not visible state and are left
 //! out: they expire at different times in different regions.
 
-use crate::apply::{State, Versioned};
+use crate::apply::{Record, State, Versioned};
 use crate::store::{Store, StoreError};
 use sha2::{Digest as _, Sha256};
 use std::fmt;
@@ -33,6 +33,16 @@ impl Digest {
         let mut digest = Self::new();
         store.scan(collection, &mut |id, point| digest.add(&id, &point))?;
         Ok(digest)
+    }
+
+    /// The digest of the current state of `records`, such as
+    /// [`crate::apply::fold`] gives.
+    pub fn of_records<'a>(records: impl IntoIterator<Item = (&'a PointId, &'a Record)>) -> Self {
+        let mut digest = Self::new();
+        for (id, record) in records {
+            digest.add(id, &record.current().0);
+        }
+        digest
     }
 
     /// Adds one point; a tombstone adds nothing.

@@ -85,7 +85,7 @@ impl Flushed {
 /// Every reason an event is dead-lettered for: undecodable records
 /// (`DecodeError::reason_label`) and events that cannot apply
 /// (`DeadReason`).
-pub(crate) const DEAD_LETTER_REASONS: [&str; 8] = [
+pub(crate) const DEAD_LETTER_REASONS: [&str; 9] = [
     "bad_framing",
     "malformed",
     "invalid_value",
@@ -94,6 +94,7 @@ pub(crate) const DEAD_LETTER_REASONS: [&str; 8] = [
     "wrong_dimension",
     "invalid_vector",
     "invalid_payload",
+    "reserved_key",
 ];
 
 /// Creates every dead-letter series at zero, so that `increase()` sees the

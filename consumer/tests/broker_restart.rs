@@ -4,10 +4,9 @@
 //! holding exactly the fold of every event.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vecsync_consumer::apply::{Change, Record, apply};
+use vecsync_consumer::apply::{Change, fold};
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker;
@@ -76,18 +75,9 @@ async fn a_killed_and_restarted_broker_loses_no_acknowledged_write() {
     // Restarting waits for the broker to answer; other tasks go on.
     tokio::task::block_in_place(|| region.broker.restart()).unwrap();
 
-    let mut acknowledged = producing.await.unwrap();
+    let acknowledged = producing.await.unwrap();
     assert_eq!(acknowledged.len() as u64, EVENTS);
-    acknowledged.sort_by(|a, b| a.1.cmp(&b.1));
-    let mut records: HashMap<PointId, Record> = HashMap::new();
-    for (id, hlc, change) in acknowledged {
-        let next = apply(records.remove(&id), hlc, change).0.unwrap();
-        records.insert(id, next);
-    }
-    let mut expected = Digest::new();
-    for (id, r) in &records {
-        expected.add(id, &r.current().0);
-    }
+    let expected = Digest::of_records(&fold(acknowledged));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s = store.clone();

@@ -4,6 +4,7 @@
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,9 @@ use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_schemas::config::Distance;
-use vecsync_schemas::event::{Body, DeltaEvent};
+use vecsync_schemas::event::{Body, DeltaEvent, PayloadPatch, PointId};
+use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::payload::Payload;
 use vecsync_schemas::registry::{RegistryClient, value_subject};
 use vecsync_schemas::testing::upsert;
 use vecsync_schemas::vector::Encoding;
@@ -43,11 +46,32 @@ async fn every_reason_reaches_the_dead_letter_topic_and_the_rest_applies() {
     if let Body::Upsert(u) = &mut unknown_collection.body {
         u.collection = "nope".into();
     }
+    // A foreign producer's events whose payload uses vecsync's bookkeeping
+    // key, in an upsert and in a patch of a good point.
+    let reserved = Payload::from_json(
+        json!({"_vecsync": {"v": "1.0@x"}}).as_object().unwrap(),
+        1024,
+    )
+    .unwrap();
+    let mut reserved_upsert = upsert(5, DIM, Encoding::Sq8);
+    if let Body::Upsert(u) = &mut reserved_upsert.body {
+        u.payload = Some(reserved.clone());
+    }
+    let good = upsert(1, DIM, Encoding::Sq8);
+    let reserved_patch = DeltaEvent {
+        hlc: Hlc::new(good.hlc.wall_ms + 1, 0, "elsewhere"),
+        body: Body::PayloadPatch(PayloadPatch {
+            collection: "docs".into(),
+            id: PointId::Num(1),
+            base_version: good.hlc.clone(),
+            payload: reserved,
+        }),
+    };
     let mut unknown_schema = Vec::new();
     put_header(&mut unknown_schema, 9_999);
     unknown_schema.extend([2, 4, 6]);
     let records: Vec<(&str, Vec<u8>)> = vec![
-        ("good", encoder.encode(&upsert(1, DIM, Encoding::Sq8))),
+        ("good", encoder.encode(&good)),
         ("corrupt", b"\x07not an event".to_vec()),
         ("unknown schema", unknown_schema),
         (
@@ -55,6 +79,8 @@ async fn every_reason_reaches_the_dead_letter_topic_and_the_rest_applies() {
             encoder.encode(&upsert(3, DIM + 2, Encoding::Sq8)),
         ),
         ("unknown collection", encoder.encode(&unknown_collection)),
+        ("reserved key", encoder.encode(&reserved_upsert)),
+        ("reserved key in a patch", encoder.encode(&reserved_patch)),
         ("good", encoder.encode(&upsert(4, DIM, Encoding::Sq8))),
     ];
     let producer: FutureProducer = ClientConfig::new()
@@ -78,7 +104,7 @@ async fn every_reason_reaches_the_dead_letter_topic_and_the_rest_applies() {
     let running = worker::spawn(region.config.clone(), store.clone());
     let dead_topic = region.config.consumer.dead_letter_topic.clone();
     let dead = region
-        .read(&dead_topic, 4, Duration::from_secs(30), |_| true)
+        .read(&dead_topic, 6, Duration::from_secs(30), |_| true)
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut digest = Digest::new();
@@ -91,7 +117,7 @@ async fn every_reason_reaches_the_dead_letter_topic_and_the_rest_applies() {
     }
     let stats = running.stop().await.unwrap();
     assert_eq!(digest.points, 2, "both good events applied");
-    assert_eq!(stats.dead_letters, 4);
+    assert_eq!(stats.dead_letters, 6);
 
     let mut reasons = BTreeMap::new();
     for r in &dead {
@@ -119,6 +145,8 @@ async fn every_reason_reaches_the_dead_letter_topic_and_the_rest_applies() {
         ("unknown schema", "unknown_schema"),
         ("wrong dimension", "wrong_dimension"),
         ("unknown collection", "unknown_collection"),
+        ("reserved key", "reserved_key"),
+        ("reserved key in a patch", "reserved_key"),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_owned()))

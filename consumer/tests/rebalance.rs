@@ -7,18 +7,16 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vecsync_consumer::apply::{Change, Record, apply};
+use vecsync_consumer::apply::{Change, fold};
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::{self, Store};
 use vecsync_consumer::worker;
 use vecsync_devkit::broker::read_topic;
-use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Mutation, Publisher};
-use vecsync_schemas::config::{Distance, RegionConfig, StoreBackend};
+use vecsync_schemas::config::{Distance, RegionConfig};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::testing::vector;
 
@@ -85,15 +83,11 @@ async fn a_rebalance_drains_and_commits_before_partitions_move() {
     };
     region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = QdrantEndpoint::start(dir.path(), "127.0.0.1:0", None)
-        .await
-        .unwrap();
-    region.config.store.backend = StoreBackend::Qdrant;
-    region.config.store.url = endpoint.url();
+    let endpoint = region.serve_qdrant(dir.path()).await.unwrap();
     let config = region.config.clone();
 
     let publisher = Publisher::connect(&config).await.unwrap();
-    let mut records: HashMap<PointId, Record> = HashMap::new();
+    let mut writes = Vec::new();
     for round in 0..3u64 {
         let batch: Vec<Mutation> = (0..200)
             .map(|i| Mutation::Upsert {
@@ -111,15 +105,11 @@ async fn a_rebalance_drains_and_commits_before_partitions_move() {
                 vector: vector.clone(),
                 payload: None,
             };
-            let next = apply(records.remove(&m.id()), v, change).0.unwrap();
-            records.insert(m.id(), next);
+            writes.push((m.id(), v, change));
         }
     }
     drop(publisher);
-    let mut expected = Digest::new();
-    for (id, r) in &records {
-        expected.add(id, &r.current().0);
-    }
+    let expected = Digest::of_records(&fold(writes));
 
     let store = store::open(&config.store).unwrap();
     let first = worker::spawn(config.clone(), store.clone());

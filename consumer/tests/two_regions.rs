@@ -6,10 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vecsync_consumer::apply::{Change, Record, apply};
+use vecsync_consumer::apply::{Change, fold};
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::{self, Store, StoreError};
 use vecsync_consumer::worker;
@@ -129,16 +128,7 @@ async fn both_regions_converge_to_the_fold_of_every_event(backend: StoreBackend)
         }
     }
     // The expected state: every event folded in HLC order.
-    all.sort_by(|a, b| a.1.cmp(&b.1));
-    let mut records: HashMap<PointId, Record> = HashMap::new();
-    for (id, hlc, c) in all {
-        let next = apply(records.remove(&id), hlc, c).0.unwrap();
-        records.insert(id, next);
-    }
-    let mut expected = Digest::new();
-    for (id, r) in &records {
-        expected.add(id, &r.current().0);
-    }
+    let expected = Digest::of_records(&fold(all));
 
     let mut stores = Vec::new();
     let mut workers = Vec::new();

@@ -65,6 +65,20 @@ pub struct TestRegion {
 }
 
 impl TestRegion {
+    /// Points the region's store at a Qdrant endpoint over the real
+    /// engine serving the collections under `root`, as a region's workers
+    /// share one Qdrant server in production. The endpoint serves until
+    /// dropped.
+    pub async fn serve_qdrant(
+        &mut self,
+        root: &std::path::Path,
+    ) -> std::io::Result<crate::qdrant::QdrantEndpoint> {
+        let endpoint = crate::qdrant::QdrantEndpoint::start(root, "127.0.0.1:0", None).await?;
+        self.config.store.backend = vecsync_schemas::config::StoreBackend::Qdrant;
+        self.config.store.url = endpoint.url();
+        Ok(endpoint)
+    }
+
     /// Starts an in-memory broker and a registry, and a config for region
     /// `us-east` with a collection `docs` of `dimension` vectors encoded as
     /// `encoding`. `extra` is TOML appended to the config (tables such as

@@ -21,6 +21,18 @@ pub enum ProducerError {
         id: String,
         reason: String,
     },
+    /// A mutation's payload uses the key vecsync keeps its bookkeeping
+    /// under ([`vecsync_schemas::payload::RESERVED_KEY`]); nothing of the
+    /// batch was sent.
+    #[error(
+        "point {index} (id {id}): the payload key {key:?} is reserved for vecsync's bookkeeping"
+    )]
+    ReservedKey {
+        /// Position of the mutation in its batch.
+        index: usize,
+        id: String,
+        key: &'static str,
+    },
     #[error(transparent)]
     Clock(#[from] HlcError),
     #[error("schema registry: {0}")]
@@ -52,6 +64,19 @@ impl ProducerError {
         }
     }
 
+    /// For a mutation the publisher refuses: its position in the batch and
+    /// why, without the point's prefix.
+    pub fn refused_mutation(&self) -> Option<(usize, String)> {
+        match self {
+            Self::Invalid { index, reason, .. } => Some((*index, reason.clone())),
+            Self::ReservedKey { index, key, .. } => Some((
+                *index,
+                format!("the payload key {key:?} is reserved for vecsync's bookkeeping"),
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether trying again later may succeed (broker or registry trouble),
     /// as opposed to a request that will never be accepted.
     pub fn is_retriable(&self) -> bool {
@@ -60,6 +85,7 @@ impl ProducerError {
             Self::Registry(e) => e.is_retriable(),
             Self::UnknownCollection(_)
             | Self::Invalid { .. }
+            | Self::ReservedKey { .. }
             | Self::Config(_)
             | Self::Clock(_)
             | Self::Codebook { .. } => false,

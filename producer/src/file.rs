@@ -295,29 +295,28 @@ async fn submit(
     } = chunk;
     let mut skipped = 0;
     loop {
-        match publisher.submit(&options.collection, &mutations).await {
+        let e = match publisher.submit(&options.collection, &mutations).await {
             Ok(pending) => return Ok((pending, skipped)),
-            Err(ProducerError::Invalid { index, reason, .. }) => {
-                let line = lines[index];
-                if !options.skip_invalid {
-                    return Err(FileError::Line {
-                        path: options.input.clone(),
-                        line,
-                        reason,
-                    });
-                }
-                tracing::warn!(line, "skipped an invalid record: {reason}");
-                skipped += 1;
-                mutations.remove(index);
-                lines.remove(index);
-            }
-            Err(source) => {
-                return Err(FileError::Publish {
-                    path: options.input.clone(),
-                    source: Box::new(source),
-                });
-            }
+            Err(e) => e,
+        };
+        let Some((index, reason)) = e.refused_mutation() else {
+            return Err(FileError::Publish {
+                path: options.input.clone(),
+                source: Box::new(e),
+            });
+        };
+        let line = lines[index];
+        if !options.skip_invalid {
+            return Err(FileError::Line {
+                path: options.input.clone(),
+                line,
+                reason,
+            });
         }
+        tracing::warn!(line, "skipped an invalid record: {reason}");
+        skipped += 1;
+        mutations.remove(index);
+        lines.remove(index);
     }
 }
 

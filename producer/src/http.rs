@@ -100,7 +100,9 @@ impl From<ProducerError> for ApiError {
     fn from(e: ProducerError) -> Self {
         let status = match &e {
             ProducerError::UnknownCollection(_) => StatusCode::NOT_FOUND,
-            ProducerError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ProducerError::Invalid { .. } | ProducerError::ReservedKey { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             _ if e.is_retriable() => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -46,7 +46,7 @@ pub(crate) fn init_error_counters() {
     for reason in ["timeout", "queue_full", "too_large", "fatal", "broker"] {
         counter!("vecsync_producer_send_failures_total", "reason" => reason).increment(0);
     }
-    for reason in ["unknown_collection", "invalid"] {
+    for reason in ["unknown_collection", "invalid", "reserved_key"] {
         counter!("vecsync_producer_rejected_total", "reason" => reason).increment(0);
     }
     counter!("vecsync_producer_backpressure_waits_total").increment(0);

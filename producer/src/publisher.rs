@@ -21,7 +21,7 @@ use vecsync_schemas::event::{
     Body, Delete, DeltaEvent, Heartbeat, Operation, PayloadPatch, PointId, Upsert, VectorData,
 };
 use vecsync_schemas::hlc::{Hlc, HybridClock, SystemClock};
-use vecsync_schemas::payload::Payload;
+use vecsync_schemas::payload::{Payload, RESERVED_KEY};
 use vecsync_schemas::registry::{RegistryClient, value_subject};
 use vecsync_schemas::vector::{EncodedVector, Encoding, PqCodebook};
 use vecsync_schemas::wire::Encoder;
@@ -52,6 +52,15 @@ impl Mutation {
             Mutation::Upsert { id, .. }
             | Mutation::Delete { id }
             | Mutation::PatchPayload { id, .. } => *id,
+        }
+    }
+
+    /// The payload the mutation sets, if any.
+    pub fn payload(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Mutation::Upsert { payload, .. } => payload.as_ref(),
+            Mutation::PatchPayload { payload, .. } => Some(payload),
+            Mutation::Delete { .. } => None,
         }
     }
 }
@@ -257,6 +266,17 @@ impl Publisher {
             (Operation::PayloadPatch, 0),
         ];
         for (index, m) in mutations.iter().enumerate() {
+            if m.payload().is_some_and(|p| p.contains_key(RESERVED_KEY)) {
+                Rejected {
+                    reason: "reserved_key",
+                }
+                .emit();
+                return Err(ProducerError::ReservedKey {
+                    index,
+                    id: m.id().to_string(),
+                    key: RESERVED_KEY,
+                });
+            }
             let body = inner.body(collection, c, m).map_err(|reason| {
                 Rejected { reason: "invalid" }.emit();
                 ProducerError::Invalid {

@@ -198,6 +198,40 @@ async fn bad_files_are_reported_with_the_line_and_stop_or_skip_per_the_flag() {
 }
 
 #[tokio::test]
+async fn a_line_using_the_reserved_payload_key_is_refused_with_its_number_or_skipped() {
+    let Some(region) = TestRegion::start(DIM as u32, "f32", "").await else {
+        return;
+    };
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("points.jsonl");
+    let mut lines: Vec<String> = (0..5).map(point_line).collect();
+    lines[3] =
+        json!({"id": 3, "vector": vector(DIM, 3), "payload": {"_vecsync": {"v": "x"}}}).to_string();
+    write_jsonl(&input, &lines);
+    let mut options = LoadOptions::new("docs", &input);
+    match run(&publisher, &options).await.unwrap_err() {
+        FileError::Line { line, reason, .. } => {
+            assert_eq!(line, 4);
+            assert!(reason.contains("\"_vecsync\" is reserved"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(region.events(1, Duration::from_secs(2)).await.is_empty());
+    options.skip_invalid = true;
+    options.restart = true;
+    let summary = run(&publisher, &options).await.unwrap();
+    assert_eq!((summary.progress.events, summary.progress.skipped), (4, 1));
+    let events = region.events(5, Duration::from_secs(3)).await;
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.target().map(|(_, id)| id.to_string()))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["0", "1", "2", "4"]);
+}
+
+#[tokio::test]
 async fn an_interrupted_load_resumes_where_the_broker_stopped_acknowledging() {
     let Some(region) = TestRegion::start(DIM as u32, "f32", "").await else {
         return;

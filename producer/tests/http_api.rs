@@ -208,6 +208,22 @@ async fn bad_requests_get_a_4xx_that_names_the_problem_and_send_nothing() {
             "point 0 (id 1): version \"yesterday\" is not of the form",
         ),
         (
+            "reserved payload key",
+            points,
+            json!({"points": [{"id": 1, "vector": [0, 0, 0, 0]}, {"id": 8, "vector": [0, 0, 0, 0], "payload": {"_vecsync": {"v": "x"}}}]})
+                .to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "point 1 (id 8): the payload key \"_vecsync\" is reserved",
+        ),
+        (
+            "reserved key in a patch",
+            "/v1/collections/docs/points/payload",
+            json!({"points": [{"id": 3, "base_version": "1795298965179.0@us-east", "payload": {"_vecsync": 1}}]})
+                .to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "point 0 (id 3): the payload key \"_vecsync\" is reserved",
+        ),
+        (
             "not JSON",
             points,
             "{\"points\": [".into(),

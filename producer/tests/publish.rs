@@ -249,15 +249,43 @@ async fn invalid_mutations_fail_the_batch_before_anything_is_sent() {
     let err = publisher.publish("nope", &upserts(0..1)).await.unwrap_err();
     assert!(matches!(err, ProducerError::UnknownCollection(ref c) if c == "nope"));
     assert!(!err.is_retriable());
-    // Nothing of the refused batches is on the topic: the next publish is
-    // the first record.
+    // The payload key vecsync keeps its bookkeeping under, in an upsert or
+    // a patch, is refused with an error of its own.
+    let reserved = json!({"_vecsync": {"v": "x"}, "lang": "en"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let mut batch = upserts(0..2);
+    batch.push(Mutation::Upsert {
+        id: PointId::Num(5),
+        vector: vector(DIM, 5),
+        payload: Some(reserved.clone()),
+    });
+    let base = publisher.publish("docs", &upserts(7..8)).await.unwrap();
+    let patch = [Mutation::PatchPayload {
+        id: PointId::Num(7),
+        base_version: base[0].clone(),
+        payload: reserved,
+    }];
+    for (batch, at, point) in [(&batch[..], 2, "5"), (&patch[..], 0, "7")] {
+        match publisher.publish("docs", batch).await {
+            Err(ProducerError::ReservedKey { index, id, key }) => {
+                assert_eq!((index, id.as_str(), key), (at, point, "_vecsync"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Nothing of the refused batches is on the topic: the base of the patch
+    // and the next publish are its only records.
     publisher.publish("docs", &upserts(42..43)).await.unwrap();
     let topic = &region.config.kafka.topic;
     let records = region
-        .read(topic, 2, Duration::from_secs(3), |r| !is_heartbeat(r))
+        .read(topic, 3, Duration::from_secs(3), |r| !is_heartbeat(r))
         .await;
-    assert_eq!(records.len(), 1);
-    assert_eq!(records[0].key.as_deref(), Some(&b"42"[..]));
+    // (in partitions of their own, so in no order between them).
+    let mut keys: Vec<_> = records.iter().map(|r| r.key.as_deref()).collect();
+    keys.sort();
+    assert_eq!(keys, [Some(&b"42"[..]), Some(&b"7"[..])]);
 }
 
 #[tokio::test]

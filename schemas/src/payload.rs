@@ -3,6 +3,11 @@
 use crate::vector::CodecError;
 use std::borrow::Cow;
 
+/// The payload key under which the consumer keeps each point's version,
+/// anchor and delta chain (DESIGN.md §4). Reserved: a user's payload that
+/// uses it is refused by the producer and dead-lettered by the consumer.
+pub const RESERVED_KEY: &str = "_vecsync";
+
 /// Payloads larger than this (uncompressed) are refused on both sides.
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
