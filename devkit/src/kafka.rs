@@ -437,16 +437,22 @@ fn wait_metadata(name: &str, child: &mut Child, brokers: &str, log: &Path) -> io
 /// A cluster id for `kafka-storage format`: 16 bytes, base64url without
 /// padding, different per broker.
 fn cluster_id(port: u16) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
+    cluster_id_of(nanos, port)
+}
+
+fn cluster_id_of(nanos: u128, port: u16) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = [0u8; 16];
     bytes[..12].copy_from_slice(&nanos.to_le_bytes()[..12]);
     bytes[12..14].copy_from_slice(&port.to_le_bytes());
     bytes[14..].copy_from_slice(&(std::process::id() as u16).to_le_bytes());
-    bytes[0] |= 1; // never the all-zero id, which Kafka reserves
+    // Never the all-zero id, which Kafka reserves, and never a leading '-'
+    // (or '_'), which the storage tool's argument parser reads as an option.
+    bytes[0] = (bytes[0] & 0x7f) | 1;
     let mut bits: u32 = 0;
     let mut n = 0;
     let mut out = String::with_capacity(22);
@@ -623,6 +629,11 @@ mod tests {
         );
         // The last character carries 2 bits of data and 4 of padding.
         assert!(b"AQgw".contains(&id.as_bytes()[21]), "{id}");
+        // `-t <id>`: an id that starts with '-' would be taken for an option.
+        for low_byte in 0..=255 {
+            let id = cluster_id_of(low_byte, 9092);
+            assert!(id.as_bytes()[0].is_ascii_alphabetic(), "{id}");
+        }
         assert_ne!(cluster_id(9092), cluster_id(9093));
     }
 }
