@@ -31,17 +31,22 @@ fn write_npy(path: &Path, dtype: Dtype, shape: &[u64], data: &[u8]) {
     std::fs::write(path, npy::to_bytes(dtype, shape, data)).unwrap();
 }
 
+/// A region, a publisher to it and a folder for the input files.
+async fn start() -> Option<(TestRegion, Publisher, tempfile::TempDir)> {
+    let region = TestRegion::start(DIM as u32, "f32", "").await?;
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    Some((region, publisher, tempfile::tempdir().unwrap()))
+}
+
 async fn run(publisher: &Publisher, options: &LoadOptions) -> Result<Summary, FileError> {
     load(publisher, options, std::future::pending(), |_| {}).await
 }
 
 #[tokio::test]
 async fn jsonl_points_and_deletes_arrive_as_sent() {
-    let Some(region) = TestRegion::start(DIM as u32, "f32", "").await else {
+    let Some((region, publisher, dir)) = start().await else {
         return;
     };
-    let publisher = Publisher::connect(&region.config).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("points.jsonl");
     let mut lines: Vec<String> = (0..250).map(point_line).collect();
     lines.insert(100, String::new());
@@ -100,11 +105,9 @@ async fn jsonl_points_and_deletes_arrive_as_sent() {
 
 #[tokio::test]
 async fn npy_vectors_take_their_ids_from_a_file_beside_them() {
-    let Some(region) = TestRegion::start(DIM as u32, "f32", "").await else {
+    let Some((region, publisher, dir)) = start().await else {
         return;
     };
-    let publisher = Publisher::connect(&region.config).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let rows = 30u64;
     let data: Vec<u8> = (0..rows)
         .flat_map(|i| vector(DIM, i))
@@ -154,11 +157,9 @@ async fn npy_vectors_take_their_ids_from_a_file_beside_them() {
 
 #[tokio::test]
 async fn bad_files_are_reported_with_the_line_and_stop_or_skip_per_the_flag() {
-    let Some(region) = TestRegion::start(DIM as u32, "f32", "").await else {
+    let Some((region, publisher, dir)) = start().await else {
         return;
     };
-    let publisher = Publisher::connect(&region.config).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
 
     // A truncated .npy is refused before anything is sent.
     let data: Vec<u8> = (0..10)
@@ -199,11 +200,9 @@ async fn bad_files_are_reported_with_the_line_and_stop_or_skip_per_the_flag() {
 
 #[tokio::test]
 async fn a_line_using_the_reserved_payload_key_is_refused_with_its_number_or_skipped() {
-    let Some(region) = TestRegion::start(DIM as u32, "f32", "").await else {
+    let Some((region, publisher, dir)) = start().await else {
         return;
     };
-    let publisher = Publisher::connect(&region.config).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("points.jsonl");
     let mut lines: Vec<String> = (0..5).map(point_line).collect();
     lines[3] =
@@ -233,11 +232,9 @@ async fn a_line_using_the_reserved_payload_key_is_refused_with_its_number_or_ski
 
 #[tokio::test]
 async fn an_interrupted_load_resumes_where_the_broker_stopped_acknowledging() {
-    let Some(region) = TestRegion::start(DIM as u32, "f32", "").await else {
+    let Some((region, publisher, dir)) = start().await else {
         return;
     };
-    let publisher = Publisher::connect(&region.config).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("points.jsonl");
     let lines: Vec<String> = (0..2000).map(point_line).collect();
     write_jsonl(&input, &lines);
