@@ -5,6 +5,7 @@ use anyhow::Context;
 use axum::routing::get;
 use std::path::PathBuf;
 use vecsync_consumer::freshness::Watermarks;
+use vecsync_consumer::ready::Readiness;
 use vecsync_consumer::{store, worker};
 use vecsync_schemas::config::RegionConfig;
 
@@ -35,16 +36,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
     let watermarks = Watermarks::new();
-    let api = vecsync_consumer::api::router(watermarks.clone())
+    let readiness = Readiness::new();
+    let api = vecsync_consumer::api::router(watermarks.clone(), readiness.clone())
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         );
     let server = tokio::spawn(async move { axum::serve(listener, api).await });
     tracing::info!(listen = %config.consumer.listen, "consumer API listening");
-    let result = worker::run(&config, store, watermarks, crate::shutdown_signal()).await;
+    let result = worker::run(
+        &config,
+        store,
+        watermarks,
+        readiness,
+        crate::shutdown_signal(),
+    )
+    .await;
     server.abort();
     let stats = result.with_context(|| format!("worker of region {} failed", config.region))?;
     let r = stats.reorder;

@@ -105,12 +105,15 @@ impl Ports {
 async fn wait_ready(url: String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = reqwest::get(&url).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} never became ready");
+        let last = match reqwest::get(&url).await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{url} never became ready: {last}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

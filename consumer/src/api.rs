@@ -1,4 +1,5 @@
 //! The worker's HTTP API, served on `consumer.listen` next to `/metrics`:
+//! `GET /readyz`, and
 //! `GET /v1/freshness`, the bounded-staleness contract of DESIGN.md §3.
 //!
 //! - no parameters: every origin's applied watermark and its age;
@@ -13,6 +14,7 @@
 //!   to `wait_ms` as above: read-your-writes across regions.
 
 use crate::freshness::{Ask, Freshness, Watermarks};
+use crate::ready::Readiness;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -34,11 +36,23 @@ struct FreshnessQuery {
     after: Option<String>,
 }
 
-/// The routes of the worker's API.
-pub fn router(watermarks: Watermarks) -> Router {
+/// The routes of the worker's API: `/v1/freshness`, and `/readyz` (200
+/// `ready`, or 503 with a line per reason it is not).
+pub fn router(watermarks: Watermarks, readiness: Readiness) -> Router {
     Router::new()
         .route("/v1/freshness", get(freshness))
         .with_state(watermarks)
+        .route("/readyz", get(move || ready(readiness.clone())))
+}
+
+async fn ready(readiness: Readiness) -> (StatusCode, String) {
+    match readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", reasons.join("\n")),
+        ),
+    }
 }
 
 async fn freshness(

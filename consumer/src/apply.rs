@@ -435,21 +435,37 @@ pub(crate) mod tests {
         now
     }
 
-    /// Concurrent writes to one point from three regions: upserts, deletes,
-    /// patches and sparse deltas naming earlier versions (or ones that never
-    /// existed).
+    /// Concurrent writes to one point from three regions of three producers
+    /// each (one of them from before producer ids, producer 0), whose clocks
+    /// often agree: upserts, deletes, patches and sparse deltas naming
+    /// earlier versions (or ones that never existed).
     pub(crate) fn history() -> impl Strategy<Value = Vec<(Hlc, Change)>> {
         let regions = ["us-east", "eu-west", "ap-south"];
+        let producers = [0, 0x5eed, u64::MAX];
         proptest::collection::vec(
-            (0usize..3, 0u8..4, 1u64..4, any::<u8>(), any::<bool>()),
+            (
+                (0usize..3, 0usize..3),
+                0u8..4,
+                0u64..3,
+                any::<u8>(),
+                any::<bool>(),
+            ),
             1..24,
         )
         .prop_map(move |steps| {
-            let mut clocks = [0u64; 3];
+            let mut clocks = [[(0u64, 0u32); 3]; 3];
             let mut out: Vec<(Hlc, Change)> = Vec::new();
-            for (i, (region, kind, advance, pick, payload)) in steps.into_iter().enumerate() {
-                clocks[region] += advance;
-                let hlc = Hlc::new(clocks[region], 0, regions[region]);
+            for (i, ((region, producer), kind, advance, pick, payload)) in
+                steps.into_iter().enumerate()
+            {
+                // Each producer's own clock only moves forwards.
+                let clock = &mut clocks[region][producer];
+                *clock = match advance {
+                    0 => (clock.0, clock.1 + 1),
+                    ms => (clock.0 + ms, 0),
+                };
+                let hlc =
+                    Hlc::new(clock.0, clock.1, regions[region]).of_producer(producers[producer]);
                 // Mostly the newest version so far, so that deltas usually
                 // apply; sometimes an older one, or one nobody wrote.
                 let newest = out.iter().map(|(h, _)| h).max().cloned();

@@ -10,8 +10,8 @@
 //! stopped region) its watermark stops and its age keeps rising.
 
 use crate::offsets::Partition;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 use vecsync_schemas::hlc::Hlc;
@@ -109,12 +109,16 @@ impl Progress {
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     tx: Arc<watch::Sender<BTreeMap<String, Hlc>>>,
+    /// The partitions this worker reads, as `topic/partition`: with
+    /// several workers per region, each answers for its own.
+    covers: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Default for Watermarks {
     fn default() -> Self {
         Self {
             tx: Arc::new(watch::channel(BTreeMap::new()).0),
+            covers: Arc::default(),
         }
     }
 }
@@ -140,6 +144,10 @@ pub struct Freshness {
     pub origins: Vec<OriginFreshness>,
     /// Origins asked about that have no watermark yet (nothing received).
     pub unknown: Vec<String>,
+    /// The partitions (`topic/partition`) whose events this answer covers:
+    /// those assigned to this worker. With several workers per region, a
+    /// write is covered by the worker reading its key's partition.
+    pub partitions: Vec<String>,
 }
 
 impl Watermarks {
@@ -156,6 +164,20 @@ impl Watermarks {
             *held = now;
             true
         });
+    }
+
+    /// The worker reads `partition` of `topic` from now on.
+    pub fn cover(&self, topic: &str, partition: i32) {
+        self.covered().insert(format!("{topic}/{partition}"));
+    }
+
+    /// The worker no longer reads `partition` of `topic`.
+    pub fn uncover(&self, topic: &str, partition: i32) {
+        self.covered().remove(&format!("{topic}/{partition}"));
+    }
+
+    fn covered(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.covers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The watermarks now.
@@ -179,6 +201,7 @@ impl Watermarks {
             let answer = judge(&rx.borrow_and_update(), ask, now_ms());
             if answer.fresh || tokio::time::Instant::now() >= deadline {
                 return Freshness {
+                    partitions: self.covered().iter().cloned().collect(),
                     waited_ms: if waited {
                         started.elapsed().as_millis() as u64
                     } else {
@@ -224,6 +247,7 @@ fn judge(marks: &BTreeMap<String, Hlc>, ask: &Ask, now_ms: u64) -> Freshness {
         waited_ms: 0,
         origins: Vec::new(),
         unknown: Vec::new(),
+        partitions: Vec::new(),
     };
     for origin in asked {
         let Some(mark) = marks.get(&origin) else {

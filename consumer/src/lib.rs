@@ -19,6 +19,7 @@ pub mod freshness;
 pub mod lag;
 mod metrics;
 pub mod offsets;
+pub mod ready;
 pub mod reorder;
 pub mod store;
 pub mod worker;

@@ -21,6 +21,7 @@ use crate::freshness::{Progress, Watermarks};
 use crate::metrics::{BatchApplied, DeadLettered, Flushed, RecordsLost, ReorderState};
 use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
+use crate::ready::Readiness;
 use crate::reorder::{Bounds, ReorderBuffer};
 use crate::store::{Store, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -141,6 +142,7 @@ pub async fn run(
     config: &RegionConfig,
     store: Arc<dyn Store>,
     watermarks: Watermarks,
+    readiness: Readiness,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, WorkerError> {
     crate::metrics::init_dead_letter_counters();
@@ -153,7 +155,7 @@ pub async fn run(
         }
     };
     let work = async move {
-        let result = work(config, store, watermarks, Stopping(stop_rx)).await;
+        let result = work(config, store, watermarks, readiness, Stopping(stop_rx)).await;
         let _ = done_tx.send(());
         result
     };
@@ -197,6 +199,7 @@ async fn work(
     config: &RegionConfig,
     store: Arc<dyn Store>,
     watermarks: Watermarks,
+    readiness: Readiness,
     mut stopping: Stopping,
 ) -> Result<Stats, WorkerError> {
     if config.consumer.assignment == Assignment::Group
@@ -213,6 +216,7 @@ async fn work(
     )?);
     let decoder = Decoder::<DeltaEvent>::new(registry.clone());
     let sources = config.sources();
+    readiness.start(sources.iter().map(|s| s.topic.clone()).collect());
     let dead_letters = DeadLetters::new(config).await?;
 
     let (tx, mut rx) = mpsc::channel(4096);
@@ -225,6 +229,7 @@ async fn work(
             tx: tx.clone(),
             rewind: config.consumer.resume_rewind_records,
             drain_timeout: Duration::from_millis(config.consumer.drain_timeout_ms),
+            readiness: readiness.clone(),
         };
         let consumer = Arc::new(source_consumer(config, source, context)?);
         consumers.push(consumer.clone());
@@ -236,9 +241,13 @@ async fn work(
                 config.consumer.resume_rewind_records,
             )
         });
-        tasks
-            .0
-            .push(tokio::spawn(forward(index, consumer, assign, tx.clone())));
+        tasks.0.push(tokio::spawn(forward(
+            index,
+            consumer,
+            assign,
+            tx.clone(),
+            readiness.clone(),
+        )));
         let books = codebook_consumer(config, source)?;
         tasks.0.push(tokio::spawn(read_codebooks(
             books,
@@ -247,6 +256,11 @@ async fn work(
         )));
     }
     drop(tx);
+    tasks.0.push(tokio::spawn(probe(
+        store.clone(),
+        registry.clone(),
+        readiness.clone(),
+    )));
     let sink = Sink {
         store,
         collections: Arc::new(collections),
@@ -269,6 +283,11 @@ async fn work(
         max_events: c.reorder_max_events,
         idle_after_ms: c.idle_after_ms,
     });
+    // Until a source's partitions are assigned, the source as a whole holds
+    // the watermark: its first events may be older than any other's.
+    for (index, source) in sources.iter().enumerate() {
+        reorder.add_source(unassigned(index, &source.topic), SystemClock.now_ms());
+    }
     let mut tracking = Tracking {
         offsets: Offsets::new(),
         progress: Progress::new(),
@@ -301,6 +320,12 @@ async fn work(
                     Incoming::Record(record) => record,
                     Incoming::Resume(partition, committed) => {
                         tracking.offsets.resume(&partition, committed);
+                        // An assigned partition holds the watermark back from
+                        // the start, until it speaks or is declared idle: a
+                        // quiet origin must not let others' events pass it.
+                        reorder.remove_source(&unassigned(partition.0, &partition.1));
+                        watermarks.cover(&partition.1, partition.2);
+                        reorder.add_source(partition, SystemClock.now_ms());
                         continue;
                     }
                     Incoming::Revoke(partitions, done) => {
@@ -312,6 +337,7 @@ async fn work(
                             tracking.offsets.forget(p);
                             tracking.progress.forget(p);
                             reorder.remove_source(p);
+                            watermarks.uncover(&p.1, p.2);
                         }
                         stats.revocations += 1;
                         let _ = done.send(());
@@ -418,12 +444,18 @@ pub struct RunningWorker {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<Stats, WorkerError>>,
     watermarks: Watermarks,
+    readiness: Readiness,
 }
 
 impl RunningWorker {
     /// The applied watermarks the worker publishes.
     pub fn watermarks(&self) -> &Watermarks {
         &self.watermarks
+    }
+
+    /// Whether the worker is ready (what `/readyz` answers).
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
     }
 
     /// Asks the worker to drain and commit, and waits for it.
@@ -439,9 +471,10 @@ impl RunningWorker {
 pub fn spawn(config: RegionConfig, store: Arc<dyn Store>) -> RunningWorker {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let watermarks = Watermarks::new();
-    let published = watermarks.clone();
+    let readiness = Readiness::new();
+    let (published, ready) = (watermarks.clone(), readiness.clone());
     let task = tokio::spawn(async move {
-        run(&config, store, published, async {
+        run(&config, store, published, ready, async {
             let _ = stopped.await;
         })
         .await
@@ -450,6 +483,7 @@ pub fn spawn(config: RegionConfig, store: Arc<dyn Store>) -> RunningWorker {
         stop,
         task,
         watermarks,
+        readiness,
     }
 }
 
@@ -891,7 +925,10 @@ async fn assign_static(
                 match consumer.assign(&start) {
                     Ok(()) => {
                         tracing::info!(topic, partitions = start.count(), ?resumed, "assigned");
-                        return resumed.into_iter().map(|(_, p, c)| (p, c)).collect();
+                        return every_assigned(&start, &resumed)
+                            .into_iter()
+                            .map(|(_, p, c)| (p, c))
+                            .collect();
                     }
                     Err(e) => format!("assignment failed: {e}"),
                 }
@@ -936,6 +973,26 @@ fn rewound(
     (start, resumed)
 }
 
+/// Every partition of `start`, with its committed offset from `resumed`, or
+/// -1 when the group has committed none: each is announced to the loop,
+/// which holds the watermark for it from then on.
+fn every_assigned(
+    start: &TopicPartitionList,
+    resumed: &[(String, i32, i64)],
+) -> Vec<(String, i32, i64)> {
+    start
+        .elements()
+        .iter()
+        .map(|e| {
+            let committed = resumed
+                .iter()
+                .find(|(t, p, _)| t == e.topic() && *p == e.partition())
+                .map_or(-1, |r| r.2);
+            (e.topic().to_owned(), e.partition(), committed)
+        })
+        .collect()
+}
+
 /// Partitions whose committed offset lies before the start of their log:
 /// (partition, committed offset, records lost). `resumed` holds (topic,
 /// partition, committed offset); `starts` each partition's first offset.
@@ -969,6 +1026,7 @@ struct SourceContext {
     tx: mpsc::Sender<(usize, Incoming)>,
     rewind: u64,
     drain_timeout: Duration,
+    readiness: Readiness,
 }
 
 impl ClientContext for SourceContext {}
@@ -1006,19 +1064,22 @@ impl SourceContext {
                     (tpl.clone(), Vec::new())
                 }
             };
-        for (topic, partition, committed) in &resumed {
+        for (topic, partition, committed) in &every_assigned(&start, &resumed) {
             let resume = Incoming::Resume((self.index, topic.clone(), *partition), *committed);
             if self.tx.blocking_send((self.index, resume)).is_err() {
                 return;
             }
         }
         match consumer.assign(&start) {
-            Ok(()) => tracing::info!(
-                source = self.index,
-                partitions = start.count(),
-                ?resumed,
-                "partitions assigned"
-            ),
+            Ok(()) => {
+                self.readiness.assigned(self.index, true);
+                tracing::info!(
+                    source = self.index,
+                    partitions = start.count(),
+                    ?resumed,
+                    "partitions assigned"
+                );
+            }
             Err(e) => tracing::warn!(source = self.index, "assignment failed: {e}"),
         }
     }
@@ -1045,6 +1106,7 @@ impl SourceContext {
                 ),
             }
         }
+        self.readiness.assigned(self.index, false);
         if let Err(e) = consumer.unassign() {
             tracing::warn!(source = self.index, "unassign failed: {e}");
         }
@@ -1082,13 +1144,45 @@ fn codebook_consumer(
     Ok(consumer)
 }
 
+/// How often the store and the registry are probed for readiness.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Probes the store and the schema registry for `/readyz`, for as long as
+/// the worker runs.
+async fn probe(store: Arc<dyn Store>, registry: Arc<RegistryClient>, readiness: Readiness) {
+    loop {
+        let pinged = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.ping()).await
+        };
+        readiness.store(match pinged {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        });
+        readiness.registry(
+            registry
+                .subjects()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        );
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// The reorder buffer's key for a source none of whose partitions is
+/// assigned yet.
+fn unassigned(index: usize, topic: &str) -> Partition {
+    (index, topic.to_owned(), -1)
+}
+
 /// A record as the loop needs it: partition, offset, value and key.
 type Received = (Partition, i64, Vec<u8>, Option<Vec<u8>>);
 
 /// What the source tasks hand the loop.
 enum Incoming {
     Record(Received),
-    /// A partition assigned at this committed offset.
+    /// A partition assigned at this committed offset (-1: none committed).
     Resume(Partition, i64),
     /// The group takes these partitions away once the loop has drained,
     /// committed and answered.
@@ -1102,6 +1196,7 @@ async fn forward(
     consumer: Arc<SourceConsumer>,
     assign: Option<(String, u32, u32, u64)>,
     tx: mpsc::Sender<(usize, Incoming)>,
+    readiness: Readiness,
 ) {
     if let Some((topic, worker, workers, rewind)) = assign {
         for (partition, committed) in
@@ -1112,6 +1207,7 @@ async fn forward(
                 return;
             }
         }
+        readiness.assigned(index, true);
     }
     let mut last_warning = None::<Instant>;
     loop {

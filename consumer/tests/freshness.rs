@@ -1,7 +1,8 @@
 //! `GET /v1/freshness` on a running worker: its three answers. Fresh at
 //! once while the origin's heartbeats keep its watermark moving; stale with
 //! a flag after waiting when the origin has fallen silent; and fresh after
-//! waiting when the origin comes back while the request waits.
+//! waiting when the origin comes back while the request waits. And
+//! `GET /readyz`: not ready while the registry cannot be reached.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
@@ -14,6 +15,33 @@ use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
+
+/// Serves a running worker's API on a free port; its base URL.
+async fn serve(running: &worker::RunningWorker) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = api::router(running.watermarks().clone(), running.readiness().clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
+/// `/readyz` until it answers `status`, or panics after 30 s; its body.
+async fn ready_until(base: &str, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        let code = answer.status().as_u16();
+        let body = answer.text().await.unwrap();
+        if code == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never {status}: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 async fn ask(base: &str, query: &str) -> Value {
     let answer = reqwest::get(format!("{base}/v1/freshness?{query}"))
@@ -33,10 +61,7 @@ async fn freshness_answers_fresh_waited_and_stale() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(EdgeStore::open(dir.path()).unwrap());
     let running = worker::spawn(region.config.clone(), store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = api::router(running.watermarks().clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = serve(&running).await;
     let origin = region.config.region.clone();
 
     // The region's own producer sends heartbeats: the watermark keeps up.
@@ -53,6 +78,12 @@ async fn freshness_answers_fresh_waited_and_stale() {
     assert_eq!(fresh["origins"][0]["origin"], origin.as_str());
     assert!(fresh["origins"][0]["age_ms"].as_u64().unwrap() <= 1000);
     assert_eq!(fresh["waited_ms"], 0, "a fresh store answers at once");
+    // The only worker of the region covers every partition of its topic.
+    let topic = &region.config.kafka.topic;
+    let all: Vec<String> = (0..region.config.kafka.partitions)
+        .map(|p| format!("{topic}/{p}"))
+        .collect();
+    assert_eq!(fresh["partitions"], serde_json::json!(all), "{fresh}");
 
     // The origin falls silent: its watermark stops and its age grows.
     drop(publisher);
@@ -117,5 +148,41 @@ async fn freshness_answers_fresh_waited_and_stale() {
         assert!(bad.text().await.unwrap().contains(field));
     }
     drop(publisher);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_not_ready_while_the_registry_is_down() {
+    let Some(mut region) = TestRegion::start(8, "f32", "").await else {
+        return;
+    };
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(EdgeStore::open(dir.path()).unwrap());
+    // The producer creates the topic: until it exists, nothing is assigned.
+    let _publisher = Publisher::connect(&region.config).await.unwrap();
+
+    // A registry nobody listens on: assigned and the store answers, yet
+    // not ready, and the answer names the registry.
+    let mut down = region.config.clone();
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    down.registry.url = format!("http://{}", unused.local_addr().unwrap());
+    drop(unused);
+    let running = worker::spawn(down, store.clone());
+    let base = serve(&running).await;
+    // Give it time to be assigned and to probe: still not ready.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let body = ready_until(&base, 503).await;
+    assert!(body.contains("schema registry"), "{body}");
+    assert!(!body.contains("no partitions"), "assigned by now: {body}");
+    assert!(!body.contains("\nstore: "), "the store answers: {body}");
+    // Stopped while waiting for the registry to decode the producer's
+    // heartbeats: it stops, with an error saying so.
+    let _ = running.stop().await;
+
+    // The same worker with the region's registry becomes ready.
+    let running = worker::spawn(region.config.clone(), store);
+    let base = serve(&running).await;
+    assert_eq!(ready_until(&base, 200).await, "ready\n");
     running.stop().await.unwrap();
 }

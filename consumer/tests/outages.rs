@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::{self, Store};
 use vecsync_consumer::worker;
@@ -48,15 +49,23 @@ async fn a_registry_outage_pauses_the_worker_and_loses_nothing() {
     } = region;
     registry.stop().await;
     // What answers at its address meanwhile drops every connection, and
-    // shows when the worker, having read the events, asks for the schema.
+    // shows when the worker, having read the events, asks for the schema
+    // (other requests are readiness probes).
     let down = tokio::net::TcpListener::bind(addr).await.unwrap();
     let store = Arc::new(EdgeStore::open(&config.store.path).unwrap());
     let running = worker::spawn(config.clone(), store.clone());
-    let asked = tokio::time::timeout(Duration::from_secs(30), down.accept()).await;
-    let connection = asked
-        .expect("the worker never asked the registry for the events' schema")
-        .unwrap();
-    drop(connection);
+    let asked = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (mut connection, _) = down.accept().await.unwrap();
+            let mut request = vec![0; 1024];
+            let n = connection.read(&mut request).await.unwrap_or(0);
+            if String::from_utf8_lossy(&request[..n]).contains("/schemas/ids/") {
+                return;
+            }
+        }
+    })
+    .await;
+    asked.expect("the worker never asked the registry for the events' schema");
     assert_eq!(
         store.count("docs").unwrap(),
         0,

@@ -164,6 +164,58 @@ async fn events_written_with_an_older_schema_decode_with_the_current_one() {
     running.stop().await;
 }
 
+/// The contract's own evolution: v1 as published, then the current schema,
+/// under BACKWARD. Events an old producer wrote with v1 decode with producer
+/// 0; the current producer's ids survive the trip.
+#[tokio::test]
+async fn the_published_v1_then_the_current_schema_register_under_backward() {
+    const V1: &str = include_str!("../../schemas/avro/delta-event.v1.avsc");
+    let running = DevRegistry::in_memory().spawn("127.0.0.1:0").await.unwrap();
+    let registry = client(&running.url());
+    let subject = value_subject("contract.deltas");
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        format!("{}/config/{subject}", running.url()),
+        Some(json!({"compatibility": "BACKWARD"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v1_id = registry.register(&subject, V1).await.unwrap();
+    let encoder = Encoder::<DeltaEvent>::register(&registry, &subject)
+        .await
+        .unwrap();
+    assert_ne!(encoder.schema_id(), v1_id);
+
+    let decoder = Decoder::<DeltaEvent>::new(registry);
+    let (v1, current) = (
+        apache_avro::Schema::parse_str(V1).unwrap(),
+        apache_avro::Schema::parse_str(DELTA_EVENT_SCHEMA).unwrap(),
+    );
+    for event in sample_events() {
+        let mut body = Vec::new();
+        event.write_avro(&mut body);
+        #[allow(deprecated)]
+        let v1_body = {
+            let value = apache_avro::from_avro_datum(&current, &mut &body[..], Some(&v1)).unwrap();
+            apache_avro::to_avro_datum(&v1, value).unwrap()
+        };
+        let mut framed = Vec::new();
+        put_header(&mut framed, v1_id);
+        framed.extend_from_slice(&v1_body);
+        let old = decoder.decode(&framed).await.unwrap();
+        assert_eq!(old.hlc.producer, 0);
+        assert_eq!(
+            (old.hlc.wall_ms, &old.hlc.origin),
+            (event.hlc.wall_ms, &event.hlc.origin)
+        );
+        assert_eq!(
+            decoder.decode(&encoder.encode(&event)).await.unwrap(),
+            event
+        );
+    }
+    running.stop().await;
+}
+
 /// Drops the `codebook_id` field from every Vector record in a value.
 fn strip_codebook_id(value: apache_avro::types::Value) -> apache_avro::types::Value {
     use apache_avro::types::Value as V;

@@ -2,7 +2,7 @@
 //!
 //! | Method and path | Body | Answer |
 //! |---|---|---|
-//! | `POST /v1/collections/{c}/points` | `{"points": [{"id": 7, "vector": [..], "payload": {..}}]}` | `{"versions": [{"id": 7, "version": "1763700000123.0@us-east"}]}` |
+//! | `POST /v1/collections/{c}/points` | `{"points": [{"id": 7, "vector": [..], "payload": {..}}]}` | `{"versions": [{"id": 7, "version": "1763700000123.0@us-east/9f3c2a71d04e8b65"}]}` |
 //! | `POST /v1/collections/{c}/points/delete` | `{"points": [7, "5c56c793-…"]}` | the same |
 //! | `POST /v1/collections/{c}/points/payload` | `{"points": [{"id": 7, "base_version": "…", "payload": {..}}]}` | the same |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | | |

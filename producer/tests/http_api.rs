@@ -8,6 +8,7 @@ use std::time::Duration;
 use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Publisher, http, metrics};
 use vecsync_schemas::event::{Body, VectorData};
+use vecsync_schemas::hlc::Hlc;
 
 const TOKEN: &str = "t0ken";
 
@@ -76,7 +77,9 @@ async fn mutations_are_answered_with_versions_after_the_broker_acknowledged_them
     assert_eq!(versions[0]["id"], 7);
     assert_eq!(versions[1]["id"], uuid);
     let v7 = versions[0]["version"].as_str().unwrap().to_owned();
-    assert!(v7.ends_with("@us-east"), "{v7}");
+    let parsed: Hlc = v7.parse().unwrap();
+    assert_eq!(parsed.origin, "us-east", "{v7}");
+    assert_ne!(parsed.producer, 0, "the version names its producer: {v7}");
 
     let patch = json!({"points": [{"id": 7, "base_version": v7, "payload": {"lang": "fr"}}]});
     let (status, answer) = api

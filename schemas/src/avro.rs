@@ -16,7 +16,7 @@ use crate::vector::{CodecError, EncodedVector, Encoding, PqCodebook, SparseDelta
 use uuid::Uuid;
 
 /// The delta event schema this build writes (the newest published version).
-pub const DELTA_EVENT_SCHEMA: &str = include_str!("../avro/delta-event.v1.avsc");
+pub const DELTA_EVENT_SCHEMA: &str = include_str!("../avro/delta-event.v2.avsc");
 /// The PQ codebook schema this build writes.
 pub const PQ_CODEBOOK_SCHEMA: &str = include_str!("../avro/pq-codebook.v1.avsc");
 
@@ -118,6 +118,8 @@ fn put_hlc(out: &mut Vec<u8>, h: &Hlc) {
     put_long(out, h.wall_ms as i64);
     put_int(out, h.logical as i32);
     put_str(out, &h.origin);
+    // A long holding the u64's bit pattern.
+    put_long(out, h.producer as i64);
 }
 
 fn put_id(out: &mut Vec<u8>, id: &PointId) {
@@ -530,11 +532,8 @@ impl<'a> Reader<'a> {
             .map_err(|_| self.malformed(field, format!("logical {logical} overflows an int")))?
             as u32;
         let origin = self.string(field)?;
-        Ok(Hlc {
-            wall_ms,
-            logical,
-            origin,
-        })
+        let producer = self.long(field)? as u64;
+        Ok(Hlc::new(wall_ms, logical, origin).of_producer(producer))
     }
 
     fn payload(&mut self, field: &'static str) -> Result<Payload, DecodeError> {

@@ -1,8 +1,11 @@
 //! Hybrid logical clocks: timestamps that follow the wall clock, never go
 //! backwards, and totally order every event of every region.
 //!
-//! A timestamp is `(wall_ms, logical, origin)`, compared in that order. The
-//! clock keeps the largest timestamp it has issued or seen; a new one is the
+//! A timestamp is `(wall_ms, logical, origin, producer)`, compared in that
+//! order. `producer` is the issuing clock's own random 64-bit id, so two
+//! producer processes of one region that mint the same `(wall_ms, logical)`
+//! still give different versions; events written before it existed carry 0.
+//! The clock keeps the largest timestamp it has issued or seen; a new one is the
 //! later of that and the wall clock, bumping the logical counter when the wall
 //! clock has not moved past it. The clock refuses to run more than
 //! `max_ahead_ms` ahead of its own wall clock: a remote timestamp from a region
@@ -26,15 +29,27 @@ pub struct Hlc {
     pub logical: u32,
     /// Region that issued the timestamp; breaks ties between regions.
     pub origin: String,
+    /// Clock (one per producer process) that issued the timestamp; breaks
+    /// ties within a region. 0 in events from before producers had one.
+    pub producer: u64,
 }
 
 impl Hlc {
+    /// A timestamp of producer 0 of `origin`; see [`Hlc::of_producer`].
     pub fn new(wall_ms: u64, logical: u32, origin: impl Into<String>) -> Self {
         Self {
             wall_ms,
             logical,
             origin: origin.into(),
+            producer: 0,
         }
+    }
+
+    /// The same timestamp issued by clock `producer`.
+    #[must_use]
+    pub fn of_producer(mut self, producer: u64) -> Self {
+        self.producer = producer;
+        self
     }
 
     /// The smallest timestamp of a region, below anything it issues.
@@ -45,11 +60,18 @@ impl Hlc {
 
 impl Ord for Hlc {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.wall_ms, self.logical, self.origin.as_str()).cmp(&(
-            other.wall_ms,
-            other.logical,
-            other.origin.as_str(),
-        ))
+        (
+            self.wall_ms,
+            self.logical,
+            self.origin.as_str(),
+            self.producer,
+        )
+            .cmp(&(
+                other.wall_ms,
+                other.logical,
+                other.origin.as_str(),
+                other.producer,
+            ))
     }
 }
 
@@ -59,19 +81,35 @@ impl PartialOrd for Hlc {
     }
 }
 
+/// `wall_ms.logical@origin`, then `/producer` in 16 hex digits unless the
+/// producer is 0 (so versions stored before producer ids read the same).
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}@{}", self.wall_ms, self.logical, self.origin)
+        write!(f, "{}.{}@{}", self.wall_ms, self.logical, self.origin)?;
+        if self.producer != 0 {
+            write!(f, "/{:016x}", self.producer)?;
+        }
+        Ok(())
     }
 }
 
 impl std::str::FromStr for Hlc {
     type Err = String;
-    /// Parses the form [`Hlc`]'s `Display` writes: `wall_ms.logical@origin`.
+    /// Parses the form [`Hlc`]'s `Display` writes:
+    /// `wall_ms.logical@origin[/producer]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("version {s:?} is not of the form <wall_ms>.<logical>@<origin>");
-        let (clock, origin) = s.split_once('@').ok_or_else(bad)?;
+        let bad = || {
+            format!("version {s:?} is not of the form <wall_ms>.<logical>@<origin>[/<producer>]")
+        };
+        let (clock, issuer) = s.split_once('@').ok_or_else(bad)?;
         let (wall, logical) = clock.split_once('.').ok_or_else(bad)?;
+        let (origin, producer) = match issuer.split_once('/') {
+            Some((origin, hex)) if hex.len() == 16 => {
+                (origin, u64::from_str_radix(hex, 16).map_err(|_| bad())?)
+            }
+            Some(_) => return Err(bad()),
+            None => (issuer, 0),
+        };
         if origin.is_empty() {
             return Err(bad());
         }
@@ -79,7 +117,8 @@ impl std::str::FromStr for Hlc {
             wall.parse().map_err(|_| bad())?,
             logical.parse().map_err(|_| bad())?,
             origin,
-        ))
+        )
+        .of_producer(producer))
     }
 }
 
@@ -118,10 +157,12 @@ impl WallClock for SystemClock {
     }
 }
 
-/// A hybrid logical clock for one region. Cheap to share behind an `Arc`.
+/// A hybrid logical clock for one producer of a region. Cheap to share
+/// behind an `Arc`; every clock has its own producer id.
 #[derive(Debug)]
 pub struct HybridClock<C: WallClock = SystemClock> {
     origin: String,
+    producer: u64,
     max_ahead_ms: u64,
     wall: C,
     /// Largest (wall_ms, logical) issued or seen.
@@ -136,9 +177,17 @@ impl HybridClock<SystemClock> {
 }
 
 impl<C: WallClock> HybridClock<C> {
+    /// A clock with a random producer id, never 0.
     pub fn new(origin: impl Into<String>, wall: C, max_ahead_ms: u64) -> Self {
+        let producer = loop {
+            let id = rand::random::<u64>();
+            if id != 0 {
+                break id;
+            }
+        };
         Self {
             origin: origin.into(),
+            producer,
             max_ahead_ms,
             wall,
             last: Mutex::new((0, 0)),
@@ -149,6 +198,11 @@ impl<C: WallClock> HybridClock<C> {
         &self.origin
     }
 
+    /// This clock's producer id, the last tie-break of its timestamps.
+    pub fn producer(&self) -> u64 {
+        self.producer
+    }
+
     /// A timestamp for a local event, later than every one issued or seen.
     pub fn now(&self) -> Result<Hlc, HlcError> {
         let pt = self.wall.now_ms();
@@ -156,7 +210,7 @@ impl<C: WallClock> HybridClock<C> {
         let next = if pt > last.0 { (pt, 0) } else { bump(*last) };
         self.check_ahead(next.0, pt, "the wall clock stepped backwards")?;
         *last = next;
-        Ok(Hlc::new(next.0, next.1, self.origin.clone()))
+        Ok(Hlc::new(next.0, next.1, self.origin.clone()).of_producer(self.producer))
     }
 
     /// Merges a timestamp received from another region, so that every later
@@ -209,8 +263,28 @@ mod tests {
     #[test]
     fn versions_print_and_parse_back() {
         let v = Hlc::new(1_763_700_000_123, 4, "eu-west");
+        assert_eq!(v.to_string(), "1763700000123.4@eu-west");
         assert_eq!(v.to_string().parse::<Hlc>().unwrap(), v);
-        for bad in ["", "12@x", "12.3", "12.3@", "a.3@x", "12.-1@x"] {
+        for producer in [1, 0x5eed, u64::MAX] {
+            let v = v.clone().of_producer(producer);
+            assert_eq!(v.to_string().parse::<Hlc>().unwrap(), v);
+        }
+        assert_eq!(
+            v.clone().of_producer(0xab).to_string(),
+            "1763700000123.4@eu-west/00000000000000ab"
+        );
+        for bad in [
+            "",
+            "12@x",
+            "12.3",
+            "12.3@",
+            "a.3@x",
+            "12.-1@x",
+            "12.3@x/",
+            "12.3@x/ab",
+            "12.3@/00000000000000ab",
+            "12.3@x/0000000000000zab",
+        ] {
             assert!(
                 bad.parse::<Hlc>().unwrap_err().contains("<wall_ms>"),
                 "{bad}"
@@ -238,10 +312,19 @@ mod tests {
         let wall = ManualClock::default();
         wall.set(1_000);
         let clock = HybridClock::new("us-east", &wall, 100);
-        assert_eq!(clock.now().unwrap(), Hlc::new(1_000, 0, "us-east"));
-        assert_eq!(clock.now().unwrap(), Hlc::new(1_000, 1, "us-east"));
+        assert_eq!(
+            clock.now().unwrap(),
+            Hlc::new(1_000, 0, "us-east").of_producer(clock.producer())
+        );
+        assert_eq!(
+            clock.now().unwrap(),
+            Hlc::new(1_000, 1, "us-east").of_producer(clock.producer())
+        );
         wall.set(1_005);
-        assert_eq!(clock.now().unwrap(), Hlc::new(1_005, 0, "us-east"));
+        assert_eq!(
+            clock.now().unwrap(),
+            Hlc::new(1_005, 0, "us-east").of_producer(clock.producer())
+        );
     }
 
     #[test]
@@ -266,7 +349,10 @@ mod tests {
         let err = clock.now().unwrap_err();
         assert!(err.to_string().contains("5000 ms ahead"), "{err}");
         wall.set(10_001);
-        assert_eq!(clock.now().unwrap(), Hlc::new(10_001, 0, "us-east"));
+        assert_eq!(
+            clock.now().unwrap(),
+            Hlc::new(10_001, 0, "us-east").of_producer(clock.producer())
+        );
     }
 
     #[test]
@@ -294,7 +380,30 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(clock.now().unwrap(), Hlc::new(1_000, 0, "eu-west"));
+        assert_eq!(
+            clock.now().unwrap(),
+            Hlc::new(1_000, 0, "eu-west").of_producer(clock.producer())
+        );
+    }
+
+    /// Two producers of one region on the same wall clock mint the same
+    /// `(wall_ms, logical)`; their versions still differ, and order.
+    #[test]
+    fn two_clocks_of_one_region_never_issue_the_same_version() {
+        let wall = ManualClock::default();
+        wall.set(1_000);
+        let (a, b) = (
+            HybridClock::new("us-east", &wall, 100),
+            HybridClock::new("us-east", &wall, 100),
+        );
+        assert_ne!(a.producer(), b.producer());
+        assert!(a.producer() != 0 && b.producer() != 0);
+        for _ in 0..100 {
+            let (x, y) = (a.now().unwrap(), b.now().unwrap());
+            assert_eq!((x.wall_ms, x.logical), (y.wall_ms, y.logical));
+            assert_ne!(x, y);
+            assert_ne!(x.cmp(&y), Ordering::Equal);
+        }
     }
 
     #[test]
@@ -303,10 +412,13 @@ mod tests {
     }
 
     #[test]
-    fn origin_breaks_ties_last() {
+    fn origin_then_producer_break_ties() {
         let a = Hlc::new(5, 1, "eu-west");
         let b = Hlc::new(5, 1, "us-east");
         assert!(a < b);
+        assert!(a.clone().of_producer(u64::MAX) < b);
+        assert!(b.clone().of_producer(1) > b);
+        assert!(Hlc::new(5, 2, "a") > b.clone().of_producer(u64::MAX));
         assert!(Hlc::new(5, 2, "a") > b);
         assert!(Hlc::new(6, 0, "a") > Hlc::new(5, 9, "z"));
     }
@@ -350,9 +462,10 @@ mod tests {
         /// The order is total: exactly one of <, ==, > holds, consistently.
         #[test]
         fn order_is_total(
-            a in (0u64..4, 0u32..4, "[ab]"), b in (0u64..4, 0u32..4, "[ab]"), c in (0u64..4, 0u32..4, "[ab]")
+            a in (0u64..4, 0u32..4, "[ab]", 0u64..3), b in (0u64..4, 0u32..4, "[ab]", 0u64..3), c in (0u64..4, 0u32..4, "[ab]", 0u64..3)
         ) {
-            let (a, b, c) = (Hlc::new(a.0, a.1, a.2), Hlc::new(b.0, b.1, b.2), Hlc::new(c.0, c.1, c.2));
+            let hlc = |(w, l, o, p): (u64, u32, String, u64)| Hlc::new(w, l, o).of_producer(p);
+            let (a, b, c) = (hlc(a), hlc(b), hlc(c));
             prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
             prop_assert_eq!(a.cmp(&b) == Ordering::Equal, a == b);
             if a <= b && b <= c {

@@ -57,7 +57,9 @@ pub fn upsert(id: u64, dim: usize, encoding: Encoding) -> DeltaEvent {
     }
 }
 
-/// One event of every kind and shape the schema allows.
+/// One event of every kind and shape the schema allows, two of them with
+/// producer ids (`u64::MAX` among them); with every producer 0 they are the
+/// events the v1 fixture holds.
 pub fn sample_events() -> Vec<DeltaEvent> {
     let uuid = PointId::Uuid(uuid::Uuid::from_u128(
         0x5c56_c793_69f3_4fbf_87e6_c4bf_54c2_8c26,
@@ -68,7 +70,7 @@ pub fn sample_events() -> Vec<DeltaEvent> {
     vec![
         upsert(7, 8, Encoding::Sq8),
         DeltaEvent {
-            hlc: Hlc::new(1_763_700_000_100, 3, "eu-west"),
+            hlc: Hlc::new(1_763_700_000_100, 3, "eu-west").of_producer(0x5eed_0000_0000_0001),
             body: Body::Upsert(Upsert {
                 collection: "docs".into(),
                 id: uuid,
@@ -98,11 +100,12 @@ pub fn sample_events() -> Vec<DeltaEvent> {
             }),
         },
         DeltaEvent {
-            hlc: Hlc::new(1_763_700_000_400, 1, "us-east"),
+            hlc: Hlc::new(1_763_700_000_400, 1, "us-east").of_producer(u64::MAX),
             body: Body::PayloadPatch(PayloadPatch {
                 collection: "docs".into(),
                 id: uuid,
-                base_version: Hlc::new(1_763_700_000_100, 3, "eu-west"),
+                base_version: Hlc::new(1_763_700_000_100, 3, "eu-west")
+                    .of_producer(0x5eed_0000_0000_0001),
                 payload: payload(json!({"reviewed": true}), 1024),
             }),
         },

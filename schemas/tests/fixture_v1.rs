@@ -1,14 +1,17 @@
 //! Bytes written with the first published delta schema (v1) must decode
-//! with every later reader schema. The fixture holds the Avro bodies of
-//! `sample_events()` as v1 wrote them; never regenerate it after a schema
-//! change (set VECSYNC_WRITE_FIXTURES=1 only to create it when missing).
+//! with every later reader schema, and a v1 reader must read what this
+//! build writes. The fixture holds the Avro bodies of `sample_events()` as
+//! v1 wrote them (v1 had no producer ids); never regenerate it after a
+//! schema change.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use apache_avro::Schema;
+use apache_avro::schema_compatibility::SchemaCompatibility;
+#[allow(deprecated)]
+use apache_avro::{Schema, from_avro_datum, to_avro_datum};
 use std::path::PathBuf;
 use vecsync_schemas::avro::{AvroRecord, DELTA_EVENT_SCHEMA};
-use vecsync_schemas::event::DeltaEvent;
+use vecsync_schemas::event::{Body, DeltaEvent, VectorData};
 use vecsync_schemas::testing::sample_events;
 use vecsync_schemas::wire::resolve;
 
@@ -30,32 +33,72 @@ fn read_bodies(bytes: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// What v1 could say of `event`: every producer id is 0.
+fn as_v1(mut event: DeltaEvent) -> DeltaEvent {
+    event.hlc.producer = 0;
+    match &mut event.body {
+        Body::PayloadPatch(p) => p.base_version.producer = 0,
+        Body::Upsert(u) => {
+            if let VectorData::Sparse(d) = &mut u.vector {
+                d.base_version.producer = 0;
+            }
+        }
+        Body::Delete(_) | Body::Heartbeat(_) => {}
+    }
+    event
+}
+
+fn v1_fixture() -> Vec<u8> {
+    std::fs::read(fixture_path()).expect("the v1 fixture is committed")
+}
+
+#[test]
+fn the_current_schema_is_v1_plus_fields_with_defaults() {
+    assert_ne!(DELTA_EVENT_SCHEMA, V1, "v1 stays as published");
+    let (v1, current) = (
+        Schema::parse_str(V1).unwrap(),
+        Schema::parse_str(DELTA_EVENT_SCHEMA).unwrap(),
+    );
+    // BACKWARD: the new reader reads old data; and old readers read new data.
+    SchemaCompatibility::can_read(&v1, &current).unwrap();
+    SchemaCompatibility::can_read(&current, &v1).unwrap();
+}
+
 #[test]
 fn v1_bytes_decode_with_the_current_schema() {
-    let path = fixture_path();
-    if !path.exists() && std::env::var_os("VECSYNC_WRITE_FIXTURES").is_some() {
-        assert_eq!(
-            DELTA_EVENT_SCHEMA, V1,
-            "the v1 fixture must be written by the v1 schema"
-        );
-        let mut out = Vec::new();
-        for event in sample_events() {
-            let mut body = Vec::new();
-            event.write_avro(&mut body);
-            out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            out.extend_from_slice(&body);
-        }
-        std::fs::write(&path, out).unwrap();
-    }
-    let bytes = std::fs::read(&path).expect("the v1 fixture is committed");
+    let bytes = v1_fixture();
     let bodies = read_bodies(&bytes);
     let expected = sample_events();
     assert_eq!(bodies.len(), expected.len());
+    assert!(
+        expected.iter().any(|e| e.hlc.producer != 0),
+        "the samples exercise producer ids"
+    );
 
     let writer = Schema::parse_str(V1).unwrap();
     let reader = Schema::parse_str(DELTA_EVENT_SCHEMA).unwrap();
-    for (body, event) in bodies.iter().zip(&expected) {
+    for (body, event) in bodies.iter().zip(expected) {
+        // Through Avro resolution: the missing producer takes its default.
         let decoded: DeltaEvent = resolve(1, &writer, &reader, body).unwrap();
-        assert_eq!(&decoded, event);
+        assert_eq!(decoded, as_v1(event));
+    }
+}
+
+/// An old consumer (reader v1) reads what this build writes: resolution
+/// drops the producer ids, and what is left is exactly what v1 wrote.
+#[test]
+#[allow(deprecated)]
+fn a_v1_reader_reads_current_bytes_as_v1_wrote_them() {
+    let bytes = v1_fixture();
+    let v1_bodies = read_bodies(&bytes);
+    let (v1, current) = (
+        Schema::parse_str(V1).unwrap(),
+        Schema::parse_str(DELTA_EVENT_SCHEMA).unwrap(),
+    );
+    for (event, v1_body) in sample_events().iter().zip(v1_bodies) {
+        let mut body = Vec::new();
+        event.write_avro(&mut body);
+        let value = from_avro_datum(&current, &mut &body[..], Some(&v1)).unwrap();
+        assert_eq!(to_avro_datum(&v1, value).unwrap(), v1_body, "{event:?}");
     }
 }

@@ -115,6 +115,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// Whether the store answers, for readiness. An embedded store always
+    /// does.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Live points in a collection (tombstones not counted).
     fn count(&self, collection: &str) -> Result<usize, StoreError>;
 

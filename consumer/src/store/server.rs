@@ -237,6 +237,11 @@ impl Store for ServerStore {
         Ok(())
     }
 
+    fn ping(&self) -> Result<(), StoreError> {
+        self.call("", |c| async move { c.health_check().await })
+            .map(drop)
+    }
+
     fn count(&self, collection: &str) -> Result<usize, StoreError> {
         let request = CountPointsBuilder::new(collection).exact(true);
         let count = self.call(collection, |c| async move { c.count(request).await })?;
