@@ -203,6 +203,45 @@ fn a_collection_of_another_shape_is_refused(backend: StoreBackend) {
     ));
 }
 
+/// Workers of a region starting together all ensure the collection on the
+/// one server: whichever creates it, none fails, and a worker configured for
+/// another shape is still refused.
+#[test]
+fn workers_starting_together_on_one_server_all_find_the_collection() {
+    let mut harness = Harness::new(StoreBackend::Qdrant);
+    let first = harness.open();
+    let (_, endpoint) = harness.server.as_ref().unwrap();
+    let config = StoreConfig {
+        backend: StoreBackend::Qdrant,
+        url: endpoint.as_ref().unwrap().url(),
+        ..StoreConfig::default()
+    };
+    let stores: Vec<ServerStore> = (0..8)
+        .map(|_| ServerStore::connect(&config).unwrap())
+        .collect();
+    let start = std::sync::Barrier::new(stores.len());
+    std::thread::scope(|scope| {
+        let ensuring: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let start = &start;
+                scope.spawn(move || {
+                    start.wait();
+                    store.ensure_collection("docs", 3, Distance::Dot)
+                })
+            })
+            .collect();
+        for (worker, ensured) in ensuring.into_iter().enumerate() {
+            let ensured = ensured.join().unwrap();
+            assert!(ensured.is_ok(), "worker {worker}: {ensured:?}");
+        }
+    });
+    let err = first
+        .ensure_collection("docs", 4, Distance::Dot)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+}
+
 #[test]
 fn edge_expiry_forgets_old_tombstones_and_folds_old_chains() {
     expiry_forgets_old_tombstones_and_folds_old_chains(StoreBackend::Edge);

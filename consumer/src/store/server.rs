@@ -139,30 +139,38 @@ impl ServerStore {
         dimension: u64,
         distance: QdrantDistance,
     ) -> Result<(), StoreError> {
-        if self.exists(collection, name)? {
-            let found = self.shape(collection, name)?;
-            if found != (dimension, distance) {
-                return Err(StoreError::Mismatch {
-                    collection: collection.to_owned(),
-                    reason: format!(
-                        "the server's {name} holds vectors of {found:?}, the config says ({dimension}, {distance:?})"
-                    ),
-                });
+        if !self.exists(collection, name)? {
+            let request = CreateCollectionBuilder::new(name)
+                .vectors_config(VectorParamsBuilder::new(dimension, distance));
+            let created = self.call(collection, |c| async move {
+                c.create_collection(request).await.map(drop)
+            });
+            match created {
+                Ok(()) => {
+                    tracing::info!(
+                        collection = name,
+                        dimension,
+                        ?distance,
+                        url = self.url,
+                        "created collection"
+                    );
+                    return Ok(());
+                }
+                // Another worker of the region created it in the meantime:
+                // the one there is checked like any other.
+                Err(_) if self.exists(collection, name)? => {}
+                Err(e) => return Err(e),
             }
-            return Ok(());
         }
-        let request = CreateCollectionBuilder::new(name)
-            .vectors_config(VectorParamsBuilder::new(dimension, distance));
-        self.call(collection, |c| async move {
-            c.create_collection(request).await.map(drop)
-        })?;
-        tracing::info!(
-            collection = name,
-            dimension,
-            ?distance,
-            url = self.url,
-            "created collection"
-        );
+        let found = self.shape(collection, name)?;
+        if found != (dimension, distance) {
+            return Err(StoreError::Mismatch {
+                collection: collection.to_owned(),
+                reason: format!(
+                    "the server's {name} holds vectors of {found:?}, the config says ({dimension}, {distance:?})"
+                ),
+            });
+        }
         Ok(())
     }
 }
