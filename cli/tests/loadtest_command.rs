@@ -204,15 +204,17 @@ fn a_cut_shows_and_is_caught_up(setup: &str, carrier: &str) -> Value {
             .fold(0.0, f64::max)
     };
     // Seconds 4 and 5 lie wholly inside the cut: nothing crosses, and the
-    // watermarks age with the clock.
+    // watermarks age with the clock. Where the watermark stood when the cut
+    // began depends on how far behind the carrier ran then (MirrorMaker 2
+    // on busy cores: most of a second), so the age is measured against the
+    // cut's own length: at its end nothing newer than its start has arrived.
     for t in [4, 5] {
         assert_eq!(second(t)["replicated"], 0, "{}", second(t));
     }
+    let ages: Vec<f64> = (3..=5).map(worst_age).collect();
     assert!(
-        worst_age(5) - worst_age(2) >= 2_500.0,
-        "watermark age at the cut's start {} and end {}",
-        worst_age(2),
-        worst_age(5)
+        ages.windows(2).all(|w| w[1] > w[0]) && ages[2] >= 2_500.0,
+        "watermark ages in seconds 3 to 5 of a cut from 2 to 5: {ages:?}"
     );
     // After the catch-up, they are fresh again.
     let last = timeline.last().unwrap()["t_s"].as_u64().unwrap();

@@ -57,13 +57,18 @@ impl Harness {
         let running = runtime
             .block_on(QdrantEndpoint::start(self.dir.path(), "127.0.0.1:0", None))
             .unwrap();
-        let config = StoreConfig {
-            backend: StoreBackend::Qdrant,
-            url: running.url(),
-            ..StoreConfig::default()
-        };
+        let config = server_config(running.url());
         *endpoint = Some(running);
         Box::new(ServerStore::connect(&config).unwrap())
+    }
+}
+
+/// The store config of a worker on the Qdrant server at `url`.
+fn server_config(url: String) -> StoreConfig {
+    StoreConfig {
+        backend: StoreBackend::Qdrant,
+        url,
+        ..StoreConfig::default()
     }
 }
 
@@ -211,11 +216,7 @@ fn workers_starting_together_on_one_server_all_find_the_collection() {
     let mut harness = Harness::new(StoreBackend::Qdrant);
     let first = harness.open();
     let (_, endpoint) = harness.server.as_ref().unwrap();
-    let config = StoreConfig {
-        backend: StoreBackend::Qdrant,
-        url: endpoint.as_ref().unwrap().url(),
-        ..StoreConfig::default()
-    };
+    let config = server_config(endpoint.as_ref().unwrap().url());
     let stores: Vec<ServerStore> = (0..8)
         .map(|_| ServerStore::connect(&config).unwrap())
         .collect();
