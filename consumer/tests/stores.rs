@@ -5,6 +5,10 @@
 //! equals the digest of what was written, and expiry forgets what is old.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
+use qdrant_client::qdrant::{
+    CreateCollectionBuilder, Distance as QdrantDistance, VectorParamsBuilder,
+};
 use serde_json::json;
 use std::collections::HashMap;
 use vecsync_consumer::apply::{Change, Effect, Record, State, apply};
@@ -13,7 +17,9 @@ use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::server::ServerStore;
 use vecsync_consumer::store::{Store, StoreError};
 use vecsync_devkit::qdrant::QdrantEndpoint;
-use vecsync_schemas::config::{Distance, StoreBackend, StoreConfig};
+use vecsync_schemas::config::{
+    Distance, ServerCollectionConfig, ServerQuantization, StoreBackend, StoreConfig,
+};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 
@@ -206,6 +212,90 @@ fn a_collection_of_another_shape_is_refused(backend: StoreBackend) {
         store.read("other", &[PointId::Num(1)]).unwrap_err(),
         StoreError::UnknownCollection(_)
     ));
+}
+
+/// A collection a user created for cosine similarity the way Qdrant's
+/// guides do is refused with how to create it instead.
+#[test]
+fn a_cosine_collection_made_beforehand_is_refused_with_how_to_make_it() {
+    let mut harness = Harness::new(StoreBackend::Qdrant);
+    let store = harness.open();
+    let (runtime, endpoint) = harness.server.as_ref().unwrap();
+    let client = qdrant_client::Qdrant::from_url(&endpoint.as_ref().unwrap().url())
+        .skip_compatibility_check()
+        .build()
+        .unwrap();
+    for (name, size) in [("docs", 3), ("docs.tombstones", 1)] {
+        let request = CreateCollectionBuilder::new(name)
+            .vectors_config(VectorParamsBuilder::new(size, QdrantDistance::Cosine));
+        runtime.block_on(client.create_collection(request)).unwrap();
+    }
+    let err = store
+        .ensure_collection("docs", 3, Distance::Cosine)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+    assert!(
+        err.to_string().contains("create it with distance Dot"),
+        "{err}"
+    );
+}
+
+/// `[store.collections.docs]` shapes both parts of the collection on the
+/// server: shards and copies for both (every copy acknowledging a write),
+/// vector storage and index settings for the live part.
+#[test]
+// Disk placement travels in the fields every server version reads.
+#[allow(deprecated)]
+fn a_collection_is_created_with_its_configured_server_settings() {
+    let mut harness = Harness::new(StoreBackend::Qdrant);
+    drop(harness.open());
+    let (runtime, endpoint) = harness.server.as_ref().unwrap();
+    let url = endpoint.as_ref().unwrap().url();
+    let mut config = server_config(url.clone());
+    let settings = ServerCollectionConfig {
+        shard_number: Some(2),
+        replication_factor: Some(3),
+        write_consistency_factor: None,
+        on_disk: Some(true),
+        on_disk_payload: Some(true),
+        hnsw_m: Some(32),
+        hnsw_ef_construct: Some(200),
+        quantization: Some(ServerQuantization::Scalar),
+    };
+    config.collections.insert("docs".into(), settings);
+    let store = ServerStore::connect(&config).unwrap();
+    store
+        .ensure_collection("docs", 3, Distance::Cosine)
+        .unwrap();
+    let client = qdrant_client::Qdrant::from_url(&url)
+        .skip_compatibility_check()
+        .build()
+        .unwrap();
+    let info = |name: &str| {
+        let info = runtime.block_on(client.collection_info(name)).unwrap();
+        info.result.unwrap().config.unwrap()
+    };
+    for name in ["docs", "docs.tombstones"] {
+        let params = info(name).params.unwrap();
+        assert_eq!(params.shard_number, 2, "{name}");
+        assert_eq!(params.replication_factor, Some(3), "{name}");
+        assert_eq!(params.write_consistency_factor, Some(3), "{name}");
+    }
+    let live = info("docs");
+    let params = live.params.as_ref().unwrap();
+    assert!(params.on_disk_payload);
+    let Some(VectorsConfig::Params(vectors)) = params.vectors_config.clone().unwrap().config else {
+        panic!("{params:?}")
+    };
+    assert_eq!(vectors.on_disk, Some(true));
+    let hnsw = live.hnsw_config.unwrap();
+    assert_eq!((hnsw.m, hnsw.ef_construct), (Some(32), Some(200)));
+    assert!(live.quantization_config.is_some());
+    let tombstones = info("docs.tombstones");
+    assert!(tombstones.hnsw_config.is_none() && tombstones.quantization_config.is_none());
+    // Reads ask every copy, which the server accepts.
+    apply_batch(&store, vec![(PointId::Num(1), h(5), upsert(1))]);
+    assert_eq!(store.count("docs").unwrap(), 1);
 }
 
 /// Workers of a region starting together all ensure the collection on the

@@ -6,6 +6,9 @@
 //! implements what vecsync's server store calls — collections: create,
 //! get, list, exists, delete; points: upsert, delete by ids, get, scroll,
 //! count, search; health check — with the API key check of a real server.
+//! One node cannot shard, replicate or build the index a create request
+//! asks for; it reports those settings back in the collection's info, as a
+//! server does.
 //! Anything else answers `UNIMPLEMENTED`, and so do filters and named
 //! vectors. Test support only: not a Qdrant server.
 
@@ -141,6 +144,10 @@ impl std::fmt::Debug for Engine {
 struct Engine {
     root: PathBuf,
     shards: RwLock<HashMap<String, Arc<EdgeShard>>>,
+    /// The create request of each collection made since the start: its
+    /// shard, copy and index settings, which one node serving edge shards
+    /// cannot act on, are reported back as a server reports them.
+    created: RwLock<HashMap<String, CreateCollection>>,
     /// Set by stop: connections still open get UNAVAILABLE.
     closed: AtomicBool,
 }
@@ -167,6 +174,7 @@ impl Engine {
         Ok(Self {
             root: root.to_owned(),
             shards: RwLock::new(shards),
+            created: RwLock::default(),
             closed: AtomicBool::new(false),
         })
     }
@@ -347,6 +355,10 @@ fn upsert_op(points: Vec<qdrant_edge::PointStructPersisted>) -> UpdateOperation 
 
 #[tonic::async_trait]
 impl Collections for Engine {
+    // Disk placement is reported in the fields clients still send it in,
+    // deprecated for memory placements by servers from 1.19 (which read
+    // both).
+    #[allow(deprecated)]
     async fn get(
         &self,
         request: Request<GetCollectionInfoRequest>,
@@ -365,10 +377,22 @@ impl Collections for Engine {
             })
             .await?;
         let (count, params) = info;
+        let created = self
+            .created
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
+        let on_disk = match created.vectors_config.and_then(|v| v.config) {
+            Some(grpc::vectors_config::Config::Params(p)) => p.on_disk,
+            _ => None,
+        };
         let vectors_config = params.map(|p| grpc::VectorsConfig {
             config: Some(grpc::vectors_config::Config::Params(grpc::VectorParams {
                 size: p.size as u64,
                 distance: grpc_distance(p.distance) as i32,
+                on_disk,
                 ..Default::default()
             })),
         });
@@ -378,10 +402,15 @@ impl Collections for Engine {
                 points_count: Some(count as u64),
                 config: Some(grpc::CollectionConfig {
                     params: Some(grpc::CollectionParams {
-                        shard_number: 1,
+                        shard_number: created.shard_number.unwrap_or(1),
+                        replication_factor: created.replication_factor,
+                        write_consistency_factor: created.write_consistency_factor,
+                        on_disk_payload: created.on_disk_payload.unwrap_or(false),
                         vectors_config,
                         ..Default::default()
                     }),
+                    hnsw_config: created.hnsw_config,
+                    quantization_config: created.quantization_config,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -416,13 +445,13 @@ impl Collections for Engine {
         request: Request<CreateCollection>,
     ) -> Result<Response<CollectionOperationResponse>, Status> {
         let request = request.into_inner();
-        let name = request.collection_name;
+        let name = request.collection_name.clone();
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(Status::invalid_argument(format!(
                 "bad collection name {name:?}"
             )));
         }
-        let params = match request.vectors_config.and_then(|v| v.config) {
+        let params = match request.vectors_config.clone().and_then(|v| v.config) {
             Some(grpc::vectors_config::Config::Params(p)) => p,
             Some(_) => return Err(unsupported("named vectors")),
             None => return Err(Status::invalid_argument("vectors_config is required")),
@@ -443,6 +472,10 @@ impl Collections for Engine {
             .build();
         std::fs::create_dir_all(&path).map_err(|e| Status::internal(e.to_string()))?;
         let shard = EdgeShard::new(&path, config).map_err(|e| Status::internal(e.to_string()))?;
+        self.created
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), request);
         shards.insert(name, Arc::new(shard));
         Ok(Response::new(CollectionOperationResponse {
             result: true,
@@ -462,6 +495,10 @@ impl Collections for Engine {
         request: Request<DeleteCollection>,
     ) -> Result<Response<CollectionOperationResponse>, Status> {
         let name = request.into_inner().collection_name;
+        self.created
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
         let removed = self
             .shards
             .write()

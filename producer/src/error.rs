@@ -51,6 +51,11 @@ pub enum ProducerError {
     Kafka { what: String, source: KafkaError },
     #[error("codebook {path}: {reason}")]
     Codebook { path: String, reason: String },
+    /// Recording a batch's run of versions before sending it failed (see
+    /// [`crate::publisher::Run::Recorded`]), or a recorded run cannot be
+    /// sent again; nothing of the batch was sent.
+    #[error("recording the batch's versions: {0}")]
+    Record(std::io::Error),
     /// The publisher is closing and takes no more events.
     #[error("the publisher is shut down")]
     Closed,
@@ -88,6 +93,7 @@ impl ProducerError {
             | Self::ReservedKey { .. }
             | Self::Config(_)
             | Self::Clock(_)
+            | Self::Record(_)
             | Self::Codebook { .. } => false,
         }
     }

@@ -10,22 +10,27 @@
 //! The file is streamed: memory stays constant whatever its size. Batches
 //! are stamped in file order, so a later line about the same point wins, and
 //! a few are kept in flight to the broker. A resume point beside the input
-//! (`<input>.vecsync-resume`) records how far the broker has acknowledged;
-//! a second run after a crash or an interrupt starts there, and a run that
-//! finishes removes it.
+//! (`<input>.vecsync-resume`) records how far the broker has acknowledged,
+//! and, written durably before each batch is sent, the batches sent since
+//! with the versions they were given. A second run after a crash (SIGKILL
+//! included) or an interrupt starts there: it sends those batches again
+//! with the same versions, so that a line the broker took before the crash
+//! is a duplicate the consumers drop, never a newer write over changes made
+//! since, and carries on. A run that finishes removes the resume point.
 
 use crate::error::ProducerError;
-use crate::publisher::{Mutation, Pending, Publisher, point_id_from_json};
+use crate::publisher::{Mutation, Pending, Publisher, Run, point_id_from_json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::npy;
 
 /// What to load and how.
@@ -144,6 +149,22 @@ struct ResumePoint {
     cursor: Cursor,
     events: u64,
     skipped: u64,
+    /// Batches handed to the publisher past `cursor`, oldest first.
+    #[serde(default)]
+    sent: VecDeque<SentBatch>,
+}
+
+/// A batch handed to the publisher and not yet known to be acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SentBatch {
+    /// Where its records end in the input; it begins where the one before
+    /// it ends, the first at the resume point's cursor.
+    end: Cursor,
+    /// The version of its first event, as text; the others follow it
+    /// ([`Hlc::nth`]).
+    first: String,
+    /// Its events (records refused by the publisher and skipped are not).
+    events: usize,
 }
 
 /// Records read from the input, ready to submit.
@@ -185,6 +206,7 @@ pub async fn load(
         cursor: Cursor::default(),
         events: 0,
         skipped: 0,
+        sent: VecDeque::new(),
     };
     let resume_path = options.resume_path();
     let mut point = match (options.restart, read_resume_point(&resume_path)?) {
@@ -208,7 +230,9 @@ pub async fn load(
             tracing::info!(
                 events = saved.events,
                 records = saved.cursor.records,
-                "resuming where an earlier run stopped"
+                sending_again = saved.sent.len(),
+                "resuming where an earlier run stopped; batches it sent are sent again with the \
+                 versions they had"
             );
             saved
         }
@@ -223,11 +247,18 @@ pub async fn load(
         published_bytes: 0,
     };
 
+    // Sent by an earlier run and perhaps acknowledged: read again in the
+    // same batches and sent with the same versions.
+    let mut again = point.sent.clone();
     let (tx, mut rx) = mpsc::channel(2);
-    let reader = Reader::open(options, dimension, point.cursor)?;
+    let reader = Reader::open(
+        options,
+        dimension,
+        point.cursor,
+        again.iter().map(|b| b.end).collect(),
+    )?;
     let reading = tokio::task::spawn_blocking(move || reader.run(&tx));
     let mut in_flight: VecDeque<(Pending, Cursor, u64)> = VecDeque::new();
-    let mut last_saved = Instant::now();
     let mut interrupted = false;
     tokio::pin!(shutdown);
     let outcome: Result<(), FileError> = async {
@@ -242,15 +273,34 @@ pub async fn load(
             };
             let skipped_reading = chunk.skipped;
             let end = chunk.end;
-            let (pending, skipped) = submit(publisher, options, chunk).await?;
+            let (pending, skipped) = match again.pop_front() {
+                Some(batch) => {
+                    let first = batch.first.parse().map_err(|reason| FileError::Input {
+                        path: resume_path.clone(),
+                        reason,
+                    })?;
+                    let run = Run::Again {
+                        first,
+                        events: batch.events,
+                    };
+                    submit(publisher, options, chunk, run).await?
+                }
+                None => {
+                    let mut record = |first: &Hlc, events: usize| {
+                        point.sent.push_back(SentBatch {
+                            end,
+                            first: first.to_string(),
+                            events,
+                        });
+                        write_resume_point(&resume_path, &point)
+                    };
+                    submit(publisher, options, chunk, Run::Recorded(&mut record)).await?
+                }
+            };
             in_flight.push_back((pending, end, skipped_reading + skipped));
             while in_flight.len() >= options.in_flight.max(1) {
                 settle(&mut in_flight, &mut point, &mut progress, &path).await?;
                 on_progress(&progress);
-                if last_saved.elapsed() >= Duration::from_secs(1) {
-                    write_resume_point(&resume_path, &point)?;
-                    last_saved = Instant::now();
-                }
             }
         }
         while !in_flight.is_empty() {
@@ -269,8 +319,8 @@ pub async fn load(
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&resume_path)(e)),
             _ => {}
         }
-    } else if point.cursor.records > 0 {
-        write_resume_point(&resume_path, &point)?;
+    } else if point.cursor.records > 0 || !point.sent.is_empty() {
+        write_resume_point(&resume_path, &point).map_err(io_error(&resume_path))?;
     }
     outcome?;
     Ok(Summary {
@@ -287,6 +337,7 @@ async fn submit(
     publisher: &Publisher,
     options: &LoadOptions,
     chunk: Chunk,
+    mut run: Run<'_>,
 ) -> Result<(Pending, u64), FileError> {
     let Chunk {
         mut mutations,
@@ -295,7 +346,10 @@ async fn submit(
     } = chunk;
     let mut skipped = 0;
     loop {
-        let e = match publisher.submit(&options.collection, &mutations).await {
+        let e = match publisher
+            .submit_run(&options.collection, &mutations, run.reborrow())
+            .await
+        {
             Ok(pending) => return Ok((pending, skipped)),
             Err(e) => e,
         };
@@ -338,6 +392,7 @@ async fn settle(
             source: Box::new(source),
         })?;
     point.cursor = end;
+    point.sent.pop_front();
     point.events += published.versions.len() as u64;
     point.skipped += skipped;
     progress.events = point.events;
@@ -360,15 +415,16 @@ fn read_resume_point(path: &Path) -> Result<Option<ResumePoint>, FileError> {
     }
 }
 
-/// Writes the resume point atomically (a new file renamed over the old).
-fn write_resume_point(path: &Path, point: &ResumePoint) -> Result<(), FileError> {
+/// Writes the resume point atomically and durably: a new file, synced,
+/// renamed over the old, and the rename synced.
+fn write_resume_point(path: &Path, point: &ResumePoint) -> io::Result<()> {
     let tmp = path.with_extension("vecsync-resume.tmp");
-    let bytes = serde_json::to_vec_pretty(point).map_err(|e| FileError::Input {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    std::fs::write(&tmp, bytes).map_err(io_error(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_error(path))
+    let mut file = File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(point)?)?;
+    file.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    File::open(folder.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// One JSONL record.
@@ -507,6 +563,9 @@ struct Reader {
     batch_size: usize,
     skip_invalid: bool,
     cursor: Cursor,
+    /// Where the first chunks end, to read again the batches an earlier run
+    /// sent; `batch_size` decides after them.
+    ends: VecDeque<Cursor>,
 }
 
 enum Format {
@@ -519,6 +578,7 @@ impl Reader {
         options: &LoadOptions,
         dimension: usize,
         mut cursor: Cursor,
+        ends: VecDeque<Cursor>,
     ) -> Result<Self, FileError> {
         let path = options.input.clone();
         let mut file =
@@ -579,6 +639,7 @@ impl Reader {
             batch_size: options.batch_size.max(1),
             skip_invalid: options.skip_invalid,
             cursor,
+            ends,
         })
     }
 
@@ -613,7 +674,11 @@ impl Reader {
         let mut line = String::new();
         let mut row = Vec::new();
         let mut buf = Vec::new();
-        while chunk.mutations.len() < self.batch_size {
+        let end = self.ends.pop_front();
+        while match end {
+            Some(end) => self.cursor.records < end.records,
+            None => chunk.mutations.len() < self.batch_size,
+        } {
             let record = self.cursor.records + 1;
             let parsed = match &mut self.format {
                 Format::Jsonl => {
@@ -667,6 +732,18 @@ impl Reader {
                     });
                 }
             }
+        }
+        if let Some(end) = end
+            && end != self.cursor
+        {
+            return Err(FileError::Input {
+                path: self.path.clone(),
+                reason: format!(
+                    "a batch its resume point records as sent ends at record {}, which the input \
+                     does not match; run with --restart to start over",
+                    end.records
+                ),
+            });
         }
         chunk.end = self.cursor;
         Ok((self.cursor != start).then_some(chunk))

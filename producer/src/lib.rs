@@ -33,4 +33,4 @@ pub mod publisher;
 pub mod rate;
 
 pub use error::ProducerError;
-pub use publisher::{Mutation, Pending, Published, Publisher};
+pub use publisher::{Mutation, Pending, Published, Publisher, Run};

@@ -65,6 +65,52 @@ impl Mutation {
     }
 }
 
+/// How [`Publisher::submit_run`] gives a batch its versions: one run of
+/// consecutive timestamps on one tick, `first.nth(0)`, `first.nth(1)`, …
+/// in the order of the batch.
+pub enum Run<'a> {
+    /// A new run from the publisher's clock.
+    New,
+    /// A new run, and `record` is told its first timestamp and its length
+    /// once they are taken and before any event is queued, so that a caller
+    /// can write them down (the file loader's resume point). If it fails,
+    /// nothing is queued.
+    Recorded(&'a mut (dyn FnMut(&Hlc, usize) -> std::io::Result<()> + Send)),
+    /// The run of `events` an earlier submit of the same batch began with
+    /// `first`: sending the batch again after a crash gives it the versions
+    /// it had, so that what was acknowledged then is a duplicate now, never
+    /// a newer write. A batch of another length is refused.
+    Again { first: Hlc, events: usize },
+}
+
+impl std::fmt::Debug for Run<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Run::New => f.write_str("New"),
+            Run::Recorded(_) => f.write_str("Recorded"),
+            Run::Again { first, events } => f
+                .debug_struct("Again")
+                .field("first", first)
+                .field("events", events)
+                .finish(),
+        }
+    }
+}
+
+impl Run<'_> {
+    /// The same run, for another attempt at the batch.
+    pub fn reborrow(&mut self) -> Run<'_> {
+        match self {
+            Run::New => Run::New,
+            Run::Recorded(record) => Run::Recorded(&mut **record),
+            Run::Again { first, events } => Run::Again {
+                first: first.clone(),
+                events: *events,
+            },
+        }
+    }
+}
+
 /// A point id from JSON, as Qdrant writes it: an unsigned integer or a UUID
 /// string.
 pub fn point_id_from_json(v: &Value) -> Result<PointId, String> {
@@ -251,6 +297,16 @@ impl Publisher {
         collection: &str,
         mutations: &[Mutation],
     ) -> Result<Pending, ProducerError> {
+        self.submit_run(collection, mutations, Run::New).await
+    }
+
+    /// [`Publisher::submit`], with the batch's versions given as `run` says.
+    pub async fn submit_run(
+        &self,
+        collection: &str,
+        mutations: &[Mutation],
+        run: Run<'_>,
+    ) -> Result<Pending, ProducerError> {
         let inner = &self.inner;
         let c = inner.collections.get(collection).ok_or_else(|| {
             Rejected {
@@ -285,6 +341,18 @@ impl Publisher {
                     reason,
                 }
             })?;
+            if let Mutation::PatchPayload { base_version, .. } = m {
+                // A patch orders after the version it builds on, whichever
+                // clock stamped that one.
+                inner.clock.observe(base_version).map_err(|e| {
+                    Rejected { reason: "invalid" }.emit();
+                    ProducerError::Invalid {
+                        index,
+                        id: m.id().to_string(),
+                        reason: format!("base_version: {e}"),
+                    }
+                })?;
+            }
             let slot = match m {
                 Mutation::Upsert { .. } => 0,
                 Mutation::Delete { .. } => 1,
@@ -309,7 +377,7 @@ impl Publisher {
             }
         }
         let started = Instant::now();
-        let (versions, bytes, deliveries) = inner.enqueue(outgoing).await?;
+        let (versions, bytes, deliveries) = inner.enqueue(outgoing, run).await?;
         Ok(Pending {
             collection: collection.to_owned(),
             op_counts,
@@ -476,20 +544,54 @@ impl Inner {
     async fn enqueue(
         &self,
         outgoing: Vec<Outgoing>,
+        run: Run<'_>,
     ) -> Result<(Vec<Hlc>, u64, Vec<DeliveryFuture>), ProducerError> {
-        let mut stamps = Vec::with_capacity(outgoing.len());
         let mut deliveries = Vec::with_capacity(outgoing.len());
         let mut bytes = 0u64;
         let mut buf = Vec::with_capacity(1024);
+        let n = u32::try_from(outgoing.len()).unwrap_or(u32::MAX);
         let _order = self.order.lock().await;
-        for Outgoing {
-            key,
-            partition,
-            body,
-        } in outgoing
+        let (first, recorder) = match run {
+            Run::New => (self.clock.reserve(n)?, None),
+            Run::Recorded(recorder) => (self.clock.reserve(n)?, Some(recorder)),
+            Run::Again { first, events } => {
+                if events != outgoing.len() {
+                    return Err(bad_run(format!(
+                        "the batch sent again has {} events; the run recorded for it from \
+                         {first} has {events}",
+                        outgoing.len()
+                    )));
+                }
+                (first, None)
+            }
+        };
+        let stamps: Vec<Hlc> = (0..n)
+            .map(|i| first.nth(i))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                bad_run(format!(
+                    "a run of {n} versions from {first} passes the end of its tick"
+                ))
+            })?;
+        if let Some(recorder) = recorder {
+            recorder(&first, stamps.len()).map_err(ProducerError::Record)?;
+        }
+        // Later runs order after this one (a new run's is behind the clock
+        // already; one sent again may not be).
+        if let Some(last) = stamps.last() {
+            self.clock.observe(last)?;
+        }
+        for (
+            Outgoing {
+                key,
+                partition,
+                body,
+            },
+            hlc,
+        ) in outgoing.into_iter().zip(&stamps)
         {
             let event = DeltaEvent {
-                hlc: self.clock.now()?,
+                hlc: hlc.clone(),
                 body,
             };
             buf.clear();
@@ -500,7 +602,6 @@ impl Inner {
                 record = record.partition(p);
             }
             deliveries.push(self.send(record).await?);
-            stamps.push(event.hlc);
         }
         Ok((stamps, bytes, deliveries))
     }
@@ -571,7 +672,7 @@ impl Inner {
                     }),
                 })
                 .collect();
-            let sent = match self.enqueue(outgoing).await {
+            let sent = match self.enqueue(outgoing, Run::New).await {
                 Ok((_, _, deliveries)) => await_deliveries(deliveries).await,
                 Err(e) => Err(e),
             };
@@ -584,6 +685,11 @@ impl Inner {
             }
         }
     }
+}
+
+/// A recorded run that cannot be sent again as it stands.
+fn bad_run(reason: String) -> ProducerError {
+    ProducerError::Record(std::io::Error::new(std::io::ErrorKind::InvalidData, reason))
 }
 
 /// Waits for every delivery report; fails if any event was not

@@ -9,7 +9,7 @@ use std::time::Duration;
 use vecsync_devkit::broker::Storage;
 use vecsync_devkit::testbed::{TestRegion, is_heartbeat};
 use vecsync_producer::partition::partition_for;
-use vecsync_producer::{Mutation, ProducerError, Publisher};
+use vecsync_producer::{Mutation, ProducerError, Publisher, Run};
 use vecsync_schemas::avro::AvroRecord;
 use vecsync_schemas::event::{Body, PointId, VectorData};
 use vecsync_schemas::hlc::Hlc;
@@ -406,4 +406,94 @@ async fn the_rate_limit_holds_senders_back_instead_of_refusing_them() {
         1,
         "and then it is sent, not refused"
     );
+}
+
+#[tokio::test]
+async fn a_patch_orders_after_its_base_and_a_run_sent_again_keeps_its_versions() {
+    let Some(region) = TestRegion::start(DIM as u32, "sq8", "").await else {
+        return;
+    };
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let patch = |base_version: Hlc| Mutation::PatchPayload {
+        id: PointId::Num(9),
+        base_version,
+        payload: json!({"lang": "en"}).as_object().unwrap().clone(),
+    };
+    // The base came from another producer of the region whose clock runs
+    // 5 s ahead of this one: the patch is still the newer write.
+    let base = Hlc::new(now_ms + 5_000, 7, "us-east").of_producer(1);
+    let patched = publisher
+        .publish("docs", &[patch(base.clone())])
+        .await
+        .unwrap();
+    assert!(patched[0] > base, "{} after {base}", patched[0]);
+    // A base further ahead than the clock may follow is refused.
+    let far = Hlc::new(now_ms + 3_600_000, 0, "us-east");
+    match publisher.publish("docs", &[patch(far)]).await {
+        Err(ProducerError::Invalid {
+            index: 0, reason, ..
+        }) => {
+            assert!(reason.contains("base_version"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A recorded run is told its first version and length before anything
+    // is sent; the batch's versions follow the first one by one.
+    let batch = upserts(0..3);
+    let mut recorded = None;
+    let mut recorder = |first: &Hlc, events: usize| {
+        recorded = Some((first.clone(), events));
+        Ok(())
+    };
+    let versions = publisher
+        .submit_run("docs", &batch, Run::Recorded(&mut recorder))
+        .await
+        .unwrap()
+        .acknowledged()
+        .await
+        .unwrap()
+        .versions;
+    let (first, events) = recorded.unwrap();
+    assert_eq!(events, 3);
+    let expected: Vec<Hlc> = (0..3).map(|i| first.nth(i).unwrap()).collect();
+    assert_eq!(versions, expected);
+    // Sent again, the batch has the same versions, and what follows is newer.
+    let again = Run::Again {
+        first: first.clone(),
+        events,
+    };
+    let resent = publisher.submit_run("docs", &batch, again).await.unwrap();
+    assert_eq!(resent.acknowledged().await.unwrap().versions, versions);
+    let next = publisher.publish("docs", &upserts(0..1)).await.unwrap();
+    assert!(next[0] > versions[2]);
+    // Another batch under a recorded run, or a recorder that fails, sends
+    // nothing.
+    let again = Run::Again { first, events };
+    match publisher.submit_run("docs", &batch[..2], again).await {
+        Err(ProducerError::Record(e)) => assert!(e.to_string().contains("2 events"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let mut full = |_: &Hlc, _: usize| Err(std::io::Error::other("disk full"));
+    match publisher
+        .submit_run("docs", &upserts(50..51), Run::Recorded(&mut full))
+        .await
+    {
+        Err(ProducerError::Record(e)) => assert!(e.to_string().contains("disk full"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let topic = &region.config.kafka.topic;
+    let records = region
+        .read(topic, 9, Duration::from_secs(3), |r| !is_heartbeat(r))
+        .await;
+    let mut keys: Vec<_> = records
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["0", "0", "0", "1", "1", "2", "2", "9"]);
 }

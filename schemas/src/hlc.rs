@@ -52,6 +52,15 @@ impl Hlc {
         self
     }
 
+    /// The `i`-th timestamp of the run [`HybridClock::reserve`] began with
+    /// this one, or `None` past the logical counter's end.
+    pub fn nth(&self, i: u32) -> Option<Self> {
+        Some(Self {
+            logical: self.logical.checked_add(i)?,
+            ..self.clone()
+        })
+    }
+
     /// The smallest timestamp of a region, below anything it issues.
     pub fn zero(origin: impl Into<String>) -> Self {
         Self::new(0, 0, origin)
@@ -205,12 +214,24 @@ impl<C: WallClock> HybridClock<C> {
 
     /// A timestamp for a local event, later than every one issued or seen.
     pub fn now(&self) -> Result<Hlc, HlcError> {
+        self.reserve(1)
+    }
+
+    /// The first of `n` timestamps on one wall tick, `first.nth(0)` to
+    /// `first.nth(n - 1)`, all later than every one issued or seen; the
+    /// clock moves past the last. A run stated by its first timestamp can
+    /// be recorded, and the same events sent again with the same versions.
+    pub fn reserve(&self, n: u32) -> Result<Hlc, HlcError> {
+        let span = n.saturating_sub(1);
         let pt = self.wall.now_ms();
         let mut last = self.lock();
-        let next = if pt > last.0 { (pt, 0) } else { bump(*last) };
-        self.check_ahead(next.0, pt, "the wall clock stepped backwards")?;
-        *last = next;
-        Ok(Hlc::new(next.0, next.1, self.origin.clone()).of_producer(self.producer))
+        let mut first = if pt > last.0 { (pt, 0) } else { bump(*last) };
+        if first.1.checked_add(span).is_none() {
+            first = (first.0 + 1, 0);
+        }
+        self.check_ahead(first.0, pt, "the wall clock stepped backwards")?;
+        *last = (first.0, first.1 + span);
+        Ok(Hlc::new(first.0, first.1, self.origin.clone()).of_producer(self.producer))
     }
 
     /// Merges a timestamp received from another region, so that every later
@@ -412,6 +433,28 @@ mod tests {
     }
 
     #[test]
+    fn a_reserved_run_is_contiguous_and_the_clock_moves_past_it() {
+        let wall = ManualClock::default();
+        wall.set(1_000);
+        let clock = HybridClock::new("us-east", &wall, 100);
+        let first = clock.reserve(3).unwrap();
+        assert_eq!(
+            first,
+            Hlc::new(1_000, 0, "us-east").of_producer(clock.producer())
+        );
+        assert_eq!(first.nth(2).unwrap().logical, 2);
+        assert_eq!(clock.now().unwrap().logical, 3);
+        // A run that would pass the logical counter's end starts on the
+        // next tick instead.
+        clock
+            .observe(&Hlc::new(1_000, u32::MAX - 1, "eu-west"))
+            .unwrap();
+        let run = clock.reserve(3).unwrap();
+        assert_eq!((run.wall_ms, run.logical), (1_001, 0));
+        assert_eq!(Hlc::new(1, u32::MAX, "x").nth(1), None);
+    }
+
+    #[test]
     fn origin_then_producer_break_ties() {
         let a = Hlc::new(5, 1, "eu-west");
         let b = Hlc::new(5, 1, "us-east");
@@ -424,19 +467,20 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the wall clock does, every timestamp a clock issues is
-        /// strictly greater than the previous one and greater than every remote
-        /// timestamp it accepted; refusals only happen past the bound.
+        /// Whatever the wall clock does, every timestamp a clock issues (in
+        /// runs of one to three) is strictly greater than the previous one
+        /// and greater than every remote timestamp it accepted; refusals
+        /// only happen past the bound.
         #[test]
         fn monotonic_under_random_clock_steps(
-            steps in proptest::collection::vec((-500i64..500, any::<bool>(), 0u32..3), 1..200)
+            steps in proptest::collection::vec((-500i64..500, any::<bool>(), 0u32..3, 1u32..4), 1..200)
         ) {
             let wall = ManualClock::default();
             let mut pt: i64 = 1_000_000;
             wall.set(pt as u64);
             let clock = HybridClock::new("r1", &wall, 300);
             let mut last: Option<Hlc> = None;
-            for (step, remote, logical) in steps {
+            for (step, remote, logical, run) in steps {
                 pt = (pt + step).max(0);
                 wall.set(pt as u64);
                 if remote {
@@ -446,13 +490,13 @@ mod tests {
                         Err(HlcError::TooFarAhead { ahead_ms, .. }) => prop_assert!(ahead_ms > 300),
                     }
                 }
-                match clock.now() {
+                match clock.reserve(run) {
                     Ok(t) => {
                         if let Some(prev) = &last {
                             prop_assert!(&t > prev, "{t} after {prev}");
                         }
                         prop_assert!(t.wall_ms <= pt as u64 + 300);
-                        last = Some(t);
+                        last = t.nth(run - 1);
                     }
                     Err(HlcError::TooFarAhead { ahead_ms, .. }) => prop_assert!(ahead_ms > 300),
                 }

@@ -2,11 +2,15 @@
 //! TLS on, `store.api_key` is sent with every call).
 //!
 //! Collections are created when missing, each with its tombstone
-//! collection. Writes wait for the server's acknowledgement (`wait=true`),
-//! after which the server holds them in its write-ahead log: that is the
-//! durable point the consumer commits after, so [`Store::flush`] has
-//! nothing left to do. The client runs on a small runtime of its own, so
-//! calls block the calling thread and never the worker's executor.
+//! collection, with the shards, replicas and index settings of
+//! `[store.collections.<name>]`. Writes wait for the server's
+//! acknowledgement (`wait=true`) from as many copies as the collection
+//! keeps, after which the server holds them in its write-ahead log: that is
+//! the durable point the consumer commits after, so [`Store::flush`] has
+//! nothing left to do. Reads ask every copy (read consistency `all`), so a
+//! version check never sees an older version than the one last written.
+//! The client runs on a small runtime of its own, so calls block the
+//! calling thread and never the worker's executor.
 
 use super::{Part, SCAN_PAGE, Store, StoreError, engine_distance, stored_record, tombstones_of};
 use crate::apply::{Payload, Record};
@@ -15,20 +19,24 @@ use qdrant_client::qdrant::vector_output::Vector as OutputVector;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
 use qdrant_client::qdrant::vectors_output::VectorsOptions;
 use qdrant_client::qdrant::{
-    CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, Distance as QdrantDistance,
-    GetPointsBuilder, PointId as QdrantPointId, PointStruct, PointsIdsList, RetrievedPoint,
-    ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    BinaryQuantizationBuilder, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder,
+    Distance as QdrantDistance, GetPointsBuilder, HnswConfigDiffBuilder, PointId as QdrantPointId,
+    PointStruct, PointsIdsList, ReadConsistencyType, RetrievedPoint, ScalarQuantizationBuilder,
+    ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder, read_consistency,
 };
 use qdrant_client::{Qdrant, QdrantError};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
-use vecsync_schemas::config::{Distance, StoreConfig};
+use vecsync_schemas::config::{Distance, ServerCollectionConfig, ServerQuantization, StoreConfig};
 use vecsync_schemas::event::PointId;
 
 /// A Qdrant server as a region's store.
 pub struct ServerStore {
     client: Qdrant,
     url: String,
+    /// How missing collections are created, by name.
+    settings: BTreeMap<String, ServerCollectionConfig>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -74,6 +82,7 @@ impl ServerStore {
         Ok(Self {
             client,
             url: config.url.clone(),
+            settings: config.collections.clone(),
             runtime: Some(runtime),
         })
     }
@@ -140,8 +149,8 @@ impl ServerStore {
         distance: QdrantDistance,
     ) -> Result<(), StoreError> {
         if !self.exists(collection, name)? {
-            let request = CreateCollectionBuilder::new(name)
-                .vectors_config(VectorParamsBuilder::new(dimension, distance));
+            let settings = self.settings.get(collection).cloned().unwrap_or_default();
+            let request = create_request(name, dimension, distance, &settings, name == collection);
             let created = self.call(collection, |c| async move {
                 c.create_collection(request).await.map(drop)
             });
@@ -164,10 +173,20 @@ impl ServerStore {
         }
         let found = self.shape(collection, name)?;
         if found != (dimension, distance) {
+            // A collection a user made for cosine similarity, as Qdrant's
+            // guides create one.
+            let cosine = if found.1 == QdrantDistance::Cosine {
+                "; vecsync keeps a cosine collection as unit vectors under the Dot distance \
+                 (it normalizes them itself, so that every region stores the same bytes): \
+                 create it with distance Dot, or let vecsync create it"
+            } else {
+                ""
+            };
             return Err(StoreError::Mismatch {
                 collection: collection.to_owned(),
                 reason: format!(
-                    "the server's {name} holds vectors of {found:?}, the config says ({dimension}, {distance:?})"
+                    "the server's {name} holds vectors of {found:?}, the config says \
+                     ({dimension}, {distance:?}){cosine}"
                 ),
             });
         }
@@ -205,7 +224,8 @@ impl Store for ServerStore {
         let ids: Vec<QdrantPointId> = ids.iter().map(qdrant_id).collect();
         let request = GetPointsBuilder::new(part_name(collection, part), ids)
             .with_payload(true)
-            .with_vectors(live);
+            .with_vectors(live)
+            .read_consistency(every_copy());
         let points = self.call(collection, |c| async move {
             Ok(c.get_points(request).await?.result)
         })?;
@@ -269,7 +289,8 @@ impl Store for ServerStore {
             let mut request = ScrollPointsBuilder::new(name.clone())
                 .limit(SCAN_PAGE as u32)
                 .with_payload(true)
-                .with_vectors(with_vectors && live);
+                .with_vectors(with_vectors && live)
+                .read_consistency(every_copy());
             if let Some(offset) = offset.take() {
                 request = request.offset(offset);
             }
@@ -284,6 +305,69 @@ impl Store for ServerStore {
             }
         }
     }
+}
+
+/// The request that creates `name`, one part of `collection`, as `settings`
+/// say: shards and copies for both parts, the vector storage and index
+/// settings for the live part only (`index`), since tombstones hold no
+/// vectors worth searching.
+fn create_request(
+    name: &str,
+    dimension: u64,
+    distance: QdrantDistance,
+    settings: &ServerCollectionConfig,
+    index: bool,
+) -> CreateCollectionBuilder {
+    let mut request = CreateCollectionBuilder::new(name);
+    let mut vectors = VectorParamsBuilder::new(dimension, distance);
+    if let Some(n) = settings.shard_number {
+        request = request.shard_number(n);
+    }
+    if let Some(n) = settings.replication_factor {
+        request = request.replication_factor(n);
+    }
+    // Every copy acknowledges a write unless told otherwise (and the config
+    // allows nothing else).
+    if let Some(n) = settings
+        .write_consistency_factor
+        .or(settings.replication_factor)
+    {
+        request = request.write_consistency_factor(n);
+    }
+    if index {
+        if let Some(on_disk) = settings.on_disk {
+            vectors = vectors.on_disk(on_disk);
+        }
+        if let Some(on_disk) = settings.on_disk_payload {
+            request = request.on_disk_payload(on_disk);
+        }
+        if settings.hnsw_m.is_some() || settings.hnsw_ef_construct.is_some() {
+            let mut hnsw = HnswConfigDiffBuilder::default();
+            if let Some(m) = settings.hnsw_m {
+                hnsw = hnsw.m(m);
+            }
+            if let Some(ef) = settings.hnsw_ef_construct {
+                hnsw = hnsw.ef_construct(ef);
+            }
+            request = request.hnsw_config(hnsw);
+        }
+        request = match settings.quantization {
+            Some(ServerQuantization::Scalar) => {
+                request.quantization_config(ScalarQuantizationBuilder::default())
+            }
+            Some(ServerQuantization::Binary) => {
+                request.quantization_config(BinaryQuantizationBuilder::default())
+            }
+            None => request,
+        };
+    }
+    request.vectors_config(vectors)
+}
+
+/// Reads answered by every copy of a shard (each holds every acknowledged
+/// write, since every copy acknowledges one).
+fn every_copy() -> read_consistency::Value {
+    read_consistency::Value::Type(ReadConsistencyType::All.into())
 }
 
 /// Unavailable servers and timeouts are worth retrying; what the server

@@ -244,6 +244,29 @@ impl RegionConfig {
                 "must not be empty when set",
             );
         }
+        for (name, c) in &st.collections {
+            let field = |f: &str| format!("store.collections.{name}{f}");
+            check(
+                self.collections.contains_key(name),
+                &field(""),
+                "no such collection in [collections]",
+            );
+            for (f, n) in [
+                (".shard_number", c.shard_number.map(u64::from)),
+                (".replication_factor", c.replication_factor.map(u64::from)),
+                (".hnsw_m", c.hnsw_m),
+                (".hnsw_ef_construct", c.hnsw_ef_construct),
+            ] {
+                check(n.is_none_or(|n| n > 0), &field(f), "must be at least 1");
+            }
+            check(
+                c.write_consistency_factor
+                    .is_none_or(|w| w == c.replication_factor.unwrap_or(1)),
+                &field(".write_consistency_factor"),
+                "must equal replication_factor: a write acknowledged by fewer copies \
+                 could be missed by the version check before a later write",
+            );
+        }
         let pr = &self.producer;
         check(
             pr.message_timeout_ms > 0,

@@ -244,6 +244,48 @@ pub struct StoreConfig {
     /// Longest wait for one call to the Qdrant server.
     #[serde(default = "default_store_timeout_ms")]
     pub timeout_ms: u64,
+    /// Qdrant server only: how vecsync creates each collection (and its
+    /// tombstone collection) when it is missing, by collection name.
+    /// A collection that exists is used as it is.
+    #[serde(default)]
+    pub collections: BTreeMap<String, ServerCollectionConfig>,
+}
+
+/// How a collection is created on a Qdrant server
+/// (`[store.collections.<name>]`); the server's defaults where unset
+/// (serde leaves a missing `Option` at `None`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCollectionConfig {
+    /// Shards the collection is split into.
+    pub shard_number: Option<u32>,
+    /// Copies of each shard, on different nodes.
+    pub replication_factor: Option<u32>,
+    /// Copies that acknowledge a write before the server answers. Equal to
+    /// `replication_factor` (its default): every write a worker commits
+    /// after is then on every copy, so the version check before a write can
+    /// never read an older version from a copy the write did not reach.
+    pub write_consistency_factor: Option<u32>,
+    /// Vectors kept on disk (memory-mapped) instead of in memory.
+    pub on_disk: Option<bool>,
+    /// Payloads kept on disk instead of in memory.
+    pub on_disk_payload: Option<bool>,
+    /// HNSW: edges per node.
+    pub hnsw_m: Option<u64>,
+    /// HNSW: candidates kept while the graph is built.
+    pub hnsw_ef_construct: Option<u64>,
+    /// Quantization of the search index: `scalar` (int8) or `binary`.
+    pub quantization: Option<ServerQuantization>,
+}
+
+/// Quantization a Qdrant server keeps beside the vectors for faster search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerQuantization {
+    /// One byte per dimension.
+    Scalar,
+    /// One bit per dimension.
+    Binary,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -254,6 +296,7 @@ impl fmt::Debug for StoreConfig {
             .field("url", &self.url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeout_ms", &self.timeout_ms)
+            .field("collections", &self.collections)
             .finish()
     }
 }

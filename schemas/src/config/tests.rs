@@ -279,3 +279,43 @@ fn the_reference_config_names_every_field() {
         "examples/reference.toml lacks {missing:?}"
     );
 }
+
+#[test]
+fn server_collection_settings_are_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}
+    [store.collections.docs]
+    shard_number = 4
+    replication_factor = 3
+    on_disk = true
+    hnsw_m = 32
+    quantization = \"binary\"
+"
+    );
+    let c = parse(&text, &[]).unwrap();
+    let docs = &c.store.collections["docs"];
+    assert_eq!(
+        (docs.shard_number, docs.replication_factor, docs.on_disk),
+        (Some(4), Some(3), Some(true))
+    );
+    assert_eq!(docs.quantization, Some(ServerQuantization::Binary));
+    assert_eq!(docs.write_consistency_factor, None);
+
+    let bad = format!(
+        "{text}    write_consistency_factor = 2
+    hnsw_ef_construct = 0
+    [store.collections.doc]
+"
+    );
+    let err = parse(&bad, &[]).unwrap_err();
+    assert_eq!(
+        problem_fields(&err),
+        [
+            "store.collections.doc",
+            "store.collections.docs.hnsw_ef_construct",
+            "store.collections.docs.write_consistency_factor",
+        ]
+    );
+    let err = parse(&text.replace("\"binary\"", "\"pq\""), &[]).unwrap_err();
+    assert!(err.to_string().contains("pq"), "{err}");
+}
