@@ -24,15 +24,35 @@ const DIM: usize = 8;
 const EVENTS: u64 = 50_000;
 const KILLS: usize = 10;
 
+/// A worker on `config`, its warnings and errors appended to the log
+/// beside it.
 fn start(config: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_vecsync"))
         .args(["consume", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// Fails the test, with the worker's log, if the worker on `config` has
+/// exited: one that stopped at start would otherwise show only as a wrong
+/// digest minutes later.
+fn assert_running(worker: &mut Child, config: &std::path::Path) {
+    if let Some(status) = worker.try_wait().unwrap() {
+        let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+        panic!(
+            "the worker on {} exited ({status}):\n{log}",
+            config.display()
+        );
+    }
 }
 
 fn digest_of(path: &std::path::Path) -> Digest {
@@ -80,6 +100,7 @@ async fn killed_at_random(mut region: TestRegion) {
         x ^= x << 17;
         // Between 0.5 and 4.5 s: during startup, mid-batch, between batches.
         tokio::time::sleep(Duration::from_millis(500 + x % 4_000)).await;
+        assert_running(&mut worker, &config_path);
         worker.kill().unwrap();
         worker.wait().unwrap();
     }
@@ -229,7 +250,7 @@ async fn in_group_mode_a_killed_workers_partitions_move_to_the_other_and_nothing
         config.consumer.listen = format!("127.0.0.1:{port}").parse().unwrap();
         let path = dir.path().join(format!("worker-{name}.toml"));
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-        workers.push(start(&path));
+        workers.push((start(&path), path));
     }
     let publisher = Publisher::connect(&region.config).await.unwrap();
     let producing = tokio::spawn(publish_all(publisher, 20_000));
@@ -237,8 +258,11 @@ async fn in_group_mode_a_killed_workers_partitions_move_to_the_other_and_nothing
     // session times out.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!producing.is_finished(), "the load ended before the kill");
-    workers[0].kill().unwrap();
-    workers[0].wait().unwrap();
+    for (worker, path) in &mut workers {
+        assert_running(worker, path);
+    }
+    workers[0].0.kill().unwrap();
+    workers[0].0.wait().unwrap();
     let (records, expected) = fold(producing.await.unwrap());
 
     let store = store::open(&region.config.store).unwrap();
@@ -258,7 +282,7 @@ async fn in_group_mode_a_killed_workers_partitions_move_to_the_other_and_nothing
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let survivor = workers.pop().unwrap();
+    let (survivor, _) = workers.pop().unwrap();
     assert!(
         Command::new("kill")
             .arg(survivor.id().to_string())

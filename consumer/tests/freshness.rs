@@ -25,19 +25,20 @@ async fn serve(running: &worker::RunningWorker) -> String {
     base
 }
 
-/// `/readyz` until it answers `status`, or panics after 30 s; its body.
-async fn ready_until(base: &str, status: u16) -> String {
+/// `/readyz` until it answers `status` with a body `body_says` holds of,
+/// or panics after 30 s; its body.
+async fn ready_until(base: &str, status: u16, body_says: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let answer = reqwest::get(format!("{base}/readyz")).await.unwrap();
         let code = answer.status().as_u16();
         let body = answer.text().await.unwrap();
-        if code == status {
+        if code == status && body_says(&body) {
             return body;
         }
         assert!(
             Instant::now() < deadline,
-            "/readyz never {status}: {code} {body}"
+            "/readyz never {status} as expected: {code} {body}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -170,11 +171,12 @@ async fn readyz_says_not_ready_while_the_registry_is_down() {
     drop(unused);
     let running = worker::spawn(down, store.clone());
     let base = serve(&running).await;
-    // Give it time to be assigned and to probe: still not ready.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let body = ready_until(&base, 503).await;
-    assert!(body.contains("schema registry"), "{body}");
-    assert!(!body.contains("no partitions"), "assigned by now: {body}");
+    // Once it is assigned and has probed, it is still not ready, for the
+    // registry alone.
+    let body = ready_until(&base, 503, |b| {
+        b.contains("schema registry") && !b.contains("no partitions")
+    })
+    .await;
     assert!(!body.contains("\nstore: "), "the store answers: {body}");
     // Stopped while waiting for the registry to decode the producer's
     // heartbeats: it stops, with an error saying so.
@@ -183,6 +185,6 @@ async fn readyz_says_not_ready_while_the_registry_is_down() {
     // The same worker with the region's registry becomes ready.
     let running = worker::spawn(region.config.clone(), store);
     let base = serve(&running).await;
-    assert_eq!(ready_until(&base, 200).await, "ready\n");
+    assert_eq!(ready_until(&base, 200, |_| true).await, "ready\n");
     running.stop().await.unwrap();
 }
