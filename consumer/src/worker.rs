@@ -23,7 +23,7 @@ use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
 use crate::ready::Readiness;
 use crate::reorder::{Bounds, ReorderBuffer};
-use crate::store::{Store, StoreError};
+use crate::store::{Expired, Pass, SCAN_PAGE, Store, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -32,7 +32,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -304,6 +304,7 @@ async fn work(
     let mut last_batch = Instant::now();
     let expiry_interval = Duration::from_millis(c.expiry_interval_ms);
     let mut last_expiry = Instant::now();
+    let mut expiry: Option<ExpiryRound> = None;
     let mut reported = crate::reorder::Counters::default();
     loop {
         tokio::select! {
@@ -383,8 +384,12 @@ async fn work(
                 let marks = tracking.progress.watermarks();
                 WatermarkState { region: &config.region, marks: &marks, now_ms: SystemClock.now_ms() }.emit();
                 watermarks.publish(marks);
-                if last_expiry.elapsed() >= expiry_interval {
-                    sink.expire(SystemClock.now_ms().saturating_sub(c.tombstone_horizon_ms)).await;
+                if expiry.is_none() && last_expiry.elapsed() >= expiry_interval {
+                    let horizon = SystemClock.now_ms().saturating_sub(c.tombstone_horizon_ms);
+                    expiry = Some(ExpiryRound::new(horizon, sink.collections.keys()));
+                }
+                if let Some(round) = &mut expiry && sink.expire_step(round).await {
+                    expiry = None;
                     last_expiry = Instant::now();
                 }
             }
@@ -502,6 +507,25 @@ struct Tracking {
     flushed_at: Instant,
 }
 
+/// An expiry pass over every collection, a page per step.
+struct ExpiryRound {
+    horizon: Hlc,
+    /// Collections still to do, the first under way: where its pass has
+    /// come to and what it expired so far.
+    todo: VecDeque<(String, Pass, Expired)>,
+}
+
+impl ExpiryRound {
+    fn new<'a>(horizon_ms: u64, collections: impl Iterator<Item = &'a String>) -> Self {
+        Self {
+            horizon: Hlc::new(horizon_ms, 0, ""),
+            todo: collections
+                .map(|name| (name.clone(), Pass::default(), Expired::default()))
+                .collect(),
+        }
+    }
+}
+
 /// A store flush running on the blocking pool; how long it took.
 type Flush = tokio::task::JoinHandle<Result<Duration, StoreError>>;
 
@@ -587,33 +611,46 @@ impl Sink {
         }
     }
 
-    /// Clears tombstones and folds delta chains older than `horizon_ms` in
-    /// every collection. A failure is logged and tried again next time.
-    async fn expire(&self, horizon_ms: u64) {
-        let (store, collections) = (self.store.clone(), self.collections.clone());
-        let horizon = Hlc::new(horizon_ms, 0, "");
-        let result = tokio::task::spawn_blocking(move || {
-            let mut done = Vec::new();
-            for name in collections.keys() {
-                done.push((name.clone(), store.expire(name, &horizon)?));
+    /// One page of an expiry round: clears tombstones and folds delta
+    /// chains older than its horizon in the next page of the collection it
+    /// has come to. True once the round is over: every collection done, or
+    /// a failure (logged; the next round tries again). A page at a time
+    /// between batches, so that a large collection never holds applying up
+    /// for long, and nothing the round rewrites races a batch.
+    async fn expire_step(&self, round: &mut ExpiryRound) -> bool {
+        let Some((name, pass, _)) = round.todo.front().cloned() else {
+            return true;
+        };
+        let (store, horizon) = (self.store.clone(), round.horizon.clone());
+        let step = tokio::task::spawn_blocking(move || {
+            let step = store.expire_page(&name, &horizon, pass, SCAN_PAGE)?;
+            if step.1 == Pass::Done {
+                store.flush()?;
             }
-            store.flush()?;
-            Ok::<_, StoreError>(done)
+            Ok::<_, StoreError>(step)
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        match result {
-            Ok(done) => {
-                for (collection, expired) in done {
-                    tracing::info!(
-                        collection,
-                        ?expired,
-                        "expired what is older than the horizon"
-                    );
-                }
+        let (expired, next) = match step {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::warn!("expiry failed, will try again: {e}");
+                return true;
             }
-            Err(e) => tracing::warn!("expiry failed, will try again: {e}"),
+        };
+        if let Some(front) = round.todo.front_mut() {
+            front.1 = next;
+            front.2 += expired;
+            if front.1 == Pass::Done {
+                tracing::info!(
+                    collection = front.0,
+                    expired = ?front.2,
+                    "expired what is older than the horizon"
+                );
+                round.todo.pop_front();
+            }
         }
+        round.todo.is_empty()
     }
 
     /// Applies everything held, the reorder buffer included, and commits

@@ -15,7 +15,7 @@ use vecsync_consumer::apply::{Change, Effect, Record, State, apply};
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::server::ServerStore;
-use vecsync_consumer::store::{Store, StoreError};
+use vecsync_consumer::store::{Expired, Pass, Store, StoreError};
 use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_schemas::config::{
     Distance, ServerCollectionConfig, ServerQuantization, StoreBackend, StoreConfig,
@@ -394,6 +394,65 @@ fn expiry_forgets_old_tombstones_and_folds_old_chains(backend: StoreBackend) {
         before,
         "folding changes no state"
     );
+}
+
+#[test]
+fn edge_expiry_goes_a_page_at_a_time() {
+    expiry_goes_a_page_at_a_time(StoreBackend::Edge);
+}
+
+#[test]
+fn server_expiry_goes_a_page_at_a_time() {
+    expiry_goes_a_page_at_a_time(StoreBackend::Qdrant);
+}
+
+/// Steps of two records each come to what one whole pass does, so that a
+/// worker can take them between batches.
+fn expiry_goes_a_page_at_a_time(backend: StoreBackend) {
+    let mut harness = Harness::new(backend);
+    let store = harness.open();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    // Seven old tombstones and a recent one, and three live points each
+    // with a patch waiting for a base that never comes.
+    let mut changes: Vec<_> = (1..=7)
+        .map(|i| (PointId::Num(i), h(10), Change::Delete))
+        .collect();
+    changes.push((PointId::Num(8), h(100), Change::Delete));
+    for i in 20..23 {
+        let patch = Change::Patch {
+            base: h(15),
+            payload: json!({"x": i}).as_object().cloned().unwrap(),
+        };
+        changes.push((PointId::Num(i), h(5), upsert(i)));
+        changes.push((PointId::Num(i), h(20), patch));
+    }
+    apply_batch(store.as_ref(), changes);
+    let (mut total, mut pass, mut steps) = (Expired::default(), Pass::default(), 0);
+    while pass != Pass::Done {
+        let (expired, next) = store.expire_page("docs", &h(50), pass, 2).unwrap();
+        assert!(
+            expired.tombstones_removed + expired.chains_compacted <= 2,
+            "a page of two: {expired:?}"
+        );
+        total += expired;
+        pass = next;
+        steps += 1;
+    }
+    let expected = Expired {
+        tombstones_removed: 7,
+        chains_compacted: 3,
+        parked_dropped: 3,
+    };
+    assert_eq!(total, expected);
+    // Eight tombstones and three live records, two a page.
+    assert!(steps >= 6, "{steps} steps");
+    assert_eq!(store.expire("docs", &h(50)).unwrap(), Expired::default());
+    let ids: Vec<PointId> = (1..=8).chain(20..23).map(PointId::Num).collect();
+    let held = store.read("docs", &ids).unwrap();
+    let mut kept: Vec<_> = held.keys().copied().collect();
+    kept.sort_by_key(|id| id.to_string());
+    assert_eq!(kept, [20, 21, 22, 8].map(PointId::Num));
+    assert!(held.values().all(|r| r.chain.is_empty()));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! after a crash, so what matters is [`EdgeStore::flush`]: consumers commit
 //! offsets only after it.
 
-use super::{Part, SCAN_PAGE, Store, StoreError, engine_distance, stored_record, tombstones_of};
+use super::{Page, Part, Store, StoreError, engine_distance, stored_record, tombstones_of};
 use crate::apply::{Payload, Record};
 use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
@@ -228,37 +228,32 @@ impl Store for EdgeStore {
             .map_err(|e| StoreError::engine(collection, e.to_string()))
     }
 
-    fn scan_records(
+    fn scan_page(
         &self,
         collection: &str,
         part: Part,
         with_vectors: bool,
-        visit: &mut dyn FnMut(PointId, Record) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+        from: Option<PointId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         let c = self.collection(collection)?;
         let (shard, live) = (c.part(part), part == Part::Live);
-        let mut offset = None;
-        loop {
-            let request = ScrollRequest {
-                offset,
-                limit: Some(SCAN_PAGE),
-                filter: None,
-                with_payload: Some(WithPayloadInterface::Bool(true)),
-                with_vector: WithVector::Bool(with_vectors && live),
-                order_by: None,
-            };
-            let (page, next) = shard
-                .scroll(request)
-                .map_err(|e| StoreError::engine(collection, e.to_string()))?;
-            for record in page {
-                let (id, rec) = to_record(collection, record, live)?;
-                visit(id, rec)?;
-            }
-            match next {
-                Some(n) => offset = Some(n),
-                None => return Ok(()),
-            }
-        }
+        let request = ScrollRequest {
+            offset: from.as_ref().map(edge_id),
+            limit: Some(limit),
+            filter: None,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: WithVector::Bool(with_vectors && live),
+            order_by: None,
+        };
+        let (page, next) = shard
+            .scroll(request)
+            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
+        let records = page
+            .into_iter()
+            .map(|record| to_record(collection, record, live))
+            .collect::<Result<_, _>>()?;
+        Ok((records, next.map(edge_point_id)))
     }
 }
 

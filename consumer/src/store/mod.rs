@@ -72,6 +72,33 @@ pub struct Expired {
     pub parked_dropped: u64,
 }
 
+impl std::ops::AddAssign for Expired {
+    fn add_assign(&mut self, other: Self) {
+        self.tombstones_removed += other.tombstones_removed;
+        self.chains_compacted += other.chains_compacted;
+        self.parked_dropped += other.parked_dropped;
+    }
+}
+
+/// How far a pass of [`Store::expire_page`] over a collection has come:
+/// its tombstones first, then its live records, each from an id on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pass {
+    Tombstones(Option<PointId>),
+    Live(Option<PointId>),
+    Done,
+}
+
+impl Default for Pass {
+    fn default() -> Self {
+        Pass::Tombstones(None)
+    }
+}
+
+/// One page of records of a part, and the id the next page starts at
+/// (`None` after the last).
+pub type Page = (Vec<(PointId, Record)>, Option<PointId>);
+
 /// Points read per page when scanning a collection.
 pub(crate) const SCAN_PAGE: usize = 512;
 
@@ -124,15 +151,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Live points in a collection (tombstones not counted).
     fn count(&self, collection: &str) -> Result<usize, StoreError>;
 
-    /// Calls `visit` with every record of one part, page by page. Without
-    /// `with_vectors`, live records come with empty vectors.
+    /// Up to `limit` records of one part in id order, from the id `from`
+    /// on (from the first without). Without `with_vectors`, live records
+    /// come with empty vectors.
+    fn scan_page(
+        &self,
+        collection: &str,
+        part: Part,
+        with_vectors: bool,
+        from: Option<PointId>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+
+    /// Calls `visit` with every record of one part, page by page.
     fn scan_records(
         &self,
         collection: &str,
         part: Part,
         with_vectors: bool,
         visit: &mut dyn FnMut(PointId, Record) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        let mut from = None;
+        loop {
+            let (page, next) = self.scan_page(collection, part, with_vectors, from, SCAN_PAGE)?;
+            for (id, record) in page {
+                visit(id, record)?;
+            }
+            match next {
+                Some(next) => from = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
 
     /// The records of `ids` (live or tombstone) that the store holds, in one
     /// read per part. A point found in both (a write cut short between the
@@ -189,25 +239,51 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Forgets what no event can still need once every region has passed
     /// `horizon` (DESIGN.md §3: tombstones are kept longer than any
     /// replication delay): tombstones older than it are removed, and delta
-    /// chains are folded into their anchors up to it.
+    /// chains are folded into their anchors up to it. The whole collection
+    /// at once; [`Store::expire_page`] does it a page at a time.
     fn expire(&self, collection: &str, horizon: &Hlc) -> Result<Expired, StoreError> {
+        let (mut expired, mut pass) = (Expired::default(), Pass::default());
+        while pass != Pass::Done {
+            let (page, next) = self.expire_page(collection, horizon, pass, SCAN_PAGE)?;
+            expired += page;
+            pass = next;
+        }
+        Ok(expired)
+    }
+
+    /// One step of [`Store::expire`]: the next `limit` records of the pass
+    /// `at`, and where the pass goes on. Each step reads one page and
+    /// rewrites what of it has aged, so a worker can interleave steps with
+    /// its batches.
+    fn expire_page(
+        &self,
+        collection: &str,
+        horizon: &Hlc,
+        at: Pass,
+        limit: usize,
+    ) -> Result<(Expired, Pass), StoreError> {
+        let (part, from) = match at {
+            Pass::Tombstones(from) => (Part::Tombstones, from),
+            Pass::Live(from) => (Part::Live, from),
+            Pass::Done => return Ok((Expired::default(), Pass::Done)),
+        };
+        let (page, next) = self.scan_page(collection, part, false, from, limit)?;
+        let next = match (part, next) {
+            (Part::Tombstones, Some(id)) => Pass::Tombstones(Some(id)),
+            (Part::Tombstones, None) => Pass::Live(None),
+            (Part::Live, Some(id)) => Pass::Live(Some(id)),
+            (Part::Live, None) => Pass::Done,
+        };
         let mut expired = Expired::default();
         let mut old_tombstones = Vec::new();
         let mut with_chains = Vec::new();
-        self.scan_records(collection, Part::Tombstones, false, &mut |id, rec| {
+        for (id, rec) in page {
             if !rec.chain.is_empty() {
                 with_chains.push(id);
-            } else if rec.anchor.version < *horizon {
+            } else if part == Part::Tombstones && rec.anchor.version < *horizon {
                 old_tombstones.push(id);
             }
-            Ok(())
-        })?;
-        self.scan_records(collection, Part::Live, false, &mut |id, rec| {
-            if !rec.chain.is_empty() {
-                with_chains.push(id);
-            }
-            Ok(())
-        })?;
+        }
         let mut rewritten = Vec::new();
         for (id, mut record) in self.read(collection, &with_chains)? {
             expired.parked_dropped += crate::apply::compact(&mut record, horizon) as u64;
@@ -219,7 +295,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             expired.tombstones_removed = old_tombstones.len() as u64;
             self.delete(collection, Part::Tombstones, &old_tombstones)?;
         }
-        Ok(expired)
+        Ok((expired, next))
     }
 }
 

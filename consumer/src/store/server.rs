@@ -12,7 +12,7 @@
 //! The client runs on a small runtime of its own, so calls block the
 //! calling thread and never the worker's executor.
 
-use super::{Part, SCAN_PAGE, Store, StoreError, engine_distance, stored_record, tombstones_of};
+use super::{Page, Part, Store, StoreError, engine_distance, stored_record, tombstones_of};
 use crate::apply::{Payload, Record};
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as OutputVector;
@@ -276,34 +276,34 @@ impl Store for ServerStore {
         Ok(count.result.map_or(0, |r| r.count) as usize)
     }
 
-    fn scan_records(
+    fn scan_page(
         &self,
         collection: &str,
         part: Part,
         with_vectors: bool,
-        visit: &mut dyn FnMut(PointId, Record) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let (name, live) = (part_name(collection, part), part == Part::Live);
-        let mut offset = None;
-        loop {
-            let mut request = ScrollPointsBuilder::new(name.clone())
-                .limit(SCAN_PAGE as u32)
-                .with_payload(true)
-                .with_vectors(with_vectors && live)
-                .read_consistency(every_copy());
-            if let Some(offset) = offset.take() {
-                request = request.offset(offset);
-            }
-            let page = self.call(collection, |c| async move { c.scroll(request).await })?;
-            for point in page.result {
-                let (id, record) = to_record(collection, point, live)?;
-                visit(id, record)?;
-            }
-            match page.next_page_offset {
-                Some(next) => offset = Some(next),
-                None => return Ok(()),
-            }
+        from: Option<PointId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let live = part == Part::Live;
+        let mut request = ScrollPointsBuilder::new(part_name(collection, part))
+            .limit(u32::try_from(limit).unwrap_or(u32::MAX))
+            .with_payload(true)
+            .with_vectors(with_vectors && live)
+            .read_consistency(every_copy());
+        if let Some(from) = &from {
+            request = request.offset(qdrant_id(from));
         }
+        let page = self.call(collection, |c| async move { c.scroll(request).await })?;
+        let records = page
+            .result
+            .into_iter()
+            .map(|point| to_record(collection, point, live))
+            .collect::<Result<_, _>>()?;
+        let next = page
+            .next_page_offset
+            .map(|id| point_id(collection, Some(&id)))
+            .transpose()?;
+        Ok((records, next))
     }
 }
 
@@ -418,24 +418,29 @@ fn qdrant_id(id: &PointId) -> QdrantPointId {
     }
 }
 
+/// A point id as the server returned it.
+fn point_id(collection: &str, id: Option<&QdrantPointId>) -> Result<PointId, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        collection: collection.to_owned(),
+        id: format!("{id:?}"),
+        reason,
+    };
+    match id.and_then(|i| i.point_id_options.as_ref()) {
+        Some(PointIdOptions::Num(n)) => Ok(PointId::Num(*n)),
+        Some(PointIdOptions::Uuid(u)) => u
+            .parse()
+            .map(PointId::Uuid)
+            .map_err(|e| corrupt(format!("point id {u:?}: {e}"))),
+        None => Err(corrupt("a point without an id".into())),
+    }
+}
+
 fn to_record(
     collection: &str,
     point: RetrievedPoint,
     live: bool,
 ) -> Result<(PointId, Record), StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        collection: collection.to_owned(),
-        id: format!("{:?}", point.id),
-        reason,
-    };
-    let id = match point.id.as_ref().and_then(|i| i.point_id_options.as_ref()) {
-        Some(PointIdOptions::Num(n)) => PointId::Num(*n),
-        Some(PointIdOptions::Uuid(u)) => PointId::Uuid(
-            u.parse()
-                .map_err(|e| corrupt(format!("point id {u:?}: {e}")))?,
-        ),
-        None => return Err(corrupt("a point without an id".into())),
-    };
+    let id = point_id(collection, point.id.as_ref())?;
     let vector = live.then(|| match point.vectors.and_then(|v| v.vectors_options) {
         Some(VectorsOptions::Vector(v)) => match v.into_vector() {
             OutputVector::Dense(d) => d.data,

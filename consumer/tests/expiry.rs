@@ -1,0 +1,85 @@
+//! A running worker forgets tombstones older than the horizon, a page at a
+//! time between its batches, and goes on applying.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vecsync_consumer::store::Store;
+use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::worker;
+use vecsync_devkit::testbed::TestRegion;
+use vecsync_producer::{Mutation, Publisher};
+use vecsync_schemas::config::Distance;
+use vecsync_schemas::event::PointId;
+use vecsync_schemas::testing::vector;
+
+const DIM: usize = 8;
+/// More than two of the pages expiry goes by.
+const POINTS: u64 = 1_200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
+    let extra = "[consumer]\nexpiry_interval_ms = 200\ntombstone_horizon_ms = 1500";
+    let Some(mut region) = TestRegion::start(DIM as u32, "f32", extra).await else {
+        return;
+    };
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EdgeStore::open(dir.path()).unwrap());
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    let ids: Vec<PointId> = (0..POINTS).map(PointId::Num).collect();
+    let upserts: Vec<Mutation> = ids
+        .iter()
+        .map(|&id| Mutation::Upsert {
+            id,
+            vector: vector(DIM, 1),
+            payload: None,
+        })
+        .collect();
+    let deletes: Vec<Mutation> = ids.iter().map(|&id| Mutation::Delete { id }).collect();
+    let marker = |n: u64| Mutation::Upsert {
+        id: PointId::Num(POINTS + n),
+        vector: vector(DIM, n),
+        payload: None,
+    };
+    publisher.publish("docs", &upserts).await.unwrap();
+    publisher.publish("docs", &deletes).await.unwrap();
+    publisher.publish("docs", &[marker(0)]).await.unwrap();
+
+    let running = worker::spawn(region.config.clone(), store.clone());
+    // Events are applied in version order: once the marker is, every
+    // delete before it is, and its tombstone was written.
+    live_points_become(&store, 1).await;
+    // Then the tombstones are forgotten: nothing of the points is left.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, ids) = (store.clone(), ids.clone());
+        let held = tokio::task::spawn_blocking(move || s.read("docs", &ids))
+            .await
+            .unwrap()
+            .unwrap();
+        if held.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {POINTS} tombstones still held",
+            held.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The worker goes on applying.
+    publisher.publish("docs", &[marker(1)]).await.unwrap();
+    live_points_become(&store, 2).await;
+    running.stop().await.unwrap();
+}
+
+/// Waits until the store holds `n` live points (the worker may still be
+/// creating the collection at first).
+async fn live_points_become(store: &Arc<EdgeStore>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.count("docs").ok() != Some(n) {
+        assert!(Instant::now() < deadline, "never {n} live points");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
