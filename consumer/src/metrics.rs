@@ -118,6 +118,20 @@ impl RecordsLost<'_> {
     }
 }
 
+/// Deltas (payload patches, sparse deltas) dropped by expiry because the
+/// version they build on never reached this region before the horizon.
+pub(crate) struct DeltasDropped<'a> {
+    pub collection: &'a str,
+    pub count: u64,
+}
+
+impl DeltasDropped<'_> {
+    pub fn emit(&self) {
+        counter!("vecsync_consumer_deltas_dropped_total", "collection" => self.collection.to_owned())
+            .increment(self.count);
+    }
+}
+
 /// An event written to the dead-letter topic.
 pub(crate) struct DeadLettered {
     pub reason: &'static str,

@@ -18,7 +18,9 @@
 
 use crate::applier::Applier;
 use crate::freshness::{Progress, Watermarks};
-use crate::metrics::{BatchApplied, DeadLettered, Flushed, RecordsLost, ReorderState};
+use crate::metrics::{
+    BatchApplied, DeadLettered, DeltasDropped, Flushed, RecordsLost, ReorderState,
+};
 use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
 use crate::ready::Readiness;
@@ -639,6 +641,18 @@ impl Sink {
             }
         };
         if let Some(front) = round.todo.front_mut() {
+            if expired.parked_dropped > 0 {
+                tracing::warn!(
+                    collection = front.0,
+                    dropped = expired.parked_dropped,
+                    "dropped deltas whose base never arrived before the horizon"
+                );
+            }
+            DeltasDropped {
+                collection: &front.0,
+                count: expired.parked_dropped,
+            }
+            .emit();
             front.1 = next;
             front.2 += expired;
             if front.1 == Pass::Done {

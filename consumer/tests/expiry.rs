@@ -1,7 +1,9 @@
 //! A running worker forgets tombstones older than the horizon, a page at a
-//! time between its batches, and goes on applying.
+//! time between its batches, drops (and counts) patches whose base never
+//! came, and goes on applying.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vecsync_consumer::store::Store;
@@ -11,6 +13,7 @@ use vecsync_devkit::testbed::TestRegion;
 use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::testing::vector;
 
 const DIM: usize = 8;
@@ -28,6 +31,7 @@ async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
     let store = Arc::new(EdgeStore::open(dir.path()).unwrap());
     let publisher = Publisher::connect(&region.config).await.unwrap();
     let ids: Vec<PointId> = (0..POINTS).map(PointId::Num).collect();
+    let metrics = vecsync_producer::metrics::prometheus();
     let upserts: Vec<Mutation> = ids
         .iter()
         .map(|&id| Mutation::Upsert {
@@ -44,16 +48,26 @@ async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
     };
     publisher.publish("docs", &upserts).await.unwrap();
     publisher.publish("docs", &deletes).await.unwrap();
+    // On top of a version no region ever wrote.
+    let base = Hlc::new(1, 0, "us-east");
+    let orphan = Mutation::PatchPayload {
+        id: PointId::Num(POINTS + 9),
+        base_version: base,
+        payload: json!({"lang": "en"}).as_object().cloned().unwrap(),
+    };
+    publisher.publish("docs", &[orphan]).await.unwrap();
     publisher.publish("docs", &[marker(0)]).await.unwrap();
 
     let running = worker::spawn(region.config.clone(), store.clone());
     // Events are applied in version order: once the marker is, every
     // delete before it is, and its tombstone was written.
     live_points_become(&store, 1).await;
-    // Then the tombstones are forgotten: nothing of the points is left.
+    // Then the tombstones are forgotten (the orphan patch's record with
+    // them): nothing of the points is left.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (s, ids) = (store.clone(), ids.clone());
+        let (s, mut ids) = (store.clone(), ids.clone());
+        ids.push(PointId::Num(POINTS + 9));
         let held = tokio::task::spawn_blocking(move || s.read("docs", &ids))
             .await
             .unwrap()
@@ -68,6 +82,8 @@ async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let dropped = "vecsync_consumer_deltas_dropped_total{collection=\"docs\"} 1\n";
+    assert!(metrics.render().contains(dropped), "{}", metrics.render());
     // The worker goes on applying.
     publisher.publish("docs", &[marker(1)]).await.unwrap();
     live_points_become(&store, 2).await;
