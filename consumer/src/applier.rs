@@ -4,8 +4,10 @@
 //!
 //! An event that can never apply (unknown collection, wrong dimension, a
 //! vector or payload that does not decode, a payload using the reserved
-//! bookkeeping key) is returned as a dead letter with its reason; the rest of the batch goes on. A PQ event whose codebook has
-//! not arrived is returned as waiting, to be applied once it has.
+//! bookkeeping key, a delta on a version older than the point's newest full
+//! write) is returned as a dead letter with its reason; the rest of the
+//! batch goes on. A PQ event whose codebook has not arrived is returned as
+//! waiting, to be applied once it has.
 
 use crate::apply::{Change, Effect, Record, apply, unit};
 use crate::store::{Store, StoreError};
@@ -25,6 +27,8 @@ pub enum DeadReason {
     InvalidPayload,
     /// The payload uses the key vecsync keeps its bookkeeping under.
     ReservedKey,
+    /// A delta on a version older than the point's newest full write.
+    BaseSuperseded,
 }
 
 impl DeadReason {
@@ -35,6 +39,7 @@ impl DeadReason {
             DeadReason::InvalidVector => "invalid_vector",
             DeadReason::InvalidPayload => "invalid_payload",
             DeadReason::ReservedKey => "reserved_key",
+            DeadReason::BaseSuperseded => "base_superseded",
         }
     }
 }
@@ -108,9 +113,20 @@ impl<'a> Applier<'a> {
             let mut held: HashMap<PointId, Record> = self.store.read(collection, &ids)?;
             let mut dirty = HashSet::new();
             for (at, id, event, change) in changes {
+                let base = change.base().cloned();
                 let (next, effect) = apply(held.remove(&id), event.hlc.clone(), change);
+                if let (Effect::Orphaned, Some(base), Some(next)) = (effect, &base, &next) {
+                    let detail = format!(
+                        "it builds on version {base}, older than the point's full write {}",
+                        next.anchor.version
+                    );
+                    outcome.dead.push((at, DeadReason::BaseSuperseded, detail));
+                }
                 if let Some(next) = next {
                     held.insert(id, next);
+                }
+                if effect == Effect::Orphaned {
+                    continue;
                 }
                 let key = (
                     event.hlc.origin.clone(),
@@ -125,6 +141,7 @@ impl<'a> Applier<'a> {
                     }
                     Effect::Unchanged => outcome.unchanged += 1,
                     Effect::Parked => outcome.parked += 1,
+                    Effect::Orphaned => {}
                 }
                 if effect != Effect::Unchanged {
                     dirty.insert(id);

@@ -16,7 +16,11 @@
 //! - a change older than the anchor is superseded: the fold from the anchor
 //!   on never sees it;
 //! - a delta whose base is not (yet) the state before it stays in the chain
-//!   without effect (parked); it takes effect if its base arrives later.
+//!   without effect (parked); it takes effect if its base arrives later;
+//! - a delta whose base is older than the anchor can never apply (the state
+//!   before it is the anchor or newer, whatever arrives): it is not kept,
+//!   arriving ([`Effect::Orphaned`]) or already in the chain when a newer
+//!   full write arrives.
 //!
 //! Applying a change twice changes nothing (same timestamp, same change), so
 //! at-least-once delivery is exactly once in effect. Chains are folded into
@@ -75,6 +79,21 @@ impl Change {
     fn is_full(&self) -> bool {
         matches!(self, Change::Upsert { .. } | Change::Delete)
     }
+
+    /// The version a delta applies on top of; `None` for a full write.
+    pub fn base(&self) -> Option<&Hlc> {
+        match self {
+            Change::Patch { base, .. } => Some(base),
+            Change::Sparse { delta, .. } => Some(&delta.base_version),
+            Change::Upsert { .. } | Change::Delete => None,
+        }
+    }
+
+    /// Whether this delta can still apply on top of `anchor`: a full write
+    /// always can; a delta only on the anchor's version or a newer one.
+    fn can_follow(&self, anchor: &Hlc) -> bool {
+        self.base().is_none_or(|base| base >= anchor)
+    }
 }
 
 /// A live point's content.
@@ -116,6 +135,9 @@ pub enum Effect {
     Unchanged,
     /// Kept, but without effect until its base version arrives.
     Parked,
+    /// A delta on a version older than the point's newest full write: it
+    /// can never apply, and is not kept.
+    Orphaned,
 }
 
 impl Effect {
@@ -125,6 +147,7 @@ impl Effect {
             Effect::Changed => "changed",
             Effect::Unchanged => "unchanged",
             Effect::Parked => "parked",
+            Effect::Orphaned => "orphaned",
         }
     }
 }
@@ -201,13 +224,16 @@ pub fn apply(record: Option<Record>, version: Hlc, change: Change) -> (Option<Re
     if version <= record.anchor.version {
         return (Some(record), Effect::Unchanged);
     }
+    if !change.can_follow(&record.anchor.version) {
+        return (Some(record), Effect::Orphaned);
+    }
     let (before, _) = record.current();
     if change.is_full() {
         let mut next = Record::anchored(version.clone(), change);
         next.chain = record
             .chain
             .into_iter()
-            .filter(|(h, _)| *h > version)
+            .filter(|(h, c)| *h > version && c.can_follow(&version))
             .collect();
         record = next;
     } else {
@@ -392,6 +418,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_delta_on_a_superseded_base_is_not_kept() {
+        let (v1, v2) = (h(10, "us"), h(20, "ap"));
+        let p = (h(30, "eu"), patch(v1.clone(), "p"));
+        // Arriving after the newer full write: orphaned, nothing changes.
+        let mut record = apply(None, v1.clone(), upsert(1.0, "v1")).0;
+        record = apply(record, v2.clone(), upsert(2.0, "v2")).0;
+        let (after, effect) = apply(record.clone(), p.0.clone(), p.1.clone());
+        assert_eq!(effect, Effect::Orphaned);
+        assert_eq!(after, record);
+        // Arriving before it: applied on v1, then dropped from the chain
+        // by the newer full write, since it can never apply again.
+        let mut record = apply(None, v1, upsert(1.0, "v1")).0;
+        record = apply(record, p.0, p.1).0;
+        assert_eq!(record.as_ref().unwrap().chain.len(), 1);
+        let (after, effect) = apply(record, v2.clone(), upsert(2.0, "v2"));
+        assert_eq!(effect, Effect::Changed);
+        let after = after.unwrap();
+        assert!(after.chain.is_empty(), "{after:?}");
+        assert_eq!(after.anchor.version, v2);
+    }
+
+    #[test]
     fn compaction_keeps_the_state_and_drops_what_never_applied() {
         let changes = [
             (h(10, "us"), upsert(1.0, "a")),
@@ -524,6 +572,10 @@ pub(crate) mod tests {
             let mut record = None;
             for (hlc, change) in delivery {
                 record = apply(record, hlc, change).0;
+            }
+            // Nothing kept that can never apply.
+            if let Some(r) = &record {
+                prop_assert!(r.chain.iter().all(|(_, c)| c.can_follow(&r.anchor.version)), "{r:?}");
             }
             let expected = fold(&history);
             let got = record.map(|r| r.current().0).filter(|v| v.version != unseen());

@@ -85,7 +85,7 @@ impl Flushed {
 /// Every reason an event is dead-lettered for: undecodable records
 /// (`DecodeError::reason_label`) and events that cannot apply
 /// (`DeadReason`).
-pub(crate) const DEAD_LETTER_REASONS: [&str; 9] = [
+pub(crate) const DEAD_LETTER_REASONS: [&str; 10] = [
     "bad_framing",
     "malformed",
     "invalid_value",
@@ -95,6 +95,7 @@ pub(crate) const DEAD_LETTER_REASONS: [&str; 9] = [
     "invalid_vector",
     "invalid_payload",
     "reserved_key",
+    "base_superseded",
 ];
 
 /// Creates every dead-letter series at zero, so that `increase()` sees the

@@ -9,7 +9,7 @@ use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_schemas::config::{CollectionConfig, Distance};
-use vecsync_schemas::event::{Body, Delete, DeltaEvent, PointId, Upsert, VectorData};
+use vecsync_schemas::event::{Body, Delete, DeltaEvent, PayloadPatch, PointId, Upsert, VectorData};
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::payload::{Compression, Payload};
 use vecsync_schemas::testing::{upsert, vector};
@@ -156,6 +156,28 @@ fn bad_events_are_dead_letters_and_the_rest_applies() {
     );
     assert_eq!((outcome.changed, outcome.heartbeats), (1, 1));
     assert_eq!(digest(&s).points, 1);
+
+    // A patch of point 1 on a version older than its upsert can never apply.
+    let base = Hlc::new(5, 0, "eu-west");
+    let orphan = DeltaEvent {
+        hlc: Hlc::new(1_763_700_009_000, 0, "eu-west"),
+        body: Body::PayloadPatch(PayloadPatch {
+            collection: "docs".into(),
+            id: PointId::Num(1),
+            base_version: base,
+            payload: Payload::from_json(serde_json::json!({"x": 1}).as_object().unwrap(), 1024)
+                .unwrap(),
+        }),
+    };
+    let before = digest(&s);
+    let outcome = Applier::new(&s, &collections, &codebooks)
+        .apply_batch(&[orphan])
+        .unwrap();
+    let [(0, DeadReason::BaseSuperseded, detail)] = &outcome.dead[..] else {
+        panic!("{outcome:?}")
+    };
+    assert!(detail.contains("5.0@eu-west"), "{detail}");
+    assert_eq!(digest(&s), before);
 }
 
 #[test]
