@@ -55,6 +55,9 @@ pub struct Outcome {
     pub unchanged: u64,
     /// Deltas kept until their base version arrives.
     pub parked: u64,
+    /// Deltas parked earlier and dropped by a full write newer than their
+    /// base (they can never apply), by collection.
+    pub superseded: HashMap<String, u64>,
     /// Heartbeats (nothing to apply).
     pub heartbeats: u64,
     /// Position in the batch, reason and detail of each dead letter.
@@ -114,6 +117,13 @@ impl<'a> Applier<'a> {
             let mut dirty = HashSet::new();
             for (at, id, event, change) in changes {
                 let base = change.base().cloned();
+                let orphaned = match (&base, held.get(&id)) {
+                    (None, Some(r)) => r.orphaned_by(&event.hlc) as u64,
+                    _ => 0,
+                };
+                if orphaned > 0 {
+                    *outcome.superseded.entry(collection.to_owned()).or_default() += orphaned;
+                }
                 let (next, effect) = apply(held.remove(&id), event.hlc.clone(), change);
                 if let (Effect::Orphaned, Some(base), Some(next)) = (effect, &base, &next) {
                     let detail = format!(

@@ -168,6 +168,18 @@ impl Record {
         }
     }
 
+    /// Deltas of the chain that a full write at `version` leaves with
+    /// nothing to apply on (after it, on a base before it): it drops them.
+    pub fn orphaned_by(&self, version: &Hlc) -> usize {
+        if *version <= self.anchor.version {
+            return 0;
+        }
+        self.chain
+            .iter()
+            .filter(|(h, c)| h > version && !c.can_follow(version))
+            .count()
+    }
+
     /// The point as the fold of the chain over the anchor defines it, and
     /// how many deltas of the chain are parked (without effect).
     pub fn current(&self) -> (Versioned, usize) {
@@ -432,6 +444,7 @@ pub(crate) mod tests {
         let mut record = apply(None, v1, upsert(1.0, "v1")).0;
         record = apply(record, p.0, p.1).0;
         assert_eq!(record.as_ref().unwrap().chain.len(), 1);
+        assert_eq!(record.as_ref().unwrap().orphaned_by(&v2), 1);
         let (after, effect) = apply(record, v2.clone(), upsert(2.0, "v2"));
         assert_eq!(effect, Effect::Changed);
         let after = after.unwrap();

@@ -119,17 +119,23 @@ impl RecordsLost<'_> {
     }
 }
 
-/// Deltas (payload patches, sparse deltas) dropped by expiry because the
-/// version they build on never reached this region before the horizon.
+/// Parked deltas (payload patches, sparse deltas) dropped because they can
+/// never apply: `base_never_came` (expiry, the version they build on never
+/// reached this region before the horizon) or `base_superseded` (a full
+/// write newer than their base arrived).
 pub(crate) struct DeltasDropped<'a> {
     pub collection: &'a str,
+    pub reason: &'static str,
     pub count: u64,
 }
 
 impl DeltasDropped<'_> {
     pub fn emit(&self) {
-        counter!("vecsync_consumer_deltas_dropped_total", "collection" => self.collection.to_owned())
-            .increment(self.count);
+        let labels = [
+            ("collection", self.collection.to_owned()),
+            ("reason", self.reason.to_owned()),
+        ];
+        counter!("vecsync_consumer_deltas_dropped_total", &labels).increment(self.count);
     }
 }
 

@@ -650,6 +650,7 @@ impl Sink {
             }
             DeltasDropped {
                 collection: &front.0,
+                reason: "base_never_came",
                 count: expired.parked_dropped,
             }
             .emit();
@@ -788,6 +789,14 @@ impl Sink {
         stats.applied += outcome.changed;
         stats.unchanged += outcome.unchanged;
         stats.parked += outcome.parked;
+        for (collection, count) in &outcome.superseded {
+            DeltasDropped {
+                collection,
+                reason: "base_superseded",
+                count: *count,
+            }
+            .emit();
+        }
         for (at, reason, detail) in &outcome.dead {
             let held = &batch[*at];
             let source = &self.sources[held.partition.0];

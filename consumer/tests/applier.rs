@@ -171,13 +171,28 @@ fn bad_events_are_dead_letters_and_the_rest_applies() {
     };
     let before = digest(&s);
     let outcome = Applier::new(&s, &collections, &codebooks)
-        .apply_batch(&[orphan])
+        .apply_batch(std::slice::from_ref(&orphan))
         .unwrap();
     let [(0, DeadReason::BaseSuperseded, detail)] = &outcome.dead[..] else {
         panic!("{outcome:?}")
     };
     assert!(detail.contains("5.0@eu-west"), "{detail}");
     assert_eq!(digest(&s), before);
+
+    // A patch of point 7 parked for a base that has not come, then an
+    // upsert newer than that base: the patch can never apply, and is
+    // counted as it is dropped.
+    let mut parked = orphan.clone();
+    if let Body::PayloadPatch(p) = &mut parked.body {
+        p.id = PointId::Num(7);
+        p.base_version = Hlc::new(1_763_700_008_000, 0, "eu-west");
+    }
+    let mut newer = upsert(7, DIM, Encoding::Sq8);
+    newer.hlc = Hlc::new(1_763_700_008_500, 0, "us-east");
+    let applier = Applier::new(&s, &collections, &codebooks);
+    assert_eq!(applier.apply_batch(&[parked]).unwrap().parked, 1);
+    let outcome = applier.apply_batch(&[newer]).unwrap();
+    assert_eq!(outcome.superseded, HashMap::from([("docs".to_owned(), 1)]));
 }
 
 #[test]

@@ -82,7 +82,8 @@ async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let dropped = "vecsync_consumer_deltas_dropped_total{collection=\"docs\"} 1\n";
+    let dropped =
+        "vecsync_consumer_deltas_dropped_total{collection=\"docs\",reason=\"base_never_came\"} 1\n";
     assert!(metrics.render().contains(dropped), "{}", metrics.render());
     // The worker goes on applying.
     publisher.publish("docs", &[marker(1)]).await.unwrap();
