@@ -4,9 +4,8 @@
 //!
 //! An event that can never apply (unknown collection, wrong dimension, a
 //! vector or payload that does not decode, a payload using the reserved
-//! bookkeeping key, a delta on a version older than the point's newest full
-//! write) is returned as a dead letter with its reason; the rest of the
-//! batch goes on. A PQ event whose codebook has not arrived is returned as
+//! bookkeeping key) is returned as a dead letter with its reason; the rest
+//! of the batch goes on. A PQ event whose codebook has not arrived is returned as
 //! waiting, to be applied once it has.
 
 use crate::apply::{Change, Effect, Record, apply, unit};
@@ -27,8 +26,6 @@ pub enum DeadReason {
     InvalidPayload,
     /// The payload uses the key vecsync keeps its bookkeeping under.
     ReservedKey,
-    /// A delta on a version older than the point's newest full write.
-    BaseSuperseded,
 }
 
 impl DeadReason {
@@ -39,7 +36,6 @@ impl DeadReason {
             DeadReason::InvalidVector => "invalid_vector",
             DeadReason::InvalidPayload => "invalid_payload",
             DeadReason::ReservedKey => "reserved_key",
-            DeadReason::BaseSuperseded => "base_superseded",
         }
     }
 }
@@ -55,8 +51,9 @@ pub struct Outcome {
     pub unchanged: u64,
     /// Deltas kept until their base version arrives.
     pub parked: u64,
-    /// Deltas parked earlier and dropped by a full write newer than their
-    /// base (they can never apply), by collection.
+    /// Deltas that can never apply because a full write newer than their
+    /// base is there (arriving after it, or parked before it), dropped; by
+    /// collection.
     pub superseded: HashMap<String, u64>,
     /// Heartbeats (nothing to apply).
     pub heartbeats: u64,
@@ -116,27 +113,17 @@ impl<'a> Applier<'a> {
             let mut held: HashMap<PointId, Record> = self.store.read(collection, &ids)?;
             let mut dirty = HashSet::new();
             for (at, id, event, change) in changes {
-                let base = change.base().cloned();
-                let orphaned = match (&base, held.get(&id)) {
+                let orphaned = match (change.base(), held.get(&id)) {
                     (None, Some(r)) => r.orphaned_by(&event.hlc) as u64,
                     _ => 0,
                 };
-                if orphaned > 0 {
-                    *outcome.superseded.entry(collection.to_owned()).or_default() += orphaned;
-                }
                 let (next, effect) = apply(held.remove(&id), event.hlc.clone(), change);
-                if let (Effect::Orphaned, Some(base), Some(next)) = (effect, &base, &next) {
-                    let detail = format!(
-                        "it builds on version {base}, older than the point's full write {}",
-                        next.anchor.version
-                    );
-                    outcome.dead.push((at, DeadReason::BaseSuperseded, detail));
-                }
                 if let Some(next) = next {
                     held.insert(id, next);
                 }
-                if effect == Effect::Orphaned {
-                    continue;
+                let dropped = orphaned + u64::from(effect == Effect::Orphaned);
+                if dropped > 0 {
+                    *outcome.superseded.entry(collection.to_owned()).or_default() += dropped;
                 }
                 let key = (
                     event.hlc.origin.clone(),
@@ -149,11 +136,10 @@ impl<'a> Applier<'a> {
                         outcome.changed += 1;
                         outcome.changed_at.push(at);
                     }
-                    Effect::Unchanged => outcome.unchanged += 1,
+                    Effect::Unchanged | Effect::Orphaned => outcome.unchanged += 1,
                     Effect::Parked => outcome.parked += 1,
-                    Effect::Orphaned => {}
                 }
-                if effect != Effect::Unchanged {
+                if matches!(effect, Effect::Changed | Effect::Parked) {
                     dirty.insert(id);
                 }
             }

@@ -136,7 +136,7 @@ pub enum Effect {
     /// Kept, but without effect until its base version arrives.
     Parked,
     /// A delta on a version older than the point's newest full write: it
-    /// can never apply, and is not kept.
+    /// can never apply, and is not kept (a concurrent full write won).
     Orphaned,
 }
 

@@ -85,7 +85,7 @@ impl Flushed {
 /// Every reason an event is dead-lettered for: undecodable records
 /// (`DecodeError::reason_label`) and events that cannot apply
 /// (`DeadReason`).
-pub(crate) const DEAD_LETTER_REASONS: [&str; 10] = [
+pub(crate) const DEAD_LETTER_REASONS: [&str; 9] = [
     "bad_framing",
     "malformed",
     "invalid_value",
@@ -95,7 +95,6 @@ pub(crate) const DEAD_LETTER_REASONS: [&str; 10] = [
     "invalid_vector",
     "invalid_payload",
     "reserved_key",
-    "base_superseded",
 ];
 
 /// Creates every dead-letter series at zero, so that `increase()` sees the
@@ -119,10 +118,10 @@ impl RecordsLost<'_> {
     }
 }
 
-/// Parked deltas (payload patches, sparse deltas) dropped because they can
-/// never apply: `base_never_came` (expiry, the version they build on never
+/// Deltas (payload patches, sparse deltas) dropped because they can never
+/// apply: `base_never_came` (expiry: the version they build on never
 /// reached this region before the horizon) or `base_superseded` (a full
-/// write newer than their base arrived).
+/// write newer than their base is there, whichever arrived first).
 pub(crate) struct DeltasDropped<'a> {
     pub collection: &'a str,
     pub reason: &'static str,
