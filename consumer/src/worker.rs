@@ -620,9 +620,10 @@ impl Sink {
     /// between batches, so that a large collection never holds applying up
     /// for long, and nothing the round rewrites races a batch.
     async fn expire_step(&self, round: &mut ExpiryRound) -> bool {
-        let Some((name, pass, _)) = round.todo.front().cloned() else {
+        let Some(front) = round.todo.front_mut() else {
             return true;
         };
+        let (name, pass) = (front.0.clone(), front.1.clone());
         let (store, horizon) = (self.store.clone(), round.horizon.clone());
         let step = tokio::task::spawn_blocking(move || {
             let step = store.expire_page(&name, &horizon, pass, SCAN_PAGE)?;
@@ -640,30 +641,28 @@ impl Sink {
                 return true;
             }
         };
-        if let Some(front) = round.todo.front_mut() {
-            if expired.parked_dropped > 0 {
-                tracing::warn!(
-                    collection = front.0,
-                    dropped = expired.parked_dropped,
-                    "dropped deltas whose base never arrived before the horizon"
-                );
-            }
-            DeltasDropped {
-                collection: &front.0,
-                reason: "base_never_came",
-                count: expired.parked_dropped,
-            }
-            .emit();
-            front.1 = next;
-            front.2 += expired;
-            if front.1 == Pass::Done {
-                tracing::info!(
-                    collection = front.0,
-                    expired = ?front.2,
-                    "expired what is older than the horizon"
-                );
-                round.todo.pop_front();
-            }
+        if expired.parked_dropped > 0 {
+            tracing::warn!(
+                collection = front.0,
+                dropped = expired.parked_dropped,
+                "dropped deltas whose base never arrived before the horizon"
+            );
+        }
+        DeltasDropped {
+            collection: &front.0,
+            reason: "base_never_came",
+            count: expired.parked_dropped,
+        }
+        .emit();
+        front.1 = next;
+        front.2 += expired;
+        if front.1 == Pass::Done {
+            tracing::info!(
+                collection = front.0,
+                expired = ?front.2,
+                "expired what is older than the horizon"
+            );
+            round.todo.pop_front();
         }
         round.todo.is_empty()
     }

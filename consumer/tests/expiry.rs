@@ -61,42 +61,32 @@ async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
     let running = worker::spawn(region.config.clone(), store.clone());
     // Events are applied in version order: once the marker is, every
     // delete before it is, and its tombstone was written.
-    live_points_become(&store, 1).await;
+    let store_ref = &store;
+    let live = |n: usize| move || store_ref.count("docs").ok() == Some(n);
+    wait_for("the marker applied", live(1)).await;
     // Then the tombstones are forgotten (the orphan patch's record with
     // them): nothing of the points is left.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (s, mut ids) = (store.clone(), ids.clone());
-        ids.push(PointId::Num(POINTS + 9));
-        let held = tokio::task::spawn_blocking(move || s.read("docs", &ids))
-            .await
-            .unwrap()
-            .unwrap();
-        if held.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {POINTS} tombstones still held",
-            held.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut gone = ids.clone();
+    gone.push(PointId::Num(POINTS + 9));
+    wait_for("every tombstone forgotten", || {
+        store.read("docs", &gone).unwrap().is_empty()
+    })
+    .await;
     let dropped =
         "vecsync_consumer_deltas_dropped_total{collection=\"docs\",reason=\"base_never_came\"} 1\n";
     assert!(metrics.render().contains(dropped), "{}", metrics.render());
     // The worker goes on applying.
     publisher.publish("docs", &[marker(1)]).await.unwrap();
-    live_points_become(&store, 2).await;
+    wait_for("the upsert after expiry applied", live(2)).await;
     running.stop().await.unwrap();
 }
 
-/// Waits until the store holds `n` live points (the worker may still be
-/// creating the collection at first).
-async fn live_points_become(store: &Arc<EdgeStore>, n: usize) {
+/// Polls `done` until it holds, or panics after 60 s naming `what`.
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while store.count("docs").ok() != Some(n) {
-        assert!(Instant::now() < deadline, "never {n} live points");
+    while !done() {
+        assert!(Instant::now() < deadline, "never {what}");
+        // Poll interval of a wait that ends as soon as `done` holds.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -149,8 +149,9 @@ impl ServerStore {
         distance: QdrantDistance,
     ) -> Result<(), StoreError> {
         if !self.exists(collection, name)? {
-            let settings = self.settings.get(collection).cloned().unwrap_or_default();
-            let request = create_request(name, dimension, distance, &settings, name == collection);
+            let unset = ServerCollectionConfig::default();
+            let settings = self.settings.get(collection).unwrap_or(&unset);
+            let request = create_request(name, dimension, distance, settings, name == collection);
             let created = self.call(collection, |c| async move {
                 c.create_collection(request).await.map(drop)
             });
