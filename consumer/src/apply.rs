@@ -267,13 +267,13 @@ pub fn apply(record: Option<Record>, version: Hlc, change: Change) -> (Option<Re
 
 /// Folds the deltas at or before `horizon` into the anchor: nothing older
 /// than the horizon is expected any more. Parked deltas before it are
-/// dropped; the count of them is returned.
-pub fn compact(record: &mut Record, horizon: &Hlc) -> usize {
+/// dropped and returned: their base never came.
+pub fn compact(record: &mut Record, horizon: &Hlc) -> Vec<(Hlc, Change)> {
     let keep = record.chain.partition_point(|(h, _)| h <= horizon);
-    let mut dropped = 0;
+    let mut dropped = Vec::new();
     for (hlc, change) in record.chain.drain(..keep) {
         if !step(&mut record.anchor, &hlc, &change) {
-            dropped += 1;
+            dropped.push((hlc, change));
         }
     }
     dropped
@@ -466,7 +466,8 @@ pub(crate) mod tests {
         }
         let mut record = record.unwrap();
         let before = record.current();
-        assert_eq!(compact(&mut record, &h(35, "us")), 1);
+        let dropped = compact(&mut record, &h(35, "us"));
+        assert_eq!(dropped, [changes[2].clone()]);
         assert_eq!(record.chain.len(), 1);
         assert_eq!(record.current().0, before.0);
     }

@@ -19,6 +19,7 @@
 
 use crate::apply::{Change, Content, Payload, Record, State, Versioned};
 use serde_json::{Map, Value, json};
+use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::vector::SparseDelta;
 
@@ -143,6 +144,23 @@ fn change(hlc: &Hlc, c: &Change) -> Value {
             unreachable!("a full write in a chain")
         }
     }
+}
+
+/// A delta of a chain as JSON for people and tools: the chain entry (`v`,
+/// `op`, `base`, and the patch's payload or the sparse delta) with its
+/// collection and point id. How a delta dropped at expiry, whose original
+/// bytes are long gone, is dead-lettered.
+pub fn delta_json(collection: &str, id: &PointId, version: &Hlc, delta: &Change) -> Value {
+    let mut entry = change(version, delta);
+    if let Value::Object(fields) = &mut entry {
+        fields.insert("collection".into(), json!(collection));
+        let id = match id {
+            PointId::Num(n) => json!(n),
+            PointId::Uuid(_) => json!(id.to_string()),
+        };
+        fields.insert("id".into(), id);
+    }
+    entry
 }
 
 fn hlc(v: &Value, field: &str) -> Result<Hlc, String> {

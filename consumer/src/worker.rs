@@ -25,7 +25,7 @@ use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
 use crate::ready::Readiness;
 use crate::reorder::{Bounds, ReorderBuffer};
-use crate::store::{Expired, Pass, SCAN_PAGE, Store, StoreError};
+use crate::store::{Expired, NeverApplied, Pass, SCAN_PAGE, Store, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -178,13 +178,12 @@ async fn ensure_collections(
     let mut delay = Duration::from_millis(100);
     loop {
         let (store, shapes) = (store.clone(), shapes.clone());
-        let result = tokio::task::spawn_blocking(move || {
+        let result = off_loop(move || {
             shapes
                 .iter()
                 .try_for_each(|(n, d, dist)| store.ensure_collection(n, *d, *dist))
         })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        .await;
         match result {
             Ok(()) => return Ok(()),
             Err(e @ StoreError::Engine { .. }) => {
@@ -528,6 +527,14 @@ impl ExpiryRound {
     }
 }
 
+/// Runs `f` on the blocking pool, off the worker's loop; a panic there
+/// goes on here.
+async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// A store flush running on the blocking pool; how long it took.
 type Flush = tokio::task::JoinHandle<Result<Duration, StoreError>>;
 
@@ -625,29 +632,33 @@ impl Sink {
         };
         let (name, pass) = (front.0.clone(), front.1.clone());
         let (store, horizon) = (self.store.clone(), round.horizon.clone());
-        let step = tokio::task::spawn_blocking(move || {
-            let step = store.expire_page(&name, &horizon, pass, SCAN_PAGE)?;
-            if step.1 == Pass::Done {
-                store.flush()?;
+        let step = async {
+            let (page, next) =
+                off_loop(move || store.plan_expiry(&name, &horizon, pass, SCAN_PAGE)).await?;
+            // Dead-lettered before the store forgets them: a failure here
+            // leaves them parked for the next round to try again.
+            for dropped in &page.never_applied {
+                self.dead_letters
+                    .send_never_applied(&front.0, dropped)
+                    .await?;
             }
-            Ok::<_, StoreError>(step)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        let (expired, next) = match step {
+            let (store, name) = (self.store.clone(), front.0.clone());
+            off_loop(move || {
+                let expired = store.carry_out(&name, page)?;
+                if next == Pass::Done {
+                    store.flush()?;
+                }
+                Ok::<_, WorkerError>((expired, next))
+            })
+            .await
+        };
+        let (expired, next) = match step.await {
             Ok(step) => step,
             Err(e) => {
                 tracing::warn!("expiry failed, will try again: {e}");
                 return true;
             }
         };
-        if expired.parked_dropped > 0 {
-            tracing::warn!(
-                collection = front.0,
-                dropped = expired.parked_dropped,
-                "dropped deltas whose base never arrived before the horizon"
-            );
-        }
         DeltasDropped {
             collection: &front.0,
             reason: "base_never_came",
@@ -745,14 +756,13 @@ impl Sink {
                     codebooks.clone(),
                     events.clone(),
                 );
-                let result = tokio::task::spawn_blocking(move || {
+                let result = off_loop(move || {
                     let outcome = Applier::new(store.as_ref(), &collections, &codebooks)
                         .apply_batch(&events)?;
                     // Searchable from here on; durable after the next flush.
                     Ok::<_, StoreError>((outcome, SystemClock.now_ms()))
                 })
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                .await;
                 match result {
                     Ok(done) => break done,
                     Err(
@@ -936,7 +946,7 @@ async fn assign_static(
     let mut last_warning = None::<Instant>;
     loop {
         let (c, t) = (consumer.clone(), topic.to_owned());
-        let found = tokio::task::spawn_blocking(move || {
+        let found = off_loop(move || {
             let metadata = c.fetch_metadata(Some(&t), Duration::from_secs(5))?;
             let mut mine = TopicPartitionList::new();
             for mt in metadata.topics().iter().filter(|mt| mt.name() == t) {
@@ -961,8 +971,7 @@ async fn assign_static(
             }
             Ok::<_, rdkafka::error::KafkaError>(Some((committed, starts)))
         })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        .await;
         let why = match found {
             Ok(Some((committed, starts))) => {
                 let (start, resumed) = rewound(&committed, rewind);
@@ -1378,7 +1387,6 @@ impl DeadLetters {
         reason: &'static str,
         detail: &str,
     ) -> Result<(), WorkerError> {
-        DeadLettered { reason }.emit();
         tracing::warn!(
             topic = partition.1,
             partition = partition.2,
@@ -1388,30 +1396,72 @@ impl DeadLetters {
         );
         let offset_text = offset.to_string();
         let partition_text = partition.2.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "vecsync.source.region",
-                value: Some(&source.region),
-            })
-            .insert(Header {
-                key: "vecsync.source.topic",
-                value: Some(&partition.1),
-            })
-            .insert(Header {
-                key: "vecsync.source.partition",
-                value: Some(&partition_text),
-            })
-            .insert(Header {
-                key: "vecsync.source.offset",
-                value: Some(&offset_text),
-            })
-            .insert(Header {
-                key: "vecsync.reason",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "vecsync.detail",
-                value: Some(detail),
+        let headers = [
+            ("vecsync.source.region", source.region.as_str()),
+            ("vecsync.source.topic", partition.1.as_str()),
+            ("vecsync.source.partition", &partition_text),
+            ("vecsync.source.offset", &offset_text),
+        ];
+        self.produce(key, value, &headers, reason, detail).await
+    }
+
+    /// Writes a delta that expiry drops, whose original bytes are gone:
+    /// as JSON ([`crate::bookkeeping::delta_json`], header
+    /// `vecsync.format: json`), keyed by its point id, from the region its
+    /// version names.
+    async fn send_never_applied(
+        &self,
+        collection: &str,
+        dropped: &NeverApplied,
+    ) -> Result<(), WorkerError> {
+        let reason = "base_never_came";
+        let base = dropped.change.base().map(ToString::to_string);
+        let detail = format!(
+            "the version it builds on, {}, never arrived before the tombstone horizon",
+            base.as_deref().unwrap_or("none")
+        );
+        tracing::warn!(collection, id = %dropped.id, version = %dropped.version, reason, "dead letter: {detail}");
+        let value = crate::bookkeeping::delta_json(
+            collection,
+            &dropped.id,
+            &dropped.version,
+            &dropped.change,
+        )
+        .to_string();
+        let headers = [
+            ("vecsync.source.region", dropped.version.origin.as_str()),
+            ("vecsync.format", "json"),
+        ];
+        let key = dropped.id.key();
+        self.produce(
+            Some(key.as_bytes()),
+            value.as_bytes(),
+            &headers,
+            reason,
+            &detail,
+        )
+        .await
+    }
+
+    /// Writes one dead letter with `headers` and the reason's two, and
+    /// waits for the broker's acknowledgement.
+    async fn produce(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &str)],
+        reason: &'static str,
+        detail: &str,
+    ) -> Result<(), WorkerError> {
+        DeadLettered { reason }.emit();
+        let headers = headers
+            .iter()
+            .chain(&[("vecsync.reason", reason), ("vecsync.detail", detail)])
+            .fold(OwnedHeaders::new(), |all, &(key, value)| {
+                all.insert(Header {
+                    key,
+                    value: Some(value),
+                })
             });
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
             .payload(value)

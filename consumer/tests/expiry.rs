@@ -1,6 +1,6 @@
 //! A running worker forgets tombstones older than the horizon, a page at a
-//! time between its batches, drops (and counts) patches whose base never
-//! came, and goes on applying.
+//! time between its batches, drops (counts and dead-letters) patches whose
+//! base never came, and goes on applying.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
@@ -27,6 +27,7 @@ async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
         return;
     };
     region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    region.config.consumer.dead_letter_topic = format!("{}.dead", region.config.kafka.topic);
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EdgeStore::open(dir.path()).unwrap());
     let publisher = Publisher::connect(&region.config).await.unwrap();
@@ -52,7 +53,7 @@ async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
     let base = Hlc::new(1, 0, "us-east");
     let orphan = Mutation::PatchPayload {
         id: PointId::Num(POINTS + 9),
-        base_version: base,
+        base_version: base.clone(),
         payload: json!({"lang": "en"}).as_object().cloned().unwrap(),
     };
     publisher.publish("docs", &[orphan]).await.unwrap();
@@ -75,6 +76,49 @@ async fn a_running_worker_forgets_tombstones_older_than_the_horizon() {
     let dropped =
         "vecsync_consumer_deltas_dropped_total{collection=\"docs\",reason=\"base_never_came\"} 1\n";
     assert!(metrics.render().contains(dropped), "{}", metrics.render());
+    // And dead-lettered, as JSON since its bytes are long gone, before the
+    // store forgot it.
+    let dead_topic = region.config.consumer.dead_letter_topic.clone();
+    let dead = region
+        .read(&dead_topic, 1, Duration::from_secs(10), |_| true)
+        .await;
+    assert_eq!(dead.len(), 1, "one dead letter");
+    let header = |name: &str| {
+        dead[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("vecsync.reason").as_deref(), Some("base_never_came"));
+    assert_eq!(header("vecsync.format").as_deref(), Some("json"));
+    assert_eq!(header("vecsync.source.region").as_deref(), Some("us-east"));
+    assert!(
+        header("vecsync.detail")
+            .unwrap()
+            .contains(&base.to_string())
+    );
+    assert_eq!(
+        dead[0].key.as_deref(),
+        Some(format!("{}", POINTS + 9).as_bytes())
+    );
+    let delta: serde_json::Value = serde_json::from_slice(&dead[0].value).unwrap();
+    assert_eq!(
+        (
+            &delta["collection"],
+            &delta["id"],
+            &delta["op"],
+            &delta["base"],
+            &delta["payload"]
+        ),
+        (
+            &json!("docs"),
+            &json!(POINTS + 9),
+            &json!("patch"),
+            &json!(base.to_string()),
+            &json!({"lang": "en"})
+        )
+    );
     // The worker goes on applying.
     publisher.publish("docs", &[marker(1)]).await.unwrap();
     wait_for("the upsert after expiry applied", live(2)).await;

@@ -13,7 +13,7 @@
 pub mod edge;
 pub mod server;
 
-use crate::apply::{Content, Payload, Record, Versioned, unseen};
+use crate::apply::{Change, Content, Payload, Record, Versioned, unseen};
 use crate::bookkeeping::{self, KEY};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -262,10 +262,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: Pass,
         limit: usize,
     ) -> Result<(Expired, Pass), StoreError> {
+        let (page, next) = self.plan_expiry(collection, horizon, at, limit)?;
+        Ok((self.carry_out(collection, page)?, next))
+    }
+
+    /// The first half of [`Store::expire_page`]: reads the page and works
+    /// out what expiring it changes, writing nothing, so that a worker can
+    /// dead-letter the deltas it drops before they are gone.
+    fn plan_expiry(
+        &self,
+        collection: &str,
+        horizon: &Hlc,
+        at: Pass,
+        limit: usize,
+    ) -> Result<(ExpiryPage, Pass), StoreError> {
         let (part, from) = match at {
             Pass::Tombstones(from) => (Part::Tombstones, from),
             Pass::Live(from) => (Part::Live, from),
-            Pass::Done => return Ok((Expired::default(), Pass::Done)),
+            Pass::Done => return Ok((ExpiryPage::default(), Pass::Done)),
         };
         let (page, next) = self.scan_page(collection, part, false, from, limit)?;
         let next = match (part, next) {
@@ -274,29 +288,61 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             (Part::Live, Some(id)) => Pass::Live(Some(id)),
             (Part::Live, None) => Pass::Done,
         };
-        let mut expired = Expired::default();
-        let mut old_tombstones = Vec::new();
+        let mut plan = ExpiryPage::default();
         let mut with_chains = Vec::new();
         for (id, rec) in page {
             if !rec.chain.is_empty() {
                 with_chains.push(id);
             } else if part == Part::Tombstones && rec.anchor.version < *horizon {
-                old_tombstones.push(id);
+                plan.forget.push(id);
             }
         }
-        let mut rewritten = Vec::new();
         for (id, mut record) in self.read(collection, &with_chains)? {
-            expired.parked_dropped += crate::apply::compact(&mut record, horizon) as u64;
-            expired.chains_compacted += 1;
-            rewritten.push((id, record));
+            for (version, change) in crate::apply::compact(&mut record, horizon) {
+                plan.never_applied.push(NeverApplied {
+                    id,
+                    version,
+                    change,
+                });
+            }
+            plan.rewrite.push((id, record));
         }
-        self.write(collection, &rewritten)?;
-        if !old_tombstones.is_empty() {
-            expired.tombstones_removed = old_tombstones.len() as u64;
-            self.delete(collection, Part::Tombstones, &old_tombstones)?;
-        }
-        Ok((expired, next))
+        Ok((plan, next))
     }
+
+    /// The second half of [`Store::expire_page`]: writes what
+    /// [`Store::plan_expiry`] worked out.
+    fn carry_out(&self, collection: &str, page: ExpiryPage) -> Result<Expired, StoreError> {
+        self.write(collection, &page.rewrite)?;
+        if !page.forget.is_empty() {
+            self.delete(collection, Part::Tombstones, &page.forget)?;
+        }
+        Ok(Expired {
+            tombstones_removed: page.forget.len() as u64,
+            chains_compacted: page.rewrite.len() as u64,
+            parked_dropped: page.never_applied.len() as u64,
+        })
+    }
+}
+
+/// What expiring one page changes ([`Store::plan_expiry`]).
+#[derive(Debug, Default)]
+pub struct ExpiryPage {
+    /// Records whose chains are folded up to the horizon.
+    rewrite: Vec<(PointId, Record)>,
+    /// Tombstones older than the horizon.
+    forget: Vec<PointId>,
+    /// The deltas the folding drops: their base never came.
+    pub never_applied: Vec<NeverApplied>,
+}
+
+/// A parked delta that expiry drops because the version it builds on
+/// never arrived before the horizon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeverApplied {
+    pub id: PointId,
+    pub version: Hlc,
+    pub change: Change,
 }
 
 /// A record as a store keeps it: the vector of a live point (`None` for a
