@@ -93,6 +93,26 @@ impl Stopping {
 /// close and leave the group.
 struct Tasks(Vec<tokio::task::JoinHandle<()>>);
 
+impl Tasks {
+    /// Stops the tasks and waits (a few seconds at most) until they are
+    /// gone, with what they hold: the store, the consumers.
+    async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.0);
+        tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        let gone = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), gone)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the worker's source tasks took over 5 s to stop");
+        }
+    }
+}
+
 impl Drop for Tasks {
     fn drop(&mut self) {
         for task in &self.0 {
@@ -252,6 +272,7 @@ async fn work(
         let books = codebook_consumer(config, source)?;
         tasks.0.push(tokio::spawn(read_codebooks(
             books,
+            source.codebook_topic.clone(),
             registry.clone(),
             books_tx.clone(),
         )));
@@ -440,6 +461,7 @@ async fn work(
         Err(_) => tracing::warn!("drain timed out; what was not committed will be replayed"),
     }
     stats.reorder = reorder.counters();
+    tasks.stop().await;
     tracing::info!(?stats, "worker stopped");
     Ok(stats)
 }
@@ -1181,35 +1203,22 @@ impl SourceContext {
     }
 }
 
-/// A consumer that reads a source's whole codebook topic, outside the group.
+/// A consumer that reads a source's whole codebook topic, outside the group:
+/// assigned its partitions by hand ([`read_codebooks`]), never subscribed,
+/// so that it joins no group and has no rebalance to wait for when dropped.
 fn codebook_consumer(
     config: &RegionConfig,
     source: &SourceConfig,
 ) -> Result<StreamConsumer, WorkerError> {
-    let consumer: StreamConsumer = client(config, source)
-        .set(
-            "group.id",
-            format!(
-                "{}-codebooks-{}-{}",
-                config.group_id(),
-                std::process::id(),
-                SystemClock.now_ms()
-            ),
-        )
+    client(config, source)
+        .set("group.id", format!("{}-codebooks", config.group_id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()
         .map_err(kafka(format!(
             "failed to create a consumer for {}",
             source.codebook_topic
-        )))?;
-    consumer
-        .subscribe(&[&source.codebook_topic])
-        .map_err(kafka(format!(
-            "failed to subscribe to {}",
-            source.codebook_topic
-        )))?;
-    Ok(consumer)
+        )))
 }
 
 /// How often the store and the registry are probed for readiness.
@@ -1301,25 +1310,76 @@ async fn forward(
     }
 }
 
+/// How often a codebook topic is looked for (and, once there, for
+/// partitions added to it).
+const CODEBOOK_TOPIC_CHECK: Duration = Duration::from_secs(1);
+
+/// Reads every codebook of `topic` from the start, and any written later,
+/// into `tx`. The topic may not exist yet (no PQ collection has trained a
+/// codebook): its partitions are assigned once it appears.
 async fn read_codebooks(
     consumer: StreamConsumer,
+    topic: String,
     registry: Arc<RegistryClient>,
     tx: mpsc::Sender<PqCodebook>,
 ) {
+    let consumer = Arc::new(consumer);
     let decoder = Decoder::<PqCodebook>::new(registry);
+    let mut check = tokio::time::interval(CODEBOOK_TOPIC_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut assigned = 0;
     loop {
-        match consumer.recv().await {
-            Ok(m) => match decoder.decode(m.payload().unwrap_or_default()).await {
-                Ok(book) => {
-                    if tx.send(book).await.is_err() {
-                        return;
-                    }
+        tokio::select! {
+            _ = check.tick() => {
+                let (c, t) = (consumer.clone(), topic.clone());
+                match off_loop(move || assign_new_partitions(&c, &t, assigned)).await {
+                    Ok(count) => assigned = count,
+                    Err(e) => tracing::debug!("codebook topic {topic}: {e}"),
                 }
-                Err(e) => tracing::warn!("unreadable codebook at offset {}: {e}", m.offset()),
+            }
+            received = consumer.recv(), if assigned > 0 => match received {
+                Ok(m) => match decoder.decode(m.payload().unwrap_or_default()).await {
+                    Ok(book) => {
+                        if tx.send(book).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!("unreadable codebook at offset {}: {e}", m.offset()),
+                },
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
             },
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
+}
+
+/// Assigns `consumer` the partitions of `topic` past the first `assigned`
+/// (from their beginning), keeping where the others have come to. Returns
+/// how many it now reads.
+fn assign_new_partitions(
+    consumer: &StreamConsumer,
+    topic: &str,
+    assigned: usize,
+) -> Result<usize, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let count = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .sum::<usize>();
+    if count <= assigned {
+        return Ok(assigned);
+    }
+    let mut list = if assigned == 0 {
+        TopicPartitionList::new()
+    } else {
+        consumer.position()?
+    };
+    for p in assigned..count {
+        list.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+    }
+    consumer.assign(&list)?;
+    Ok(count)
 }
 
 /// The dead-letter topic on this region's cluster.

@@ -20,11 +20,9 @@ use vecsync_devkit::broker::unique_name;
 use vecsync_devkit::kafka::{Kafka, MirrorMaker2, Mm2Cluster, mm2_properties};
 use vecsync_devkit::registry::DevRegistry;
 use vecsync_producer::{Mutation, Publisher};
-use vecsync_schemas::avro::AvroRecord;
 use vecsync_schemas::config::RegionConfig;
 use vecsync_schemas::event::PointId;
-use vecsync_schemas::testing::vector;
-use vecsync_schemas::vector::PqTrainer;
+use vecsync_schemas::testing::{codebook, vector, write_codebook};
 
 const DIM: usize = 8;
 
@@ -84,19 +82,7 @@ async fn two_regions_converge_through_mirrormaker_2_both_ways() {
     let registry = DevRegistry::in_memory().spawn("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A PQ codebook for east's `pqdocs`, which west can only decode with.
-    let data: Vec<f32> = (0..64).flat_map(|i| vector(DIM, i)).collect();
-    let data = ndarray::Array2::from_shape_vec((64, DIM), data).unwrap();
-    let trainer = PqTrainer {
-        subspaces: 4,
-        centroids: 16,
-        iterations: 4,
-        seed: 1,
-    };
-    let book = trainer.train("pqdocs", 1, data.view()).unwrap();
-    let book_path = dir.path().join("pqdocs@1.pqcb");
-    let mut bytes = Vec::new();
-    book.write_avro(&mut bytes);
-    std::fs::write(&book_path, bytes).unwrap();
+    let book_path = write_codebook(&codebook("pqdocs", DIM), dir.path());
 
     // The same topic names on both clusters, as in production.
     let topic = unique_name("vecsync.deltas");

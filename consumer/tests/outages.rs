@@ -17,7 +17,8 @@ use vecsync_schemas::avro::AvroRecord;
 use vecsync_schemas::config::{Distance, StoreBackend};
 use vecsync_schemas::event::{DeltaEvent, PointId};
 use vecsync_schemas::registry::{RegistryClient, value_subject};
-use vecsync_schemas::testing::vector;
+use vecsync_schemas::testing::{codebook, vector, write_codebook};
+use vecsync_schemas::vector::Encoding;
 
 const DIM: usize = 8;
 
@@ -158,4 +159,48 @@ async fn a_qdrant_server_outage_pauses_the_worker_and_loses_nothing() {
     assert_eq!(stats.applied, 50);
     drop(store);
     endpoint.stop().await;
+}
+
+/// A worker that starts before its source's codebook topic exists (no PQ
+/// collection has published a codebook yet) finds the topic once a
+/// producer creates it, and applies the PQ events that waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codebook_topic_created_after_the_worker_started_is_read() {
+    let Some(mut region) = TestRegion::start(DIM as u32, "f32", "").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let book_path = write_codebook(&codebook("docs", DIM), dir.path());
+    let docs = region.config.collections.get_mut("docs").unwrap();
+    docs.distance = Distance::Dot;
+    docs.encoding = Encoding::Pq;
+    docs.codebook_file = Some(book_path);
+    region.config.store.path = dir.path().join("store");
+    // The events' topic is there; the codebook topic is not.
+    region
+        .broker
+        .create_topic(&region.config.kafka.topic, 3)
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&region.config.store.path).unwrap());
+    let running = worker::spawn(region.config.clone(), store.clone());
+    // Its sources assigned, and a second more: it has looked for the
+    // codebook topic (and not found it) by then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.readiness().check().is_err() {
+        assert!(Instant::now() < deadline, "the worker never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    publisher.publish("docs", &upserts(0..20)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&store).await < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "PQ events never applied: {} of 20",
+            count(&store).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await.unwrap();
 }

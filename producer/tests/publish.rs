@@ -10,12 +10,11 @@ use vecsync_devkit::broker::Storage;
 use vecsync_devkit::testbed::{TestRegion, is_heartbeat};
 use vecsync_producer::partition::partition_for;
 use vecsync_producer::{Mutation, ProducerError, Publisher, Run};
-use vecsync_schemas::avro::AvroRecord;
 use vecsync_schemas::event::{Body, PointId, VectorData};
 use vecsync_schemas::hlc::Hlc;
 use vecsync_schemas::registry::RegistryClient;
-use vecsync_schemas::testing::vector;
-use vecsync_schemas::vector::{Encoding, PqCodebook, PqTrainer};
+use vecsync_schemas::testing::{codebook, vector, write_codebook};
+use vecsync_schemas::vector::{Encoding, PqCodebook};
 use vecsync_schemas::wire::Decoder;
 
 const DIM: usize = 16;
@@ -328,20 +327,9 @@ async fn a_broker_that_goes_away_fails_sends_after_the_timeout() {
 
 #[tokio::test]
 async fn pq_collections_publish_their_codebook_first() {
-    let data: Vec<f32> = (0..64).flat_map(|i| vector(DIM, i)).collect();
-    let data = ndarray_view(&data);
-    let trainer = PqTrainer {
-        subspaces: 4,
-        centroids: 16,
-        iterations: 4,
-        seed: 1,
-    };
-    let book = trainer.train("docs", 1, data.view()).unwrap();
+    let book = codebook("docs", DIM);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("docs@1.pqcb");
-    let mut bytes = Vec::new();
-    book.write_avro(&mut bytes);
-    std::fs::write(&path, bytes).unwrap();
+    let path = write_codebook(&book, dir.path());
     let Some(mut region) = TestRegion::start(DIM as u32, "sq8", "").await else {
         return;
     };
@@ -378,10 +366,6 @@ async fn pq_collections_publish_their_codebook_first() {
         assert_eq!(v.codebook_id.as_deref(), Some("docs@1"));
         assert_eq!(v.decode(Some(&on_topic)).unwrap().len(), DIM);
     }
-}
-
-fn ndarray_view(data: &[f32]) -> ndarray::Array2<f32> {
-    ndarray::Array2::from_shape_vec((data.len() / DIM, DIM), data.to_vec()).unwrap()
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 use crate::event::{
     Body, Delete, DeltaEvent, Heartbeat, PayloadPatch, PointId, Upsert, VectorData,
 };
+use crate::avro::AvroRecord;
 use crate::hlc::Hlc;
 use crate::payload::Payload;
-use crate::vector::{EncodedVector, Encoding, SparseDelta};
+use crate::vector::{EncodedVector, Encoding, PqCodebook, PqTrainer, SparseDelta};
 use serde_json::json;
 
 /// A deterministic pseudo-random vector of `dim` values in [-1, 1).
@@ -19,6 +20,33 @@ pub fn vector(dim: usize, seed: u64) -> Vec<f32> {
             (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         })
         .collect()
+}
+
+/// A small PQ codebook, version 1, for `collection`'s `dim`-d vectors (`dim`
+/// a multiple of 4): 4 sub-spaces of 16 centroids trained on 64 [`vector`]s.
+pub fn codebook(collection: &str, dim: usize) -> PqCodebook {
+    let data: Vec<f32> = (0..64).flat_map(|i| vector(dim, i)).collect();
+    let data = ndarray::Array2::from_shape_vec((64, dim), data)
+        .unwrap_or_else(|e| panic!("sample data: {e}"));
+    let trainer = PqTrainer {
+        subspaces: 4,
+        centroids: 16,
+        iterations: 4,
+        seed: 1,
+    };
+    trainer
+        .train(collection, 1, data.view())
+        .unwrap_or_else(|e| panic!("sample codebook: {e}"))
+}
+
+/// Writes `book` as a codebook file `<id>.pqcb` in `dir`; its path, for a
+/// collection's `codebook_file`.
+pub fn write_codebook(book: &PqCodebook, dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join(format!("{}.pqcb", book.id()));
+    let mut bytes = Vec::new();
+    book.write_avro(&mut bytes);
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
 }
 
 fn payload(v: serde_json::Value, lz4_threshold: usize) -> Payload {
