@@ -1,9 +1,9 @@
 //! Sample events shared by tests, fixtures and benchmarks.
 
+use crate::avro::AvroRecord;
 use crate::event::{
     Body, Delete, DeltaEvent, Heartbeat, PayloadPatch, PointId, Upsert, VectorData,
 };
-use crate::avro::AvroRecord;
 use crate::hlc::Hlc;
 use crate::payload::Payload;
 use crate::vector::{EncodedVector, Encoding, PqCodebook, PqTrainer, SparseDelta};
