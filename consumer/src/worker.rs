@@ -26,10 +26,9 @@ use crate::offsets::{Offsets, Partition};
 use crate::ready::Readiness;
 use crate::reorder::{Bounds, ReorderBuffer};
 use crate::store::{Expired, NeverApplied, Pass, SCAN_PAGE, Store, StoreError};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
@@ -39,6 +38,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+use vecsync_kafka::{Cluster, Topic, Watch};
 use vecsync_schemas::config::{Assignment, CollectionConfig, RegionConfig, SourceConfig};
 use vecsync_schemas::event::DeltaEvent;
 use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
@@ -64,6 +64,11 @@ pub enum WorkerError {
     Interrupted(&'static str),
     #[error("consumer.assignment = \"group\" needs tokio's multi-threaded runtime")]
     NeedsMultiThread,
+    /// A Kafka client could not be made from the config, or a cluster
+    /// refused the credentials, the certificate or a permission
+    /// ([`vecsync_kafka::ClientError::Fatal`]): an operator must act.
+    #[error(transparent)]
+    Client(#[from] vecsync_kafka::ClientError),
 }
 
 /// Whether the worker has been asked to stop, for the loops that wait out
@@ -245,12 +250,16 @@ async fn work(
     let mut consumers = Vec::new();
     let mut tasks = Tasks(Vec::new());
     for (index, source) in sources.iter().enumerate() {
+        // Refused credentials stop the worker here, not after a retry loop.
+        let cluster = Cluster::of_source(config, source);
+        cluster.verify().await?;
         let context = SourceContext {
             index,
             tx: tx.clone(),
             rewind: config.consumer.resume_rewind_records,
             drain_timeout: Duration::from_millis(config.consumer.drain_timeout_ms),
             readiness: readiness.clone(),
+            watch: Watch::new(&cluster),
         };
         let consumer = Arc::new(source_consumer(config, source, context)?);
         consumers.push(consumer.clone());
@@ -350,6 +359,9 @@ async fn work(
                         watermarks.cover(&partition.1, partition.2);
                         reorder.add_source(partition, SystemClock.now_ms());
                         continue;
+                    }
+                    Incoming::Fatal(why) => {
+                        return Err(vecsync_kafka::ClientError::Fatal(why).into());
                     }
                     Incoming::Revoke(partitions, done) => {
                         sink.drain(&mut reorder, &codebooks, &mut pending, &mut tracking, &mut stats, &mut stopping)
@@ -484,6 +496,14 @@ impl RunningWorker {
     /// Whether the worker is ready (what `/readyz` answers).
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    /// Whether the worker has ended on its own (a fatal error: [`stop`]
+    /// returns it).
+    ///
+    /// [`stop`]: RunningWorker::stop
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Asks the worker to drain and commit, and waits for it.
@@ -893,20 +913,10 @@ fn commit(
     Ok(())
 }
 
-fn client(config: &RegionConfig, source: &SourceConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set(
-        "bootstrap.servers",
-        source.brokers.as_deref().unwrap_or(&config.kafka.brokers),
-    )
-    .set(
-        "fetch.wait.max.ms",
-        config.kafka.fetch_wait_max_ms.to_string(),
-    );
-    for (k, v) in &source.options {
-        c.set(k, v);
-    }
-    c
+/// A client of a source's cluster, from the one client layer.
+fn client(config: &RegionConfig, source: &SourceConfig) -> Result<ClientConfig, WorkerError> {
+    let wait = config.kafka.fetch_wait_max_ms.to_string();
+    Ok(Cluster::of_source(config, source).client(&[("fetch.wait.max.ms", &wait)])?)
 }
 
 /// The group consumer of one source: no auto-commit, range assignment so
@@ -916,7 +926,7 @@ fn source_consumer(
     source: &SourceConfig,
     context: SourceContext,
 ) -> Result<SourceConsumer, WorkerError> {
-    let mut c = client(config, source);
+    let mut c = client(config, source)?;
     if let Some(id) = &config.consumer.instance_id {
         c.set("group.instance.id", id);
     }
@@ -964,9 +974,12 @@ async fn assign_static(
     index: u32,
     count: u32,
     rewind: u64,
-) -> Vec<(i32, i64)> {
+) -> Result<Vec<(i32, i64)>, String> {
     let mut last_warning = None::<Instant>;
     loop {
+        if let Some(why) = consumer.context().watch.fatal.get() {
+            return Err(why);
+        }
         let (c, t) = (consumer.clone(), topic.to_owned());
         let found = off_loop(move || {
             let metadata = c.fetch_metadata(Some(&t), Duration::from_secs(5))?;
@@ -1015,15 +1028,19 @@ async fn assign_static(
                 match consumer.assign(&start) {
                     Ok(()) => {
                         tracing::info!(topic, partitions = start.count(), ?resumed, "assigned");
-                        return every_assigned(&start, &resumed)
+                        return Ok(every_assigned(&start, &resumed)
                             .into_iter()
                             .map(|(_, p, c)| (p, c))
-                            .collect();
+                            .collect());
                     }
                     Err(e) => format!("assignment failed: {e}"),
                 }
             }
             Ok(None) => "the topic does not exist yet".to_owned(),
+            Err(e) if vecsync_kafka::is_fatal(&e) => {
+                let cluster = &consumer.context().watch.cluster;
+                return Err(format!("Kafka cluster {cluster}: {e}"));
+            }
             Err(e) => e.to_string(),
         };
         if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
@@ -1117,9 +1134,15 @@ struct SourceContext {
     rewind: u64,
     drain_timeout: Duration,
     readiness: Readiness,
+    /// What librdkafka reports outside any call, fatal errors kept.
+    watch: Watch,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.error(error, reason);
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn rebalance(
@@ -1210,7 +1233,7 @@ fn codebook_consumer(
     config: &RegionConfig,
     source: &SourceConfig,
 ) -> Result<StreamConsumer, WorkerError> {
-    client(config, source)
+    client(config, source)?
         .set("group.id", format!("{}-codebooks", config.group_id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -1264,6 +1287,8 @@ enum Incoming {
     /// The group takes these partitions away once the loop has drained,
     /// committed and answered.
     Revoke(Vec<Partition>, std::sync::mpsc::SyncSender<()>),
+    /// The source's cluster refused the worker (see [`WorkerError::Client`]).
+    Fatal(String),
 }
 
 /// Hands a source's records to the worker loop. Errors such as a topic that
@@ -1275,10 +1300,19 @@ async fn forward(
     tx: mpsc::Sender<(usize, Incoming)>,
     readiness: Readiness,
 ) {
+    let fatal = consumer.context().watch.fatal.clone();
+    let stop = |why: String| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send((index, Incoming::Fatal(why))).await;
+        }
+    };
     if let Some((topic, worker, workers, rewind)) = assign {
-        for (partition, committed) in
-            assign_static(&consumer, &topic, worker, workers, rewind).await
-        {
+        let assigned = match assign_static(&consumer, &topic, worker, workers, rewind).await {
+            Ok(assigned) => assigned,
+            Err(why) => return stop(why).await,
+        };
+        for (partition, committed) in assigned {
             let resume = Incoming::Resume((index, topic.clone(), partition), committed);
             if tx.send((index, resume)).await.is_err() {
                 return;
@@ -1287,14 +1321,28 @@ async fn forward(
         readiness.assigned(index, true);
     }
     let mut last_warning = None::<Instant>;
+    let mut check = tokio::time::interval(FATAL_CHECK);
     loop {
-        let item = match consumer.recv().await {
+        // A refused login or certificate shows only in the client's error
+        // callback; the consumer just hears nothing.
+        let received = tokio::select! {
+            received = consumer.recv() => received,
+            _ = check.tick() => match fatal.get() {
+                Some(why) => return stop(why).await,
+                None => continue,
+            },
+        };
+        let item = match received {
             Ok(m) => (
                 (index, m.topic().to_owned(), m.partition()),
                 m.offset(),
                 m.payload().unwrap_or_default().to_vec(),
                 m.key().map(<[u8]>::to_vec),
             ),
+            Err(e) if vecsync_kafka::is_fatal(&e) => {
+                let cluster = &consumer.context().watch.cluster;
+                return stop(format!("Kafka cluster {cluster}: {e}")).await;
+            }
             Err(e) => {
                 if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     tracing::warn!(source = index, "waiting for the source: {e}");
@@ -1309,6 +1357,9 @@ async fn forward(
         }
     }
 }
+
+/// How often a source's forwarder looks for a fatal error of its client.
+const FATAL_CHECK: Duration = Duration::from_millis(500);
 
 /// How often a codebook topic is looked for (and, once there, for
 /// partitions added to it).
@@ -1392,45 +1443,25 @@ impl DeadLetters {
     /// A producer for the dead-letter topic, which is created when missing
     /// (with `kafka.create_topics`).
     async fn new(config: &RegionConfig) -> Result<Self, WorkerError> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &config.kafka.brokers);
-        for (k, v) in &config.kafka.options {
-            c.set(k, v);
-        }
+        let cluster = Cluster::of_region(config);
         let topic = &config.consumer.dead_letter_topic;
-        let admin: AdminClient<DefaultClientContext> = c
-            .create()
-            .map_err(kafka("failed to create an admin client"))?;
-        let new = NewTopic::new(
-            topic,
-            1,
-            TopicReplication::Fixed(i32::from(config.kafka.replication_factor)),
-        );
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let created = if config.kafka.create_topics {
-            admin
-                .create_topics([&new], &options)
-                .await
-                .map_err(kafka(format!("failed to create {topic}")))?
-        } else {
-            Vec::new()
-        };
-        for result in created {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => {
-                    return Err(kafka(format!("failed to create {topic}"))(
-                        KafkaError::AdminOp(code),
-                    ));
-                }
-            }
+        if config.kafka.create_topics {
+            cluster
+                .create_topics(&[Topic {
+                    name: topic,
+                    partitions: 1,
+                    replication_factor: config.kafka.replication_factor,
+                    compacted: false,
+                }])
+                .await?;
         }
-        c.set("enable.idempotence", "true").set("acks", "all");
+        let producer = cluster
+            .client(&[("enable.idempotence", "true"), ("acks", "all")])?
+            .create()
+            .map_err(kafka("failed to create the dead-letter producer"))?;
         Ok(Self {
-            producer: c
-                .create()
-                .map_err(kafka("failed to create the dead-letter producer"))?,
-            topic: config.consumer.dead_letter_topic.clone(),
+            producer,
+            topic: topic.clone(),
         })
     }
 

@@ -109,6 +109,7 @@ impl TwoRegions {
             brokers: Some(c.kafka.brokers.clone()),
             topic: c.kafka.topic.clone(),
             codebook_topic: c.kafka.codebook_topic.clone(),
+            security: Default::default(),
             options: Default::default(),
         };
         let (east_source, west_source) = (source(&east.config), source(&west));

@@ -151,6 +151,42 @@ pub struct Kafka {
     port: u16,
     dir: Scratch,
     child: Option<Child>,
+    secure: Option<SecureListener>,
+}
+
+/// A `SASL_SSL` listener (SCRAM-SHA-512 over TLS) a broker serves beside
+/// its plaintext one, and what a client needs to use it.
+#[derive(Debug, Clone)]
+pub struct SecureListener {
+    pub port: u16,
+    /// The broker's self-signed certificate (for 127.0.0.1), as PEM: the
+    /// CA a client trusts.
+    pub ca_file: PathBuf,
+    /// The SCRAM-SHA-512 user made when the broker was formatted.
+    pub username: String,
+    pub password: String,
+    /// A file holding the password, for `password_file`.
+    pub password_file: PathBuf,
+}
+
+impl SecureListener {
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A client's `[kafka.security]` for the listener.
+    pub fn security(&self) -> vecsync_schemas::config::KafkaSecurity {
+        use vecsync_schemas::config::{KafkaSecurity, SaslMechanism, SecurityProtocol};
+        KafkaSecurity {
+            protocol: SecurityProtocol::SaslSsl,
+            mechanism: Some(SaslMechanism::ScramSha512),
+            username: Some(self.username.clone()),
+            password_file: Some(self.password_file.clone()),
+            ca_file: Some(self.ca_file.clone()),
+            ..KafkaSecurity::default()
+        }
+    }
 }
 
 impl Kafka {
@@ -165,22 +201,38 @@ impl Kafka {
     /// Like [`Kafka::start`], with extra `server.properties` lines.
     pub fn start_with(extra: &[(&str, &str)]) -> Option<Self> {
         let libs = kafka_libs_or_skip()?;
-        let broker = Self::launch_new(libs, &[], extra)
+        let broker = Self::launch_new(libs, &[], extra, false)
             .unwrap_or_else(|e| panic!("failed to start Apache Kafka: {e}"));
         Some(broker)
+    }
+
+    /// Like [`Kafka::start`], with a [`SecureListener`] beside the
+    /// plaintext one (which the devkit's own helpers go on using): a
+    /// certificate made with the JDK's `keytool`, and a SCRAM user.
+    pub fn start_secured() -> Option<Self> {
+        let libs = kafka_libs_or_skip()?;
+        let broker = Self::launch_new(libs, &[], &[], true)
+            .unwrap_or_else(|e| panic!("failed to start Apache Kafka: {e}"));
+        Some(broker)
+    }
+
+    /// The secured listener of a broker from [`Kafka::start_secured`].
+    pub fn secure(&self) -> Option<&SecureListener> {
+        self.secure.as_ref()
     }
 
     /// Starts a broker that also serves a listener per link. Errors (the
     /// jars missing among them) are returned, for programs such as the
     /// load test.
     pub fn start_linked(links: &[LinkListener]) -> io::Result<Self> {
-        Self::launch_new(kafka_libs_required()?, links, &[])
+        Self::launch_new(kafka_libs_required()?, links, &[], false)
     }
 
     fn launch_new(
         libs: PathBuf,
         links: &[LinkListener],
         extra: &[(&str, &str)],
+        secured: bool,
     ) -> io::Result<Self> {
         let dir = Scratch::new("vecsync-kafka")?;
         let port = free_port()?;
@@ -195,6 +247,15 @@ impl Kafka {
             let _ = write!(advertised, ",LINK{i}://{}", link.advertised);
             let _ = write!(protocols, ",LINK{i}:PLAINTEXT");
         }
+        let secure = if secured {
+            let secure = secure_listener(&dir.0)?;
+            let _ = write!(listeners, ",SECURE://127.0.0.1:{}", secure.port);
+            let _ = write!(advertised, ",SECURE://127.0.0.1:{}", secure.port);
+            protocols.push_str(",SECURE:SASL_SSL");
+            Some(secure)
+        } else {
+            None
+        };
         let mut props = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
@@ -217,27 +278,35 @@ impl Kafka {
              log.retention.check.interval.ms=5000\n",
             data = dir.0.join("data").display(),
         );
+        let mut format_args = Vec::new();
+        if let Some(secure) = &secure {
+            let _ = write!(
+                props,
+                "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                 listener.name.secure.scram-sha-512.sasl.jaas.config=\
+                 org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 ssl.keystore.location={}\n\
+                 ssl.keystore.type=PKCS12\n\
+                 ssl.keystore.password={KEYSTORE_PASSWORD}\n\
+                 ssl.key.password={KEYSTORE_PASSWORD}\n",
+                dir.0.join("broker.p12").display()
+            );
+            format_args.push("--add-scram".to_owned());
+            format_args.push(format!(
+                "SCRAM-SHA-512=[name={},password={}]",
+                secure.username, secure.password
+            ));
+        }
         for (k, v) in extra {
             let _ = writeln!(props, "{k}={v}");
         }
         let file = dir.0.join("server.properties");
         std::fs::write(&file, props)?;
         let file = file.display().to_string();
-        let status = java(
-            &libs,
-            &dir.0,
-            "256m",
-            "kafka.tools.StorageTool",
-            &[
-                "format",
-                "--standalone",
-                "-t",
-                &cluster_id(port),
-                "-c",
-                &file,
-            ],
-        )?
-        .wait()?;
+        let id = cluster_id(port);
+        let mut args = vec!["format", "--standalone", "-t", &id, "-c", &file];
+        args.extend(format_args.iter().map(String::as_str));
+        let status = java(&libs, &dir.0, "256m", "kafka.tools.StorageTool", &args)?.wait()?;
         if !status.success() {
             return Err(io::Error::other(format!(
                 "kafka-storage format exited with {status}; see {}",
@@ -249,6 +318,7 @@ impl Kafka {
             port,
             dir,
             child: None,
+            secure,
         };
         broker.launch()?;
         Ok(broker)
@@ -401,6 +471,73 @@ fn create_topic(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The password of the broker's keystore (test material only).
+const KEYSTORE_PASSWORD: &str = "vecsync-devkit";
+
+/// A self-signed certificate for 127.0.0.1 in `dir/broker.p12`, its PEM in
+/// `dir/ca.pem`, a free port and a SCRAM user for a [`SecureListener`].
+fn secure_listener(dir: &Path) -> io::Result<SecureListener> {
+    let keystore = dir.join("broker.p12").display().to_string();
+    let ca_file = dir.join("ca.pem");
+    let ca = ca_file.display().to_string();
+    for args in [
+        vec![
+            "-genkeypair",
+            "-alias",
+            "broker",
+            "-keyalg",
+            "RSA",
+            "-keysize",
+            "2048",
+            "-validity",
+            "2",
+            "-dname",
+            "CN=127.0.0.1",
+            "-ext",
+            "SAN=ip:127.0.0.1,dns:localhost",
+            "-storetype",
+            "PKCS12",
+            "-keystore",
+            &keystore,
+            "-storepass",
+            KEYSTORE_PASSWORD,
+            "-keypass",
+            KEYSTORE_PASSWORD,
+        ],
+        vec![
+            "-exportcert",
+            "-rfc",
+            "-alias",
+            "broker",
+            "-keystore",
+            &keystore,
+            "-storepass",
+            KEYSTORE_PASSWORD,
+            "-file",
+            &ca,
+        ],
+    ] {
+        let out = Command::new("keytool").args(&args).output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "keytool {} failed: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    let password = crate::broker::unique_name("scram-password");
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, &password)?;
+    Ok(SecureListener {
+        port: free_port()?,
+        ca_file,
+        username: "vecsync".into(),
+        password,
+        password_file,
+    })
 }
 
 /// Waits up to 60 s for a started broker to answer metadata with itself

@@ -109,6 +109,21 @@ impl TestRegion {
         Some(Self::start_on(Broker::Kafka(broker), dimension, encoding, extra).await)
     }
 
+    /// Like [`TestRegion::start_kafka`], with the region's clients on the
+    /// broker's `SASL_SSL` listener ([`Kafka::start_secured`]); the
+    /// devkit's own helpers (`broker.create_topic`, [`TestRegion::read`])
+    /// use its plaintext one.
+    pub async fn start_kafka_secured(dimension: u32, encoding: &str, extra: &str) -> Option<Self> {
+        let broker = tokio::task::spawn_blocking(Kafka::start_secured)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        let secure = broker.secure()?.clone();
+        let mut region = Self::start_on(Broker::Kafka(broker), dimension, encoding, extra).await;
+        region.config.kafka.brokers = secure.brokers();
+        region.config.kafka.security = secure.security();
+        Some(region)
+    }
+
     async fn start_on(broker: Broker, dimension: u32, encoding: &str, extra: &str) -> Self {
         let registry = DevRegistry::in_memory()
             .spawn("127.0.0.1:0")

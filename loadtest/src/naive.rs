@@ -18,7 +18,6 @@ use crate::run::Scenario;
 use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -32,6 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::{Part, Store};
+use vecsync_kafka::Cluster as KafkaCluster;
 use vecsync_schemas::config::Distance;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::{SystemClock, WallClock};
@@ -141,12 +141,17 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
                 }
                 _ => broker.clone(),
             };
-            let consumer: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &source)
-                .set("group.id", format!("naive-{r}-from-{o}"))
-                .set("auto.offset.reset", "earliest")
-                // vecsync's own setting, so that both wait alike.
-                .set("fetch.wait.max.ms", kind.fetch_wait_max_ms().to_string())
+            let (group, wait) = (
+                format!("naive-{r}-from-{o}"),
+                kind.fetch_wait_max_ms().to_string(),
+            );
+            let consumer: StreamConsumer = KafkaCluster::plain(&source)
+                .client(&[
+                    ("group.id", group.as_str()),
+                    ("auto.offset.reset", "earliest"),
+                    // vecsync's own setting, so that both wait alike.
+                    ("fetch.wait.max.ms", &wait),
+                ])?
                 .create()?;
             consumer.subscribe(&[TOPIC])?;
             let (store, applied, lags, stop) =
@@ -184,9 +189,7 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
     let bytes = Arc::new(AtomicU64::new(0));
     let mut producers = JoinSet::new();
     for (r, broker) in brokers.iter().enumerate() {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", broker)
-            .create()?;
+        let producer: FutureProducer = KafkaCluster::plain(broker).client(&[])?.create()?;
         let bytes = bytes.clone();
         producers.spawn(async move {
             let mut rng = StdRng::seed_from_u64(r as u64 + 1);

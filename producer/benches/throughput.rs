@@ -6,7 +6,7 @@
 //! `cargo bench -p vecsync-producer --bench throughput [-- EVENTS]`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -92,7 +92,8 @@ async fn plain(
     events: usize,
     encode: impl Fn(u64) -> (String, Vec<u8>),
 ) -> Run {
-    let producer: FutureProducer = kafka::producer_config(&region.config).create().unwrap();
+    let cluster = vecsync_kafka::Cluster::of_region(&region.config);
+    let (producer, _) = kafka::producer(&region.config, &cluster).unwrap();
     let topic = format!("{}.{}", region.config.kafka.topic, name.len());
     region
         .broker

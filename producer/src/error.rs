@@ -46,9 +46,15 @@ pub enum ProducerError {
         total: usize,
         first: KafkaError,
     },
-    /// A Kafka client or admin call failed.
-    #[error("kafka: {what}: {source}")]
-    Kafka { what: String, source: KafkaError },
+    /// A Kafka client or admin call failed, or a client could not be made
+    /// from the config.
+    #[error(transparent)]
+    Kafka(#[from] vecsync_kafka::ClientError),
+    /// The cluster refused the credentials, the certificate or a permission,
+    /// or lacks the topic: an operator must act (see
+    /// [`vecsync_kafka::is_fatal`]).
+    #[error("{0}")]
+    Fatal(String),
     #[error("codebook {path}: {reason}")]
     Codebook { path: String, reason: String },
     /// Recording a batch's run of versions before sending it failed (see
@@ -62,13 +68,6 @@ pub enum ProducerError {
 }
 
 impl ProducerError {
-    pub(crate) fn kafka(what: impl Into<String>, source: KafkaError) -> Self {
-        Self::Kafka {
-            what: what.into(),
-            source,
-        }
-    }
-
     /// For a mutation the publisher refuses: its position in the batch and
     /// why, without the point's prefix.
     pub fn refused_mutation(&self) -> Option<(usize, String)> {
@@ -86,12 +85,15 @@ impl ProducerError {
     /// as opposed to a request that will never be accepted.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::Delivery { .. } | Self::Kafka { .. } | Self::Closed => true,
+            Self::Delivery { first, .. } => !vecsync_kafka::is_fatal(first),
+            Self::Kafka(e) => e.is_retriable(),
+            Self::Closed => true,
             Self::Registry(e) => e.is_retriable(),
             Self::UnknownCollection(_)
             | Self::Invalid { .. }
             | Self::ReservedKey { .. }
             | Self::Config(_)
+            | Self::Fatal(_)
             | Self::Clock(_)
             | Self::Record(_)
             | Self::Codebook { .. } => false,

@@ -1,125 +1,120 @@
-//! librdkafka settings and topic administration.
+//! The producer's Kafka clients, made by the one client layer
+//! ([`vecsync_kafka`]), and the metadata it reads.
 
 use crate::error::ProducerError;
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, Producer};
 use std::time::Duration;
+use vecsync_kafka::{Cluster, Fatal, Topic, Watch};
 use vecsync_schemas::config::RegionConfig;
 
 /// How long admin and metadata calls may take.
-pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ADMIN_TIMEOUT: Duration = vecsync_kafka::ADMIN_TIMEOUT;
 
-/// Settings every client of the region shares: brokers, then the user's
-/// pass-through options (security), which win.
-pub fn base_config(config: &RegionConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers);
-    for (k, v) in &config.kafka.options {
-        c.set(k, v);
-    }
-    c
-}
+/// The producer, whose context keeps the fatal errors librdkafka reports
+/// outside any call (a refused login or certificate).
+pub type KafkaProducer = FutureProducer<Watch>;
 
 /// The idempotent producer: acks from all replicas, no duplicates on retry,
-/// Java-compatible partitioning so every region's topic co-partitions.
-pub fn producer_config(config: &RegionConfig) -> ClientConfig {
+/// Java-compatible partitioning so every region's topic co-partitions. With
+/// it, where its context keeps the fatal errors it meets.
+pub fn producer(
+    config: &RegionConfig,
+    cluster: &Cluster,
+) -> Result<(KafkaProducer, Fatal), ProducerError> {
     let p = &config.producer;
-    let mut c = ClientConfig::new();
-    c.set("client.id", format!("vecsync-producer-{}", config.region))
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("compression.type", &p.compression)
-        .set("linger.ms", p.linger_ms.to_string())
-        // Bounds a record batch, so that consumers' resume rewind (consumer.
-        // resume_rewind_records) covers a whole batch.
-        .set("batch.num.messages", "1000")
-        .set("message.timeout.ms", p.message_timeout_ms.to_string())
-        .set(
-            "queue.buffering.max.messages",
-            p.queue_max_messages.to_string(),
-        );
-    // Pass-through options are applied last so that they win.
-    for (k, v) in base_config(config).config_map() {
-        c.set(k, v);
-    }
-    c
+    let (client_id, linger, timeout, queue) = (
+        format!("vecsync-producer-{}", config.region),
+        p.linger_ms.to_string(),
+        p.message_timeout_ms.to_string(),
+        p.queue_max_messages.to_string(),
+    );
+    let watch = Watch::new(cluster);
+    let fatal = watch.fatal.clone();
+    let producer = cluster
+        .client(&[
+            ("client.id", &client_id),
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("partitioner", "murmur2_random"),
+            ("compression.type", &p.compression),
+            ("linger.ms", &linger),
+            // Bounds a record batch, so that consumers' resume rewind
+            // (consumer.resume_rewind_records) covers a whole batch.
+            ("batch.num.messages", "1000"),
+            ("message.timeout.ms", &timeout),
+            ("queue.buffering.max.messages", &queue),
+        ])?
+        .create_with_context(watch)
+        .map_err(|e| cluster.error("failed to create the producer", e))?;
+    Ok((producer, fatal))
 }
 
 /// Creates the delta topic and the (compacted) codebook topic when they are
 /// missing. Topics that exist are left as they are.
-pub async fn ensure_topics(config: &RegionConfig) -> Result<(), ProducerError> {
+pub async fn ensure_topics(config: &RegionConfig, cluster: &Cluster) -> Result<(), ProducerError> {
     let k = &config.kafka;
-    let admin: AdminClient<DefaultClientContext> = base_config(config)
-        .create()
-        .map_err(|e| ProducerError::kafka("failed to create an admin client", e))?;
-    let replication = || TopicReplication::Fixed(i32::from(k.replication_factor));
-    let partitions = i32::try_from(k.partitions).unwrap_or(i32::MAX);
-    let topics = [
-        NewTopic::new(&k.topic, partitions, replication()),
-        NewTopic::new(&k.codebook_topic, 1, replication()).set("cleanup.policy", "compact"),
-    ];
-    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-    let results = admin
-        .create_topics(&topics, &options)
-        .await
-        .map_err(|e| ProducerError::kafka("failed to create topics", e))?;
-    for result in results {
-        match result {
-            Ok(topic) => tracing::info!(topic, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(ProducerError::kafka(
-                    format!("failed to create topic {topic}"),
-                    rdkafka::error::KafkaError::AdminOp(code),
-                ));
-            }
-        }
-    }
+    let topic = |name, partitions, compacted| Topic {
+        name,
+        partitions,
+        replication_factor: k.replication_factor,
+        compacted,
+    };
+    cluster
+        .create_topics(&[
+            topic(&k.topic, k.partitions, false),
+            topic(&k.codebook_topic, 1, true),
+        ])
+        .await?;
     Ok(())
 }
 
 /// The number of partitions `topic` has, from the broker's metadata. A
 /// topic just created may be missing from the metadata for a moment
 /// (Apache Kafka answers CreateTopics before its metadata shows the
-/// topic): it is asked again until `timeout` has passed.
+/// topic): it is asked again until `timeout` has passed, or until the
+/// producer has met a fatal error (refused credentials), which is
+/// returned at once.
 pub async fn partition_count(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
+    fatal: &Fatal,
+    cluster: &Cluster,
     topic: &str,
     timeout: Duration,
 ) -> Result<u32, ProducerError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let producer = producer.clone();
-        let name = topic.to_owned();
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(Some(&name), wait)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-        .map_err(|e| ProducerError::kafka(format!("failed to read metadata of {topic}"), e))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
+        let (p, name) = (producer.clone(), topic.to_owned());
+        let wait = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(Duration::from_secs(1));
+        let metadata =
+            tokio::task::spawn_blocking(move || p.client().fetch_metadata(Some(&name), wait))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let partitions = metadata.as_ref().map_or(0, |m| {
+            m.topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len())
+        });
         if partitions > 0 {
             return Ok(partitions as u32);
         }
+        if let Some(fatal) = fatal.get() {
+            return Err(ProducerError::Fatal(fatal));
+        }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ProducerError::kafka(
-                format!(
-                    "topic {topic} does not exist (set kafka.create_topics = true or create it)"
-                ),
-                rdkafka::error::KafkaError::MetadataFetch(
-                    RDKafkaErrorCode::UnknownTopicOrPartition,
-                ),
-            ));
+            return Err(match metadata {
+                Err(e) => cluster
+                    .error(&format!("failed to read metadata of {topic}"), e)
+                    .into(),
+                // The broker answers and has no such topic: not something
+                // waiting fixes.
+                Ok(_) => ProducerError::Fatal(format!(
+                    "Kafka cluster {}: topic {topic} does not exist (set kafka.create_topics = true or create it)",
+                    cluster.brokers()
+                )),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

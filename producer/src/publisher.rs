@@ -7,7 +7,7 @@ use crate::metrics::{
 };
 use crate::rate::TokenBucket;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OnceCell};
 use tokio::task::JoinHandle;
+use vecsync_kafka::{Cluster, Fatal};
 use vecsync_schemas::avro::AvroRecord;
 use vecsync_schemas::config::RegionConfig;
 use vecsync_schemas::event::{
@@ -137,7 +138,10 @@ struct Inner {
     topic: String,
     codebook_topic: String,
     partitions: u32,
-    producer: FutureProducer,
+    cluster: Cluster,
+    producer: kafka::KafkaProducer,
+    /// The fatal errors the producer met outside any call.
+    fatal: Fatal,
     registry: Arc<RegistryClient>,
     clock: HybridClock<SystemClock>,
     encoder: Encoder<DeltaEvent>,
@@ -211,14 +215,21 @@ impl Publisher {
                 },
             );
         }
+        let cluster = Cluster::of_region(config);
+        let (producer, fatal) = kafka::producer(config, &cluster)?;
         if config.kafka.create_topics {
-            kafka::ensure_topics(config).await?;
+            kafka::ensure_topics(config, &cluster).await?;
+        } else {
+            cluster.verify().await?;
         }
-        let producer: FutureProducer = kafka::producer_config(config)
-            .create()
-            .map_err(|e| ProducerError::kafka("failed to create the producer", e))?;
-        let partitions =
-            kafka::partition_count(&producer, &config.kafka.topic, kafka::ADMIN_TIMEOUT).await?;
+        let partitions = kafka::partition_count(
+            &producer,
+            &fatal,
+            &cluster,
+            &config.kafka.topic,
+            kafka::ADMIN_TIMEOUT,
+        )
+        .await?;
         if partitions != config.kafka.partitions {
             tracing::warn!(
                 topic = config.kafka.topic,
@@ -247,7 +258,9 @@ impl Publisher {
             topic: config.kafka.topic.clone(),
             codebook_topic: config.kafka.codebook_topic.clone(),
             partitions,
+            cluster,
             producer,
+            fatal,
             registry,
             clock: HybridClock::new(config.region.clone(), SystemClock, p.max_clock_ahead_ms),
             encoder,
@@ -384,6 +397,7 @@ impl Publisher {
             versions,
             bytes,
             deliveries,
+            fatal: inner.fatal.clone(),
             started,
         })
     }
@@ -410,9 +424,16 @@ impl Publisher {
     /// registry answers (its subject list), for readiness probes: each
     /// within `timeout`.
     pub async fn check_ready(&self, timeout: Duration) -> Result<(), String> {
-        kafka::partition_count(&self.inner.producer, &self.inner.topic, timeout)
-            .await
-            .map_err(|e| format!("broker: {e}"))?;
+        let inner = &self.inner;
+        kafka::partition_count(
+            &inner.producer,
+            &inner.fatal,
+            &inner.cluster,
+            &inner.topic,
+            timeout,
+        )
+        .await
+        .map_err(|e| format!("broker: {e}"))?;
         match tokio::time::timeout(timeout, self.inner.registry.subjects()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("registry: {e}")),
@@ -428,7 +449,12 @@ impl Publisher {
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-            .map_err(|e| ProducerError::kafka("failed to flush queued events", e))
+            .map_err(|e| {
+                self.inner
+                    .cluster
+                    .error("failed to flush queued events", e)
+                    .into()
+            })
     }
 }
 
@@ -446,6 +472,8 @@ pub struct Pending {
     versions: Vec<Hlc>,
     bytes: u64,
     deliveries: Vec<DeliveryFuture>,
+    /// The producer's fatal errors, which explain failed deliveries.
+    fatal: Fatal,
     started: Instant,
 }
 
@@ -475,7 +503,7 @@ impl Pending {
 
     /// Waits until the broker has acknowledged every event of the batch.
     pub async fn acknowledged(self) -> Result<Published, ProducerError> {
-        await_deliveries(self.deliveries).await?;
+        await_deliveries(self.deliveries, &self.fatal).await?;
         BatchSent {
             collection: &self.collection,
             op_counts: self.op_counts,
@@ -625,10 +653,10 @@ impl Inner {
                         reason: error_label(&e),
                     }
                     .emit(&e);
-                    return Err(ProducerError::kafka(
-                        format!("failed to queue an event for {}", self.topic),
-                        e,
-                    ));
+                    return Err(self
+                        .cluster
+                        .error(&format!("failed to queue an event for {}", self.topic), e)
+                        .into());
                 }
             }
         }
@@ -646,7 +674,7 @@ impl Inner {
             .key(&key)
             .payload(&bytes);
         let delivery = self.send(record).await?;
-        await_deliveries(vec![delivery]).await?;
+        await_deliveries(vec![delivery], &self.fatal).await?;
         CodebookPublished { id: book.id() }.emit();
         Ok(())
     }
@@ -673,7 +701,7 @@ impl Inner {
                 })
                 .collect();
             let sent = match self.enqueue(outgoing, Run::New).await {
-                Ok((_, _, deliveries)) => await_deliveries(deliveries).await,
+                Ok((_, _, deliveries)) => await_deliveries(deliveries, &self.fatal).await,
                 Err(e) => Err(e),
             };
             match sent {
@@ -693,8 +721,12 @@ fn bad_run(reason: String) -> ProducerError {
 }
 
 /// Waits for every delivery report; fails if any event was not
-/// acknowledged.
-async fn await_deliveries(deliveries: Vec<DeliveryFuture>) -> Result<(), ProducerError> {
+/// acknowledged, with the producer's fatal error when it met one (the
+/// deliveries then timed out for that reason).
+async fn await_deliveries(
+    deliveries: Vec<DeliveryFuture>,
+    fatal: &Fatal,
+) -> Result<(), ProducerError> {
     let total = deliveries.len();
     let mut failed = 0;
     let mut first = None;
@@ -716,10 +748,13 @@ async fn await_deliveries(deliveries: Vec<DeliveryFuture>) -> Result<(), Produce
                 reason: error_label(&first),
             }
             .emit(&first);
-            Err(ProducerError::Delivery {
-                failed,
-                total,
-                first,
+            Err(match fatal.get() {
+                Some(fatal) => ProducerError::Fatal(fatal),
+                None => ProducerError::Delivery {
+                    failed,
+                    total,
+                    first,
+                },
             })
         }
     }

@@ -25,14 +25,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock, mpsc};
 use std::time::{Duration, Instant};
+use vecsync_kafka::Cluster;
 use vecsync_schemas::config::RegionConfig;
 use vecsync_schemas::hlc::{SystemClock, WallClock};
 use vecsync_schemas::mm2::{HEARTBEATS_TOPIC, Heartbeat, OffsetSync, offset_syncs_topic};
 
 /// What one cluster is read for.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterPlan {
-    pub brokers: String,
+    /// How to reach it: brokers, security, options.
+    pub cluster: Cluster,
     /// Topics whose heads are read.
     pub topics: BTreeSet<String>,
     /// Consumer groups and the topics they read.
@@ -77,29 +79,29 @@ impl Plan {
             mirrors: Vec::new(),
             patterns: Vec::new(),
         };
-        let own = config.kafka.brokers.clone();
+        let own = Cluster::of_region(config);
         let group = config.group_id();
         for source in config.sources() {
             if source.topic.starts_with('^') {
                 plan.patterns.push(source.topic);
                 continue;
             }
-            let brokers = source.brokers.unwrap_or_else(|| own.clone());
-            let name = if brokers == own {
+            let cluster = Cluster::of_source(config, &source);
+            let name = if cluster.brokers() == own.brokers() {
                 config.region.clone()
             } else {
                 source.region.clone()
             };
-            plan.watch_group(&name, &brokers, &group, &source.topic)?;
+            plan.watch_group(&name, &cluster, &group, &source.topic)?;
         }
-        for g in &config.lag.groups {
-            let brokers = g.brokers.clone().unwrap_or_else(|| own.clone());
+        for (i, g) in config.lag.groups.iter().enumerate() {
+            let cluster = Cluster::of_group(config, g, i);
             let name = g.cluster.clone().unwrap_or_else(|| config.region.clone());
             for topic in &g.topics {
-                plan.watch_group(&name, &brokers, &g.group, topic)?;
+                plan.watch_group(&name, &cluster, &g.group, topic)?;
             }
         }
-        for m in &config.lag.mirrors {
+        for (i, m) in config.lag.mirrors.iter().enumerate() {
             let topic = m
                 .topic
                 .clone()
@@ -112,7 +114,7 @@ impl Plan {
                 alias: m.alias.clone(),
                 topic: topic.clone(),
             };
-            let source = plan.cluster(&m.alias, &m.brokers)?;
+            let source = plan.cluster(&m.alias, &Cluster::of_mirror(m, i))?;
             source.topics.insert(topic);
             source
                 .offset_syncs
@@ -125,18 +127,21 @@ impl Plan {
         Ok(plan)
     }
 
-    fn cluster(&mut self, name: &str, brokers: &str) -> Result<&mut ClusterPlan, String> {
+    fn cluster(&mut self, name: &str, cluster: &Cluster) -> Result<&mut ClusterPlan, String> {
         let c = self
             .clusters
             .entry(name.to_owned())
             .or_insert_with(|| ClusterPlan {
-                brokers: brokers.to_owned(),
-                ..ClusterPlan::default()
+                cluster: cluster.clone(),
+                topics: BTreeSet::new(),
+                groups: BTreeMap::new(),
+                offset_syncs: BTreeSet::new(),
             });
-        if c.brokers != brokers {
+        if c.cluster.brokers() != cluster.brokers() {
             return Err(format!(
-                "cluster {name} is named for two sets of brokers: {} and {brokers}",
-                c.brokers
+                "cluster {name} is named for two sets of brokers: {} and {}",
+                c.cluster.brokers(),
+                cluster.brokers()
             ));
         }
         Ok(c)
@@ -145,11 +150,11 @@ impl Plan {
     fn watch_group(
         &mut self,
         cluster: &str,
-        brokers: &str,
+        kafka: &Cluster,
         group: &str,
         topic: &str,
     ) -> Result<(), String> {
-        let c = self.cluster(cluster, brokers)?;
+        let c = self.cluster(cluster, kafka)?;
         c.topics.insert(topic.to_owned());
         c.groups
             .entry(group.to_owned())
@@ -340,7 +345,7 @@ impl Exporter {
         for (name, c) in &plan.clusters {
             probes.insert(
                 name.clone(),
-                ClusterProbe::new(&c.brokers, timeout, rewind_records)?,
+                ClusterProbe::new(&c.cluster, timeout, rewind_records)?,
             );
         }
         Ok(Self {
@@ -421,7 +426,7 @@ impl Exporter {
     }
 
     fn log_state(&mut self, name: &str, scan: &Result<ClusterScan, String>) {
-        let brokers = &self.plan.clusters[name].brokers;
+        let brokers = self.plan.clusters[name].cluster.brokers();
         let was = self.up.insert(name.to_owned(), scan.is_ok());
         match (scan, was) {
             (Err(e), Some(true) | None) => {
@@ -505,6 +510,7 @@ pub struct Running {
 pub fn spawn(config: &RegionConfig) -> Result<Running, String> {
     let plan = Plan::new(config)?;
     let lag = &config.lag;
+    refuse_fatal(&plan, Duration::from_millis(lag.timeout_ms))?;
     let mut exporter = Exporter::new(
         plan,
         Duration::from_millis(lag.timeout_ms),
@@ -531,6 +537,28 @@ pub fn spawn(config: &RegionConfig) -> Result<Running, String> {
         })
         .map_err(|e| format!("cannot start the lag thread: {e}"))?;
     Ok(Running { page, stop, thread })
+}
+
+/// Checks every cluster of the plan at once ([`Cluster::check`]): one that
+/// refuses the credentials, the certificate or a permission stops the
+/// exporter before it starts; one that does not answer is reported
+/// unreachable by the scans, as when it goes away later.
+fn refuse_fatal(plan: &Plan, timeout: Duration) -> Result<(), String> {
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = plan
+            .clusters
+            .values()
+            .map(|c| scope.spawn(move || c.cluster.check(timeout)))
+            .collect();
+        for check in checks {
+            match check.join() {
+                Ok(Err(e)) if !e.is_retriable() => return Err(e.to_string()),
+                Ok(_) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(())
+    })
 }
 
 impl Running {

@@ -10,9 +10,10 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use vecsync_kafka::Cluster;
 use vecsync_schemas::mm2::OffsetSync;
 
 /// A partition of a topic.
@@ -60,7 +61,7 @@ pub struct ClusterScan {
 
 /// A long-lived reader of one cluster.
 pub struct ClusterProbe {
-    brokers: String,
+    cluster: Cluster,
     timeout: Duration,
     rewind: i64,
     reader: BaseConsumer,
@@ -89,7 +90,7 @@ const SYNCS_KEPT: usize = 16;
 impl std::fmt::Debug for ClusterProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterProbe")
-            .field("brokers", &self.brokers)
+            .field("brokers", &self.cluster.brokers())
             .finish_non_exhaustive()
     }
 }
@@ -100,12 +101,12 @@ const TIMESTAMP_CACHE: usize = 100_000;
 const QUIET: Duration = Duration::from_millis(1_000);
 
 impl ClusterProbe {
-    pub fn new(brokers: &str, timeout: Duration, rewind: u64) -> Result<Self, String> {
+    pub fn new(cluster: &Cluster, timeout: Duration, rewind: u64) -> Result<Self, String> {
         Ok(Self {
-            brokers: brokers.to_owned(),
+            cluster: cluster.clone(),
             timeout,
             rewind: i64::try_from(rewind).unwrap_or(i64::MAX),
-            reader: client(brokers, "vecsync-lag-reader", timeout)?,
+            reader: client(cluster, "vecsync-lag-reader", timeout)?,
             groups: HashMap::new(),
             timestamps: HashMap::new(),
             syncs: SyncTail::default(),
@@ -188,7 +189,7 @@ impl ClusterProbe {
         }
         let reader = match self.syncs.reader.take() {
             Some(r) => r,
-            None => client(&self.brokers, "vecsync-lag-syncs", self.timeout)?,
+            None => client(&self.cluster, "vecsync-lag-syncs", self.timeout)?,
         };
         let read = Self::read_syncs(&mut self.syncs, &reader, &partitions, self.timeout);
         self.syncs.reader = Some(reader);
@@ -276,7 +277,7 @@ impl ClusterProbe {
             return Ok(());
         }
         if !self.groups.contains_key(group) {
-            let handle = client(&self.brokers, group, self.timeout)?;
+            let handle = client(&self.cluster, group, self.timeout)?;
             self.groups.insert(group.to_owned(), handle);
         }
         let committed = self.groups[group]
@@ -447,14 +448,17 @@ struct Found {
     value: Vec<u8>,
 }
 
-fn client(brokers: &str, group: &str, timeout: Duration) -> Result<BaseConsumer, String> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "10")
-        .set("socket.timeout.ms", timeout.as_millis().max(10).to_string())
+fn client(cluster: &Cluster, group: &str, timeout: Duration) -> Result<BaseConsumer, String> {
+    let socket_timeout = timeout.as_millis().max(10).to_string();
+    cluster
+        .client(&[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+            ("fetch.wait.max.ms", "10"),
+            ("socket.timeout.ms", &socket_timeout),
+        ])
+        .map_err(|e| e.to_string())?
         .create()
-        .map_err(|e| format!("client for {brokers}: {e}"))
+        .map_err(|e| format!("client for {}: {e}", cluster.brokers()))
 }

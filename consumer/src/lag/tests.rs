@@ -42,7 +42,7 @@ fn the_plan_watches_the_workers_over_every_source_and_each_mirror() {
         "#;
     let plan = Plan::new(&config(extra)).unwrap();
     let own = &plan.clusters["eu-west"];
-    assert_eq!(own.brokers, "127.0.0.1:29092");
+    assert_eq!(own.cluster.brokers(), "127.0.0.1:29092");
     assert_eq!(
         own.topics,
         set(&[
@@ -57,7 +57,7 @@ fn the_plan_watches_the_workers_over_every_source_and_each_mirror() {
     );
     assert_eq!(own.groups["search-indexer"], set(&["vecsync.deltas"]));
     let remote = &plan.clusters["us-east"];
-    assert_eq!(remote.brokers, "127.0.0.1:19092");
+    assert_eq!(remote.cluster.brokers(), "127.0.0.1:19092");
     assert_eq!(remote.groups["vecsync-eu-west"], set(&["vecsync.deltas"]));
     assert_eq!(plan.clusters["ap-south"].topics, set(&["vecsync.deltas"]));
     assert_eq!(plan.mirrors[0].mirror_topic, "ap-south.vecsync.deltas");

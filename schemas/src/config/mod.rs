@@ -160,20 +160,28 @@ impl RegionConfig {
             .unwrap_or_else(|| format!("vecsync-{}", self.region))
     }
 
-    /// The sources to replay, brokers filled in, this region's own topic
-    /// included.
+    /// The sources to replay, brokers (and for those on this region's
+    /// cluster, its security and options) filled in, this region's own
+    /// topic included.
     pub fn sources(&self) -> Vec<SourceConfig> {
         let mut sources: Vec<SourceConfig> = self
             .consumer
             .sources
             .iter()
-            .map(|s| SourceConfig {
-                brokers: Some(
-                    s.brokers
-                        .clone()
-                        .unwrap_or_else(|| self.kafka.brokers.clone()),
-                ),
-                ..s.clone()
+            .map(|s| match &s.brokers {
+                Some(_) => s.clone(),
+                // On this region's cluster: its brokers, security and
+                // options, the source's own options on top.
+                None => {
+                    let mut options = self.kafka.options.clone();
+                    options.extend(s.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    SourceConfig {
+                        brokers: Some(self.kafka.brokers.clone()),
+                        security: self.kafka.security.clone(),
+                        options,
+                        ..s.clone()
+                    }
+                }
             })
             .collect();
         if !sources.iter().any(|s| s.region == self.region) {
@@ -184,6 +192,7 @@ impl RegionConfig {
                     brokers: Some(self.kafka.brokers.clone()),
                     topic: self.kafka.topic.clone(),
                     codebook_topic: self.kafka.codebook_topic.clone(),
+                    security: self.kafka.security.clone(),
                     options: self.kafka.options.clone(),
                 },
             );
@@ -442,6 +451,30 @@ impl RegionConfig {
                 ),
                 _ => {}
             }
+        }
+        p.extend(self.kafka.security.problems("kafka.security"));
+        for (i, src) in co.sources.iter().enumerate() {
+            let field = format!("consumer.sources[{i}].security");
+            if src.brokers.is_none() && src.security != KafkaSecurity::default() {
+                p.push(format!(
+                    "{field}: only with brokers; a source on this region's cluster uses kafka.security"
+                ));
+            }
+            p.extend(src.security.problems(&field));
+        }
+        for (i, g) in l.groups.iter().enumerate() {
+            let field = format!("lag.groups[{i}]");
+            if g.brokers.is_none()
+                && (g.security != KafkaSecurity::default() || !g.options.is_empty())
+            {
+                p.push(format!(
+                    "{field}: security and options only with brokers; a group on this region's cluster uses kafka's"
+                ));
+            }
+            p.extend(g.security.problems(&format!("{field}.security")));
+        }
+        for (i, m) in l.mirrors.iter().enumerate() {
+            p.extend(m.security.problems(&format!("lag.mirrors[{i}].security")));
         }
         p
     }

@@ -34,10 +34,201 @@ pub struct KafkaConfig {
     /// latency on brokers that answer a fetch only when it runs out.
     #[serde(default = "default_fetch_wait_max_ms")]
     pub fetch_wait_max_ms: u32,
-    /// librdkafka properties passed through verbatim, e.g.
-    /// `"security.protocol" = "SASL_SSL"`. They win over vecsync's own.
+    /// TLS and SASL for the region's cluster (`[kafka.security]`).
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub security: KafkaSecurity,
+    /// librdkafka properties passed through verbatim to every client of the
+    /// region's cluster, e.g. `"socket.keepalive.enable" = "true"`. They
+    /// win over vecsync's own.
+    #[serde(default)]
+    pub options: KafkaOptions,
+}
+
+/// How the clients of one Kafka cluster connect: TLS, SASL and the
+/// credentials. The password is read from an environment variable or a
+/// file when a client is made, never kept in the config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSecurity {
+    /// `plaintext` (the default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default)]
+    pub protocol: SecurityProtocol,
+    /// With a `sasl_*` protocol: `PLAIN`, `SCRAM-SHA-256` or
+    /// `SCRAM-SHA-512` (GSSAPI/Kerberos is not built in).
+    #[serde(default)]
+    pub mechanism: Option<SaslMechanism>,
+    /// The SASL user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the SASL password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the SASL password (surrounding whitespace ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// With an `ssl` protocol: PEM file of the CA certificates to trust;
+    /// the system's trust store when unset.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`, unencrypted.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl KafkaSecurity {
+    /// Each problem with `field` (`kafka.security`, …) as its prefix.
+    pub fn problems(&self, field: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        let sasl = matches!(
+            self.protocol,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        );
+        let tls = matches!(
+            self.protocol,
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+        );
+        let mut check = |ok: bool, f: &str, problem: &str| {
+            if !ok {
+                p.push(format!("{field}.{f}: {problem}"));
+            }
+        };
+        if sasl {
+            check(
+                self.mechanism.is_some(),
+                "mechanism",
+                "is needed with a sasl_* protocol: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            );
+            check(
+                self.username.as_ref().is_some_and(|u| !u.is_empty()),
+                "username",
+                "is needed with a sasl_* protocol",
+            );
+            check(
+                self.password_env.is_some() != self.password_file.is_some(),
+                "password_env",
+                "exactly one of password_env and password_file is needed with a sasl_* protocol",
+            );
+        } else {
+            for (f, set) in [
+                ("mechanism", self.mechanism.is_some()),
+                ("username", self.username.is_some()),
+                ("password_env", self.password_env.is_some()),
+                ("password_file", self.password_file.is_some()),
+            ] {
+                check(
+                    !set,
+                    f,
+                    "only applies with protocol sasl_plaintext or sasl_ssl",
+                );
+            }
+        }
+        for (f, set) in [
+            ("ca_file", self.ca_file.is_some()),
+            ("cert_file", self.cert_file.is_some()),
+            ("key_file", self.key_file.is_some()),
+        ] {
+            check(!set || tls, f, "only applies with protocol ssl or sasl_ssl");
+        }
+        check(
+            self.cert_file.is_some() == self.key_file.is_some(),
+            "cert_file",
+            "cert_file and key_file go together",
+        );
+        p
+    }
+}
+
+/// `security.protocol` of a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// As librdkafka names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+/// `sasl.mechanism` of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// As librdkafka names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// librdkafka properties passed through to a cluster's clients. Values of
+/// properties that hold secrets (passwords, keys, tokens) never appear in
+/// `Debug` output.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaOptions(pub BTreeMap<String, String>);
+
+impl KafkaOptions {
+    /// Whether a property's value is a secret.
+    pub fn is_secret(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        ["password", "secret", "jaas", "token", "pem", "key"]
+            .iter()
+            .any(|s| key.contains(s))
+    }
+}
+
+impl std::ops::Deref for KafkaOptions {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KafkaOptions {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v = if Self::is_secret(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k, v)
+            }))
+            .finish()
+    }
 }
 
 /// The Schema Registry.
@@ -219,9 +410,14 @@ pub struct SourceConfig {
     /// The codebook topic that goes with it.
     #[serde(default = "default_codebook_topic")]
     pub codebook_topic: String,
-    /// librdkafka properties for the source's cluster, passed through.
+    /// TLS and SASL for the source's cluster, when `brokers` names one of
+    /// its own; a source on this region's cluster uses `[kafka.security]`.
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub security: KafkaSecurity,
+    /// librdkafka properties for the source's clients, passed through (on
+    /// top of `kafka.options` for a source on this region's cluster).
+    #[serde(default)]
+    pub options: KafkaOptions,
 }
 
 /// The region's vector store.
@@ -347,6 +543,12 @@ pub struct LagGroupConfig {
     /// name otherwise).
     #[serde(default)]
     pub cluster: Option<String>,
+    /// TLS and SASL for the group's cluster, with `brokers`.
+    #[serde(default)]
+    pub security: KafkaSecurity,
+    /// librdkafka properties for that cluster, with `brokers`.
+    #[serde(default)]
+    pub options: KafkaOptions,
 }
 
 /// A MirrorMaker 2 flow from another cluster into this region's cluster.
@@ -371,6 +573,12 @@ pub struct MirrorConfig {
     /// mirrored as `<alias>.heartbeats` under both.
     #[serde(default)]
     pub replication_policy: ReplicationPolicy,
+    /// TLS and SASL for the source cluster.
+    #[serde(default)]
+    pub security: KafkaSecurity,
+    /// librdkafka properties for the source cluster.
+    #[serde(default)]
+    pub options: KafkaOptions,
 }
 
 /// How MirrorMaker 2 names the mirror of a topic.

@@ -319,3 +319,103 @@ fn server_collection_settings_are_read_and_checked() {
     let err = parse(&text.replace("\"binary\"", "\"pq\""), &[]).unwrap_err();
     assert!(err.to_string().contains("pq"), "{err}");
 }
+
+/// [`MINIMAL`] with `tables` (TOML tables, given in full) added.
+fn with_tables(tables: &str) -> String {
+    format!("{MINIMAL}\n    {tables}\n")
+}
+
+#[test]
+fn kafka_security_is_checked_field_by_field() {
+    let text = with_tables(
+        r#"[kafka.security]
+    protocol = "sasl_ssl"
+    mechanism = "SCRAM-SHA-512"
+    username = "vecsync"
+    password_env = "KAFKA_PASSWORD"
+    ca_file = "/etc/ca.pem""#,
+    );
+    let c = parse(&text, &[]).unwrap();
+    assert_eq!(c.kafka.security.protocol, SecurityProtocol::SaslSsl);
+    assert_eq!(c.kafka.security.mechanism, Some(SaslMechanism::ScramSha512));
+
+    // SASL without its parts, TLS files on plaintext, a lone client cert.
+    let bad = with_tables(
+        r#"[kafka.security]
+    protocol = "sasl_plaintext"
+    ca_file = "/etc/ca.pem"
+    cert_file = "/etc/client.pem"
+    [[consumer.sources]]
+    region = "eu-west"
+    topic = "eu-west.vecsync.deltas"
+    [consumer.sources.security]
+    protocol = "ssl"
+    [[lag.mirrors]]
+    alias = "eu-west"
+    brokers = "10.0.0.2:9092"
+    [lag.mirrors.security]
+    username = "lag""#,
+    );
+    let err = parse(&bad, &[]).unwrap_err();
+    assert_eq!(
+        problem_fields(&err),
+        [
+            "kafka.security.mechanism",
+            "kafka.security.username",
+            "kafka.security.password_env",
+            "kafka.security.ca_file",
+            "kafka.security.cert_file",
+            "kafka.security.cert_file",
+            "consumer.sources[0].security",
+            "lag.mirrors[0].security.username",
+        ]
+    );
+    let unknown = text.replace("SCRAM-SHA-512", "GSSAPI");
+    let err = parse(&unknown, &[]).unwrap_err().to_string();
+    assert!(err.contains("SCRAM-SHA-256"), "{err}");
+}
+
+#[test]
+fn a_source_on_the_regions_cluster_takes_its_security_and_options() {
+    let text = with_tables(
+        r#"[kafka.security]
+    protocol = "ssl"
+    [kafka.options]
+    "socket.keepalive.enable" = "true"
+    "client.rack" = "a"
+    [[consumer.sources]]
+    region = "eu-west"
+    topic = "eu-west.vecsync.deltas"
+    [consumer.sources.options]
+    "client.rack" = "b"
+    [[consumer.sources]]
+    region = "ap-south"
+    brokers = "10.0.0.3:9092"
+    topic = "vecsync.deltas""#,
+    );
+    let c = parse(&text, &[]).unwrap();
+    let sources = c.sources();
+    let mirror = sources.iter().find(|s| s.region == "eu-west").unwrap();
+    assert_eq!(mirror.security.protocol, SecurityProtocol::Ssl);
+    assert_eq!(mirror.options["client.rack"], "b");
+    assert_eq!(mirror.options["socket.keepalive.enable"], "true");
+    let remote = sources.iter().find(|s| s.region == "ap-south").unwrap();
+    assert_eq!(remote.security, KafkaSecurity::default());
+    assert!(remote.options.is_empty());
+}
+
+#[test]
+fn secret_options_never_show_in_debug_output() {
+    let text = with_tables(
+        r#"[kafka.options]
+    "sasl.password" = "hunter2-pass"
+    "ssl.key.pem" = "-----BEGIN hunter3"
+    "sasl.oauthbearer.client.secret" = "hunter4"
+    "client.rack" = "use1-az1""#,
+    );
+    let debug = format!("{:?}", parse(&text, &[]).unwrap());
+    for secret in ["hunter2", "hunter3", "hunter4"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(debug.contains("use1-az1"), "{debug}");
+}
