@@ -983,6 +983,9 @@ async fn assign_static(
         let (c, t) = (consumer.clone(), topic.to_owned());
         let found = off_loop(move || {
             let metadata = c.fetch_metadata(Some(&t), Duration::from_secs(5))?;
+            if let Some(refused) = vecsync_kafka::topic_refused(&metadata, &t) {
+                return Err(refused);
+            }
             let mut mine = TopicPartitionList::new();
             for mt in metadata.topics().iter().filter(|mt| mt.name() == t) {
                 for p in mt.partitions().iter().map(|p| p.id()) {
@@ -1039,7 +1042,7 @@ async fn assign_static(
             Ok(None) => "the topic does not exist yet".to_owned(),
             Err(e) if vecsync_kafka::is_fatal(&e) => {
                 let cluster = &consumer.context().watch.cluster;
-                return Err(format!("Kafka cluster {cluster}: {e}"));
+                return Err(format!("Kafka cluster {cluster}: topic {topic}: {e}"));
             }
             Err(e) => e.to_string(),
         };
@@ -1229,11 +1232,14 @@ impl SourceContext {
 /// A consumer that reads a source's whole codebook topic, outside the group:
 /// assigned its partitions by hand ([`read_codebooks`]), never subscribed,
 /// so that it joins no group and has no rebalance to wait for when dropped.
+/// Its `group.id` starts with the region's, so that one prefixed ACL on the
+/// region's group id covers it.
 fn codebook_consumer(
     config: &RegionConfig,
     source: &SourceConfig,
 ) -> Result<StreamConsumer, WorkerError> {
     client(config, source)?
+        // Never joined: librdkafka needs it to assign partitions.
         .set("group.id", format!("{}-codebooks", config.group_id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")

@@ -12,13 +12,16 @@ use vecsync_consumer::lag::{self, Exporter, Plan};
 use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker::{self, WorkerError};
-use vecsync_devkit::testbed::TestRegion;
+use vecsync_devkit::testbed::{Broker, TestRegion};
 use vecsync_producer::{Mutation, ProducerError, Publisher};
 use vecsync_schemas::config::{Distance, RegionConfig, SourceConfig};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::testing::vector;
 
 const DIM: usize = 8;
+
+/// A user, operations, topics and group prefixes, for `Kafka::allow`.
+type Grant<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_runs_over_sasl_ssl_and_refused_credentials_stop_it() {
@@ -30,32 +33,8 @@ async fn the_pipeline_runs_over_sasl_ssl_and_refused_credentials_stop_it() {
     region.config.store.path = dir.path().join("store");
     let config = region.config.clone();
 
-    let publisher = Publisher::connect(&config).await.unwrap();
-    let batch: Vec<Mutation> = (0..50)
-        .map(|i| Mutation::Upsert {
-            id: PointId::Num(i),
-            vector: vector(DIM, i),
-            payload: None,
-        })
-        .collect();
-    publisher.publish("docs", &batch).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&config.store.path).unwrap());
-    let running = worker::spawn(config.clone(), store.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.count("docs").unwrap_or(0) < 50 {
-        assert!(Instant::now() < deadline, "never applied over SASL_SSL");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    running.stop().await.unwrap();
-    drop(publisher);
-    // The lag exporter reads the cluster through the same layer.
-    let plan = Plan::new(&config).unwrap();
-    let mut exporter = Exporter::new(plan, Duration::from_secs(5), 1000).unwrap();
-    let text = tokio::task::spawn_blocking(move || exporter.scan().render())
-        .await
-        .unwrap();
-    let up = format!("vecsync_lag_cluster_up{{cluster=\"{}\"}} 1", config.region);
-    assert!(text.contains(&up), "{text}");
+    // The whole pipeline, as one user.
+    replicate(&config, &config).await;
 
     // A wrong password, then a CA the broker's certificate does not come from.
     let wrong_password = dir.path().join("wrong-password");
@@ -122,6 +101,38 @@ async fn the_pipeline_runs_over_sasl_ssl_and_refused_credentials_stop_it() {
     );
 }
 
+/// Publishes 50 upserts as `producer`; a worker as `worker` applies them
+/// all into its store; the lag exporter, as `worker` too, reads the
+/// region's cluster.
+async fn replicate(producer: &RegionConfig, worker: &RegionConfig) {
+    let publisher = Publisher::connect(producer).await.unwrap();
+    let batch: Vec<Mutation> = (0..50)
+        .map(|i| Mutation::Upsert {
+            id: PointId::Num(i),
+            vector: vector(DIM, i),
+            payload: None,
+        })
+        .collect();
+    publisher.publish("docs", &batch).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&worker.store.path).unwrap());
+    let running = worker::spawn(worker.clone(), store.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.count("docs").unwrap_or(0) < 50 {
+        assert!(
+            !running.is_finished() && Instant::now() < deadline,
+            "never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await.unwrap();
+    let plan = Plan::new(worker).unwrap();
+    let mut exporter = Exporter::new(plan, Duration::from_secs(5), 1000).unwrap();
+    let report = tokio::task::spawn_blocking(move || exporter.scan())
+        .await
+        .unwrap();
+    assert_eq!(report.clusters[&worker.region], Ok(()));
+}
+
 /// The error names the cluster and the cause, and holds no password.
 fn check_names(case: &str, message: &str, config: &RegionConfig, cause: &str, secret: &str) {
     assert!(message.contains(&config.kafka.brokers), "{case}: {message}");
@@ -165,3 +176,89 @@ dVyVinS1A4CKIlSRemazNg8yj5Qlg7ikTnAOE+bwMMZ6X6qDdnD+Uu58Mty9bwZQ
 jROaV3S4UAHGQ4FoZ77AK4XgWrorSn+7h7USqU0xdvpyR2nrGcu2fPvABMq4zIA=
 -----END CERTIFICATE-----
 ";
+
+/// With KRaft's `StandardAuthorizer`: the producer's user may only write
+/// the region's topics, the worker's only read its sources, commit in its
+/// group and write the dead-letter topic, and the whole pipeline (produce,
+/// replay, lag exporter) runs on those grants alone. A grant missing stops
+/// the component with the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_acls_each_component_needs_only_its_grants() {
+    let users = ["producer", "worker"];
+    let Some(mut region) =
+        TestRegion::start_kafka_secured_with(DIM as u32, "f32", "", &users, true).await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    region.config.store.path = dir.path().join("store");
+    region.config.kafka.create_topics = false;
+    region.config.consumer.dead_letter_topic = format!("{}.dead", region.config.kafka.topic);
+    let c = region.config.clone();
+    let (topic, books, dead) = (
+        c.kafka.topic.as_str(),
+        c.kafka.codebook_topic.as_str(),
+        c.consumer.dead_letter_topic.as_str(),
+    );
+    for (t, partitions) in [(topic, 3), (books, 1), (dead, 1)] {
+        region.broker.create_topic(t, partitions).unwrap();
+    }
+    let secure = region.broker.secure().unwrap().clone();
+    let as_user = |user: &str| {
+        let mut config = c.clone();
+        config.kafka.security = secure.security_of(user);
+        config
+    };
+    let (producer, worker) = (as_user("producer"), as_user("worker"));
+
+    // Nothing granted yet: each is refused, naming the topic's refusal.
+    let err = Publisher::connect(&producer).await.unwrap_err();
+    assert!(!err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("uthorization"), "{err}");
+    let err = stopped_worker(worker.clone()).await;
+    assert!(
+        matches!(&err, WorkerError::Client(e) if !e.is_retriable()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("uthorization"), "{err}");
+
+    let Broker::Kafka(kafka) = &region.broker else {
+        unreachable!("a secured region runs on Apache Kafka")
+    };
+    let group = c.group_id();
+    let grants: [Grant; 4] = [
+        ("producer", &["Write", "Describe"], &[topic, books], &[]),
+        ("worker", &["Read", "Describe"], &[topic, books], &[&group]),
+        ("worker", &["Write", "Describe"], &[dead], &[]),
+        // The producer's user may see the dead-letter topic, not write it.
+        ("producer", &["Describe"], &[dead], &[]),
+    ];
+    tokio::task::block_in_place(|| {
+        for (user, operations, topics, groups) in grants {
+            kafka.allow(user, operations, topics, groups).unwrap();
+        }
+    });
+
+    replicate(&producer, &worker).await;
+
+    // The producer's user may not write the dead-letter topic.
+    let mut elsewhere = producer.clone();
+    elsewhere.kafka.topic = dead.to_owned();
+    let err = publish_one(&elsewhere).await;
+    assert!(!err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("uthorization"), "{err}");
+}
+
+/// Connects and publishes one upsert, which must fail: its error.
+async fn publish_one(config: &RegionConfig) -> ProducerError {
+    let one = [Mutation::Upsert {
+        id: PointId::Num(1),
+        vector: vector(DIM, 1),
+        payload: None,
+    }];
+    match Publisher::connect(config).await {
+        Err(e) => e,
+        Ok(p) => p.publish("docs", &one).await.unwrap_err(),
+    }
+}

@@ -162,11 +162,10 @@ pub struct SecureListener {
     /// The broker's self-signed certificate (for 127.0.0.1), as PEM: the
     /// CA a client trusts.
     pub ca_file: PathBuf,
-    /// The SCRAM-SHA-512 user made when the broker was formatted.
-    pub username: String,
-    pub password: String,
-    /// A file holding the password, for `password_file`.
-    pub password_file: PathBuf,
+    /// The SCRAM-SHA-512 users made when the broker was formatted, each
+    /// with its password, the first `vecsync`.
+    pub users: Vec<(String, String)>,
+    dir: PathBuf,
 }
 
 impl SecureListener {
@@ -175,14 +174,20 @@ impl SecureListener {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// A client's `[kafka.security]` for the listener.
+    /// A client's `[kafka.security]` for the listener, as user `vecsync`.
     pub fn security(&self) -> vecsync_schemas::config::KafkaSecurity {
+        self.security_of("vecsync")
+    }
+
+    /// A client's `[kafka.security]` for the listener, as `user` (its
+    /// password in a file).
+    pub fn security_of(&self, user: &str) -> vecsync_schemas::config::KafkaSecurity {
         use vecsync_schemas::config::{KafkaSecurity, SaslMechanism, SecurityProtocol};
         KafkaSecurity {
             protocol: SecurityProtocol::SaslSsl,
             mechanism: Some(SaslMechanism::ScramSha512),
-            username: Some(self.username.clone()),
-            password_file: Some(self.password_file.clone()),
+            username: Some(user.to_owned()),
+            password_file: Some(self.dir.join(format!("{user}.password"))),
             ca_file: Some(self.ca_file.clone()),
             ..KafkaSecurity::default()
         }
@@ -201,7 +206,7 @@ impl Kafka {
     /// Like [`Kafka::start`], with extra `server.properties` lines.
     pub fn start_with(extra: &[(&str, &str)]) -> Option<Self> {
         let libs = kafka_libs_or_skip()?;
-        let broker = Self::launch_new(libs, &[], extra, false)
+        let broker = Self::launch_new(libs, &[], extra, None)
             .unwrap_or_else(|e| panic!("failed to start Apache Kafka: {e}"));
         Some(broker)
     }
@@ -210,10 +215,63 @@ impl Kafka {
     /// plaintext one (which the devkit's own helpers go on using): a
     /// certificate made with the JDK's `keytool`, and a SCRAM user.
     pub fn start_secured() -> Option<Self> {
+        Self::start_secured_with(&[], false)
+    }
+
+    /// Like [`Kafka::start_secured`], with SCRAM users beside `vecsync`,
+    /// and with `acls`, KRaft's `StandardAuthorizer`: a user on the secured
+    /// listener may do only what [`Kafka::allow`] grants it (the plaintext
+    /// listener's anonymous clients may do anything).
+    pub fn start_secured_with(users: &[&str], acls: bool) -> Option<Self> {
         let libs = kafka_libs_or_skip()?;
-        let broker = Self::launch_new(libs, &[], &[], true)
+        let broker = Self::launch_new(libs, &[], &[], Some((users, acls)))
             .unwrap_or_else(|e| panic!("failed to start Apache Kafka: {e}"));
         Some(broker)
+    }
+
+    /// Grants `user` the `operations` (`Read`, `Write`, `Describe`, …) on
+    /// each of `topics` and on the groups whose names start with one of
+    /// `group_prefixes`, with Kafka's `kafka-acls` tool.
+    pub fn allow(
+        &self,
+        user: &str,
+        operations: &[&str],
+        topics: &[&str],
+        group_prefixes: &[&str],
+    ) -> io::Result<()> {
+        let brokers = self.brokers();
+        let principal = format!("User:{user}");
+        let resources = [
+            ("--topic", topics, "literal"),
+            ("--group", group_prefixes, "prefixed"),
+        ];
+        for (flag, names, pattern) in resources {
+            if names.is_empty() {
+                continue;
+            }
+            let mut args = vec!["--bootstrap-server", &brokers, "--add"];
+            args.extend([
+                "--allow-principal",
+                &principal,
+                "--resource-pattern-type",
+                pattern,
+            ]);
+            for op in operations {
+                args.extend(["--operation", op]);
+            }
+            for name in names {
+                args.extend([flag, name]);
+            }
+            let main = "org.apache.kafka.tools.AclCommand";
+            let status = java(&self.libs, &self.dir.0, "128m", main, &args)?.wait()?;
+            if !status.success() {
+                return Err(io::Error::other(format!(
+                    "kafka-acls exited with {status}; see {}",
+                    self.log_path().display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The secured listener of a broker from [`Kafka::start_secured`].
@@ -225,14 +283,14 @@ impl Kafka {
     /// jars missing among them) are returned, for programs such as the
     /// load test.
     pub fn start_linked(links: &[LinkListener]) -> io::Result<Self> {
-        Self::launch_new(kafka_libs_required()?, links, &[], false)
+        Self::launch_new(kafka_libs_required()?, links, &[], None)
     }
 
     fn launch_new(
         libs: PathBuf,
         links: &[LinkListener],
         extra: &[(&str, &str)],
-        secured: bool,
+        secured: Option<(&[&str], bool)>,
     ) -> io::Result<Self> {
         let dir = Scratch::new("vecsync-kafka")?;
         let port = free_port()?;
@@ -247,8 +305,8 @@ impl Kafka {
             let _ = write!(advertised, ",LINK{i}://{}", link.advertised);
             let _ = write!(protocols, ",LINK{i}:PLAINTEXT");
         }
-        let secure = if secured {
-            let secure = secure_listener(&dir.0)?;
+        let secure = if let Some((users, _)) = secured {
+            let secure = secure_listener(&dir.0, users)?;
             let _ = write!(listeners, ",SECURE://127.0.0.1:{}", secure.port);
             let _ = write!(advertised, ",SECURE://127.0.0.1:{}", secure.port);
             protocols.push_str(",SECURE:SASL_SSL");
@@ -291,11 +349,16 @@ impl Kafka {
                  ssl.key.password={KEYSTORE_PASSWORD}\n",
                 dir.0.join("broker.p12").display()
             );
-            format_args.push("--add-scram".to_owned());
-            format_args.push(format!(
-                "SCRAM-SHA-512=[name={},password={}]",
-                secure.username, secure.password
-            ));
+            for (user, password) in &secure.users {
+                format_args.push("--add-scram".to_owned());
+                format_args.push(format!("SCRAM-SHA-512=[name={user},password={password}]"));
+            }
+        }
+        if secured.is_some_and(|(_, acls)| acls) {
+            props.push_str(
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+                 super.users=User:ANONYMOUS\n",
+            );
         }
         for (k, v) in extra {
             let _ = writeln!(props, "{k}={v}");
@@ -477,8 +540,9 @@ fn create_topic(
 const KEYSTORE_PASSWORD: &str = "vecsync-devkit";
 
 /// A self-signed certificate for 127.0.0.1 in `dir/broker.p12`, its PEM in
-/// `dir/ca.pem`, a free port and a SCRAM user for a [`SecureListener`].
-fn secure_listener(dir: &Path) -> io::Result<SecureListener> {
+/// `dir/ca.pem`, a free port and SCRAM users (`vecsync` and `users`, each
+/// password in `dir/<user>.password`) for a [`SecureListener`].
+fn secure_listener(dir: &Path, users: &[&str]) -> io::Result<SecureListener> {
     let keystore = dir.join("broker.p12").display().to_string();
     let ca_file = dir.join("ca.pem");
     let ca = ca_file.display().to_string();
@@ -528,15 +592,17 @@ fn secure_listener(dir: &Path) -> io::Result<SecureListener> {
             )));
         }
     }
-    let password = crate::broker::unique_name("scram-password");
-    let password_file = dir.join("password");
-    std::fs::write(&password_file, &password)?;
+    let mut made = Vec::new();
+    for user in std::iter::once("vecsync").chain(users.iter().copied()) {
+        let password = crate::broker::unique_name(&format!("{user}-password"));
+        std::fs::write(dir.join(format!("{user}.password")), &password)?;
+        made.push((user.to_owned(), password));
+    }
     Ok(SecureListener {
         port: free_port()?,
         ca_file,
-        username: "vecsync".into(),
-        password,
-        password_file,
+        users: made,
+        dir: dir.to_owned(),
     })
 }
 

@@ -20,6 +20,14 @@ pub enum Broker {
 }
 
 impl Broker {
+    /// The secured listener of an Apache Kafka broker started with one.
+    pub fn secure(&self) -> Option<&crate::kafka::SecureListener> {
+        match self {
+            Self::Tansu(_) => None,
+            Self::Kafka(k) => k.secure(),
+        }
+    }
+
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.
     pub fn brokers(&self) -> String {
         match self {
@@ -114,9 +122,25 @@ impl TestRegion {
     /// devkit's own helpers (`broker.create_topic`, [`TestRegion::read`])
     /// use its plaintext one.
     pub async fn start_kafka_secured(dimension: u32, encoding: &str, extra: &str) -> Option<Self> {
-        let broker = tokio::task::spawn_blocking(Kafka::start_secured)
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        Self::start_kafka_secured_with(dimension, encoding, extra, &[], false).await
+    }
+
+    /// Like [`TestRegion::start_kafka_secured`], with more SCRAM users and,
+    /// with `acls`, the broker's authorizer ([`Kafka::start_secured_with`]).
+    pub async fn start_kafka_secured_with(
+        dimension: u32,
+        encoding: &str,
+        extra: &str,
+        users: &[&str],
+        acls: bool,
+    ) -> Option<Self> {
+        let users: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        let broker = tokio::task::spawn_blocking(move || {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            Kafka::start_secured_with(&users, acls)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         let secure = broker.secure()?.clone();
         let mut region = Self::start_on(Broker::Kafka(broker), dimension, encoding, extra).await;
         region.config.kafka.brokers = secure.brokers();

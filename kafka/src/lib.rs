@@ -11,6 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -344,6 +345,20 @@ pub struct Topic<'a> {
 /// Network errors, timeouts and a leader moving are retried.
 pub fn is_fatal(error: &KafkaError) -> bool {
     error.rdkafka_error_code().is_some_and(is_fatal_code)
+}
+
+/// The fatal error (an authorization refused) the cluster's metadata
+/// gives for `topic`, if any: a client that may not see a topic finds it
+/// in the metadata with that error instead of its partitions.
+pub fn topic_refused(metadata: &Metadata, topic: &str) -> Option<KafkaError> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .find_map(|t| t.error())
+        .map(RDKafkaErrorCode::from)
+        .filter(|&code| is_fatal_code(code))
+        .map(KafkaError::MetadataFetch)
 }
 
 /// [`is_fatal`] for an error code.

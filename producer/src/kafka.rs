@@ -100,6 +100,15 @@ pub async fn partition_count(
         if partitions > 0 {
             return Ok(partitions as u32);
         }
+        if let Some(e) = metadata
+            .as_ref()
+            .ok()
+            .and_then(|m| vecsync_kafka::topic_refused(m, topic))
+        {
+            return Err(cluster
+                .error(&format!("cannot use topic {topic}"), e)
+                .into());
+        }
         if let Some(fatal) = fatal.get() {
             return Err(ProducerError::Fatal(fatal));
         }

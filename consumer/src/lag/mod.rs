@@ -61,6 +61,11 @@ pub struct MirrorPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub region: String,
+    /// The `group.id` of the exporter's own readers, which librdkafka needs
+    /// to assign partitions (they never join or commit): under the region's
+    /// group id, so that one prefixed ACL covers the workers and the
+    /// exporter.
+    pub reader_group: String,
     pub clusters: BTreeMap<String, ClusterPlan>,
     pub mirrors: Vec<MirrorPlan>,
     /// Sources given as topic patterns, which the exporter cannot expand;
@@ -75,6 +80,7 @@ impl Plan {
     pub fn new(config: &RegionConfig) -> Result<Self, String> {
         let mut plan = Plan {
             region: config.region.clone(),
+            reader_group: format!("{}-lag", config.group_id()),
             clusters: BTreeMap::new(),
             mirrors: Vec::new(),
             patterns: Vec::new(),
@@ -345,7 +351,7 @@ impl Exporter {
         for (name, c) in &plan.clusters {
             probes.insert(
                 name.clone(),
-                ClusterProbe::new(&c.cluster, timeout, rewind_records)?,
+                ClusterProbe::new(&c.cluster, &plan.reader_group, timeout, rewind_records)?,
             );
         }
         Ok(Self {

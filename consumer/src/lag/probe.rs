@@ -62,6 +62,8 @@ pub struct ClusterScan {
 /// A long-lived reader of one cluster.
 pub struct ClusterProbe {
     cluster: Cluster,
+    /// The `group.id` of its readers ([`super::Plan::reader_group`]).
+    reader_group: String,
     timeout: Duration,
     rewind: i64,
     reader: BaseConsumer,
@@ -101,12 +103,18 @@ const TIMESTAMP_CACHE: usize = 100_000;
 const QUIET: Duration = Duration::from_millis(1_000);
 
 impl ClusterProbe {
-    pub fn new(cluster: &Cluster, timeout: Duration, rewind: u64) -> Result<Self, String> {
+    pub fn new(
+        cluster: &Cluster,
+        reader_group: &str,
+        timeout: Duration,
+        rewind: u64,
+    ) -> Result<Self, String> {
         Ok(Self {
             cluster: cluster.clone(),
+            reader_group: reader_group.to_owned(),
             timeout,
             rewind: i64::try_from(rewind).unwrap_or(i64::MAX),
-            reader: client(cluster, "vecsync-lag-reader", timeout)?,
+            reader: client(cluster, reader_group, timeout)?,
             groups: HashMap::new(),
             timestamps: HashMap::new(),
             syncs: SyncTail::default(),
@@ -189,7 +197,7 @@ impl ClusterProbe {
         }
         let reader = match self.syncs.reader.take() {
             Some(r) => r,
-            None => client(&self.cluster, "vecsync-lag-syncs", self.timeout)?,
+            None => client(&self.cluster, &self.reader_group, self.timeout)?,
         };
         let read = Self::read_syncs(&mut self.syncs, &reader, &partitions, self.timeout);
         self.syncs.reader = Some(reader);
@@ -448,6 +456,8 @@ struct Found {
     value: Vec<u8>,
 }
 
+/// A reader of `cluster` under `group`, or a handle on a watched group's
+/// committed offsets; neither joins the group nor commits.
 fn client(cluster: &Cluster, group: &str, timeout: Duration) -> Result<BaseConsumer, String> {
     let socket_timeout = timeout.as_millis().max(10).to_string();
     cluster
