@@ -1,7 +1,8 @@
-//! Against an Apache Kafka broker whose clients' listener takes only
-//! SASL_SSL (SCRAM-SHA-512 over TLS, its certificate from a CA of its own):
+//! Against an Apache Kafka broker whose clients' listeners take only
+//! SASL_SSL (SCRAM-SHA-512 over TLS, its certificate from a CA of its own)
+//! and mutual TLS (a client certificate from another CA):
 //! the producer, a worker and the lag exporter connect through
-//! `[kafka.security]`, and a wrong password or an untrusted CA stops each
+//! `[kafka.security]` to both, and a wrong password or an untrusted CA stops each
 //! of them with an error naming the cluster and the cause, instead of
 //! retrying forever.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,8 +34,19 @@ async fn the_pipeline_runs_over_sasl_ssl_and_refused_credentials_stop_it() {
     region.config.store.path = dir.path().join("store");
     let config = region.config.clone();
 
-    // The whole pipeline, as one user.
+    // The whole pipeline, as one user; then on the mutual-TLS listener.
     replicate(&config, &config).await;
+    let secure = region.broker.secure().unwrap().clone();
+    let mut mtls = config.clone();
+    mtls.kafka.brokers = secure.mtls_brokers();
+    mtls.kafka.security = secure.mtls_security();
+    mtls.store.path = dir.path().join("mtls-store");
+    replicate(&mtls, &mtls).await;
+    let mut no_cert = mtls.clone();
+    (
+        no_cert.kafka.security.cert_file,
+        no_cert.kafka.security.key_file,
+    ) = (None, None);
 
     // A wrong password, then a CA the broker's certificate does not come from.
     let wrong_password = dir.path().join("wrong-password");

@@ -165,6 +165,12 @@ pub struct SecureListener {
     /// The SCRAM-SHA-512 users made when the broker was formatted, each
     /// with its password, the first `vecsync`.
     pub users: Vec<(String, String)>,
+    /// A second listener, `SSL` with client certificates required (mutual
+    /// TLS), which trusts the client CA that signed `client_cert`.
+    pub mtls_port: u16,
+    /// A client certificate (`CN=vecsync`) and its key, as PEM.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
     dir: PathBuf,
 }
 
@@ -172,6 +178,23 @@ impl SecureListener {
     /// `127.0.0.1:<port>`, for `bootstrap.servers`.
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<mtls_port>`, for `bootstrap.servers`.
+    pub fn mtls_brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.mtls_port)
+    }
+
+    /// A client's `[kafka.security]` for the mutual-TLS listener.
+    pub fn mtls_security(&self) -> vecsync_schemas::config::KafkaSecurity {
+        use vecsync_schemas::config::{KafkaSecurity, SecurityProtocol};
+        KafkaSecurity {
+            protocol: SecurityProtocol::Ssl,
+            ca_file: Some(self.ca_file.clone()),
+            cert_file: Some(self.client_cert.clone()),
+            key_file: Some(self.client_key.clone()),
+            ..KafkaSecurity::default()
+        }
     }
 
     /// A client's `[kafka.security]` for the listener, as user `vecsync`.
@@ -307,9 +330,11 @@ impl Kafka {
         }
         let secure = if let Some((users, _)) = secured {
             let secure = secure_listener(&dir.0, users)?;
-            let _ = write!(listeners, ",SECURE://127.0.0.1:{}", secure.port);
-            let _ = write!(advertised, ",SECURE://127.0.0.1:{}", secure.port);
-            protocols.push_str(",SECURE:SASL_SSL");
+            for (name, port) in [("SECURE", secure.port), ("MTLS", secure.mtls_port)] {
+                let _ = write!(listeners, ",{name}://127.0.0.1:{port}");
+                let _ = write!(advertised, ",{name}://127.0.0.1:{port}");
+            }
+            protocols.push_str(",SECURE:SASL_SSL,MTLS:SSL");
             Some(secure)
         } else {
             None
@@ -346,8 +371,12 @@ impl Kafka {
                  ssl.keystore.location={}\n\
                  ssl.keystore.type=PKCS12\n\
                  ssl.keystore.password={KEYSTORE_PASSWORD}\n\
-                 ssl.key.password={KEYSTORE_PASSWORD}\n",
-                dir.0.join("broker.p12").display()
+                 ssl.key.password={KEYSTORE_PASSWORD}\n\
+                 listener.name.mtls.ssl.client.auth=required\n\
+                 listener.name.mtls.ssl.truststore.type=PEM\n\
+                 listener.name.mtls.ssl.truststore.location={}\n",
+                dir.0.join("broker.p12").display(),
+                dir.0.join("client-ca.pem").display()
             );
             for (user, password) in &secure.users {
                 format_args.push("--add-scram".to_owned());
@@ -540,8 +569,9 @@ fn create_topic(
 const KEYSTORE_PASSWORD: &str = "vecsync-devkit";
 
 /// A self-signed certificate for 127.0.0.1 in `dir/broker.p12`, its PEM in
-/// `dir/ca.pem`, a free port and SCRAM users (`vecsync` and `users`, each
-/// password in `dir/<user>.password`) for a [`SecureListener`].
+/// `dir/ca.pem`, a client CA and certificate, free ports and SCRAM users
+/// (`vecsync` and `users`, each password in `dir/<user>.password`) for a
+/// [`SecureListener`].
 fn secure_listener(dir: &Path, users: &[&str]) -> io::Result<SecureListener> {
     let keystore = dir.join("broker.p12").display().to_string();
     let ca_file = dir.join("ca.pem");
@@ -583,14 +613,63 @@ fn secure_listener(dir: &Path, users: &[&str]) -> io::Result<SecureListener> {
             &ca,
         ],
     ] {
-        let out = Command::new("keytool").args(&args).output()?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "keytool {} failed: {}",
-                args[0],
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        run_tool("keytool", &args)?;
+    }
+    // A client CA (which the mutual-TLS listener trusts) and a client
+    // certificate it signs, with OpenSSL's command line.
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (ca_key, ca_pem, key, csr, cert) = (
+        path("client-ca.key"),
+        path("client-ca.pem"),
+        path("client.key"),
+        path("client.csr"),
+        path("client.pem"),
+    );
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca_pem,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vecsync-devkit-client-ca",
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=vecsync",
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+        ],
+    ] {
+        run_tool("openssl", &args)?;
     }
     let mut made = Vec::new();
     for user in std::iter::once("vecsync").chain(users.iter().copied()) {
@@ -602,8 +681,24 @@ fn secure_listener(dir: &Path, users: &[&str]) -> io::Result<SecureListener> {
         port: free_port()?,
         ca_file,
         users: made,
+        mtls_port: free_port()?,
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
         dir: dir.to_owned(),
     })
+}
+
+/// Runs a command-line tool to its end; its error output when it fails.
+fn run_tool(program: &str, args: &[&str]) -> io::Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "{program} {} failed: {}",
+        args.first().unwrap_or(&""),
+        String::from_utf8_lossy(&out.stderr)
+    )))
 }
 
 /// Waits up to 60 s for a started broker to answer metadata with itself
