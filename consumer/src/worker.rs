@@ -249,10 +249,15 @@ async fn work(
     let (books_tx, mut books_rx) = mpsc::channel(64);
     let mut consumers = Vec::new();
     let mut tasks = Tasks(Vec::new());
+    let mut verified: Vec<Cluster> = Vec::new();
     for (index, source) in sources.iter().enumerate() {
-        // Refused credentials stop the worker here, not after a retry loop.
+        // Refused credentials stop the worker here, not after a retry loop;
+        // once per cluster, however many sources it carries.
         let cluster = Cluster::of_source(config, source);
-        cluster.verify().await?;
+        if !verified.contains(&cluster) {
+            cluster.verify().await?;
+            verified.push(cluster.clone());
+        }
         let context = SourceContext {
             index,
             tx: tx.clone(),

@@ -183,14 +183,13 @@ async fn a_codebook_topic_created_after_the_worker_started_is_read() {
         .unwrap();
     let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&region.config.store.path).unwrap());
     let running = worker::spawn(region.config.clone(), store.clone());
-    // Its sources assigned, and a second more: it has looked for the
-    // codebook topic (and not found it) by then.
+    // Its sources assigned: its codebook reader looked for the topic (and
+    // did not find it) as it started, before then.
     let deadline = Instant::now() + Duration::from_secs(30);
     while running.readiness().check().is_err() {
         assert!(Instant::now() < deadline, "the worker never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let publisher = Publisher::connect(&region.config).await.unwrap();
     publisher.publish("docs", &upserts(0..20)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -193,7 +193,7 @@ impl Cluster {
     }
 
     /// An admin client of the cluster.
-    pub fn admin(&self) -> Result<AdminClient<Watch>, ClientError> {
+    fn admin(&self) -> Result<AdminClient<Watch>, ClientError> {
         self.client(&[])?
             .create_with_context(Watch::new(self))
             .map_err(|e| self.error("failed to create an admin client", e))

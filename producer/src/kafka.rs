@@ -7,9 +7,6 @@ use std::time::Duration;
 use vecsync_kafka::{Cluster, Fatal, Topic, Watch};
 use vecsync_schemas::config::RegionConfig;
 
-/// How long admin and metadata calls may take.
-pub const ADMIN_TIMEOUT: Duration = vecsync_kafka::ADMIN_TIMEOUT;
-
 /// The producer, whose context keeps the fatal errors librdkafka reports
 /// outside any call (a refused login or certificate).
 pub type KafkaProducer = FutureProducer<Watch>;

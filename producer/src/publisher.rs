@@ -227,7 +227,7 @@ impl Publisher {
             &fatal,
             &cluster,
             &config.kafka.topic,
-            kafka::ADMIN_TIMEOUT,
+            vecsync_kafka::ADMIN_TIMEOUT,
         )
         .await?;
         if partitions != config.kafka.partitions {
