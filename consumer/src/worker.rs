@@ -236,10 +236,13 @@ async fn work(
     }
     let collections: HashMap<String, _> = config.collections.clone().into_iter().collect();
     ensure_collections(&store, &collections, &mut stopping).await?;
-    let registry = Arc::new(RegistryClient::new(
-        &config.registry.url,
-        Duration::from_millis(config.registry.timeout_ms),
-    )?);
+    let registry = Arc::new(RegistryClient::from_config(&config.registry)?);
+    // Wrong registry credentials stop the worker now, not at its first
+    // event; an unreachable registry is waited for when events need it.
+    match registry.check().await {
+        Err(e) if e.is_refused() => return Err(e.into()),
+        _ => {}
+    }
     let decoder = Decoder::<DeltaEvent>::new(registry.clone());
     let sources = config.sources();
     readiness.start(sources.iter().map(|s| s.topic.clone()).collect());
@@ -388,6 +391,7 @@ async fn work(
                 let event = loop {
                     match decoder.decode(&bytes).await {
                         Ok(event) => break Some(event),
+                        Err(ref e) if let Some(refused) = e.refused() => return Err(refused.clone().into()),
                         Err(e) if e.is_retriable() => {
                             tracing::warn!("registry unavailable, retrying in 1s: {e}");
                             stopping.backoff(Duration::from_secs(1), "schema registry").await?;

@@ -13,7 +13,9 @@ use vecsync_consumer::lag::{self, Exporter, Plan};
 use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker::{self, WorkerError};
+use vecsync_devkit::registry::{Access, DevRegistry};
 use vecsync_devkit::testbed::{Broker, TestRegion};
+use vecsync_devkit::tls::TestCerts;
 use vecsync_producer::{Mutation, ProducerError, Publisher};
 use vecsync_schemas::config::{Distance, RegionConfig, SourceConfig};
 use vecsync_schemas::event::PointId;
@@ -272,5 +274,65 @@ async fn publish_one(config: &RegionConfig) -> ProducerError {
     match Publisher::connect(config).await {
         Err(e) => e,
         Ok(p) => p.publish("docs", &one).await.unwrap_err(),
+    }
+}
+
+/// The producer and a worker reach a registry served over HTTPS from a CA
+/// of its own, with basic auth: `[registry]` `ca_file`, `username` and
+/// `password_file`. A wrong password or an untrusted CA stops both, naming
+/// the registry and the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_over_https_with_basic_auth() {
+    let Some(mut region) = TestRegion::start(DIM as u32, "f32", "").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::make(dir.path(), "registry").unwrap();
+    let secret = "registry-secret-5d2e91";
+    let password_file = dir.path().join("registry.password");
+    std::fs::write(&password_file, format!("{secret}\n")).unwrap();
+    let access = Access {
+        tls: Some(certs.tls().unwrap()),
+        basic: Some(("ingest".into(), secret.into())),
+    };
+    region.registry = DevRegistry::in_memory()
+        .spawn_with("127.0.0.1:0", access)
+        .await
+        .unwrap();
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    region.config.store.path = dir.path().join("store");
+    let r = &mut region.config.registry;
+    r.url = region.registry.url();
+    r.username = Some("ingest".into());
+    r.password_file = Some(password_file);
+    r.ca_file = Some(certs.ca_file.clone());
+    let config = region.config.clone();
+    assert!(config.registry.url.starts_with("https://"));
+
+    replicate(&config, &config).await;
+
+    let wrong_password = dir.path().join("wrong-password");
+    std::fs::write(&wrong_password, "not-the-password").unwrap();
+    let mut refused = config.clone();
+    refused.registry.password_file = Some(wrong_password);
+    let mut untrusted = config.clone();
+    untrusted.registry.ca_file = None;
+    for (case, config, cause) in [
+        ("wrong password", &refused, "401"),
+        ("untrusted CA", &untrusted, "certificate"),
+    ] {
+        let check = |message: &str| {
+            assert!(message.contains(&config.registry.url), "{case}: {message}");
+            assert!(message.contains(cause), "{case}: {message}");
+            for s in [secret, "not-the-password"] {
+                assert!(!message.contains(s), "{case}: a password in {message}");
+            }
+        };
+        let err = Publisher::connect(config).await.unwrap_err();
+        assert!(!err.is_retriable(), "{case}: {err}");
+        check(&err.to_string());
+        let err = stopped_worker(config.clone()).await;
+        assert!(matches!(&err, WorkerError::Registry(_)), "{case}: {err}");
+        check(&err.to_string());
     }
 }

@@ -616,61 +616,13 @@ fn secure_listener(dir: &Path, users: &[&str]) -> io::Result<SecureListener> {
         run_tool("keytool", &args)?;
     }
     // A client CA (which the mutual-TLS listener trusts) and a client
-    // certificate it signs, with OpenSSL's command line.
-    let path = |name: &str| dir.join(name).display().to_string();
-    let (ca_key, ca_pem, key, csr, cert) = (
-        path("client-ca.key"),
-        path("client-ca.pem"),
-        path("client.key"),
-        path("client.csr"),
-        path("client.pem"),
-    );
-    for args in [
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca_pem,
-            "-days",
-            "2",
-            "-subj",
-            "/CN=vecsync-devkit-client-ca",
-        ],
-        vec![
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=vecsync",
-        ],
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &cert,
-            "-days",
-            "2",
-        ],
-    ] {
-        run_tool("openssl", &args)?;
-    }
+    // certificate it signs.
+    let client = crate::tls::TestCerts::signed(
+        dir,
+        "client",
+        "/CN=vecsync",
+        "basicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n",
+    )?;
     let mut made = Vec::new();
     for user in std::iter::once("vecsync").chain(users.iter().copied()) {
         let password = crate::broker::unique_name(&format!("{user}-password"));
@@ -682,14 +634,14 @@ fn secure_listener(dir: &Path, users: &[&str]) -> io::Result<SecureListener> {
         ca_file,
         users: made,
         mtls_port: free_port()?,
-        client_cert: dir.join("client.pem"),
-        client_key: dir.join("client.key"),
+        client_cert: client.cert_file,
+        client_key: client.key_file,
         dir: dir.to_owned(),
     })
 }
 
 /// Runs a command-line tool to its end; its error output when it fails.
-fn run_tool(program: &str, args: &[&str]) -> io::Result<()> {
+pub(crate) fn run_tool(program: &str, args: &[&str]) -> io::Result<()> {
     let out = Command::new(program).args(args).output()?;
     if out.status.success() {
         return Ok(());

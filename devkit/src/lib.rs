@@ -23,3 +23,4 @@ pub mod proxy;
 pub mod qdrant;
 pub mod registry;
 pub mod testbed;
+pub mod tls;

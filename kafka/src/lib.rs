@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vecsync_schemas::config::{
     KafkaOptions, KafkaSecurity, LagGroupConfig, MirrorConfig, RegionConfig, SecurityProtocol,
-    SourceConfig,
+    SourceConfig, read_secret,
 };
 
 /// How long admin calls may take.
@@ -304,28 +304,15 @@ impl Cluster {
     /// The SASL password, from its variable or file.
     fn password(&self) -> Result<Option<String>, ClientError> {
         let s = &self.security;
-        if let Some(var) = &s.password_env {
-            return match std::env::var(var) {
-                Ok(p) if !p.is_empty() => Ok(Some(p)),
-                _ => Err(self.config_error(
-                    "password_env",
-                    format!("environment variable {var} is not set"),
-                )),
-            };
-        }
-        if let Some(path) = &s.password_file {
-            return match std::fs::read_to_string(path) {
-                Ok(p) if !p.trim().is_empty() => Ok(Some(p.trim().to_owned())),
-                Ok(_) => {
-                    Err(self.config_error("password_file", format!("{} is empty", path.display())))
-                }
-                Err(e) => Err(self.config_error(
-                    "password_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )),
-            };
-        }
-        Ok(None)
+        read_secret(
+            &self.field,
+            s.password_env.as_deref(),
+            s.password_file.as_deref(),
+        )
+        .map_err(|e| ClientError::Config {
+            field: e.field,
+            reason: e.problem,
+        })
     }
 }
 

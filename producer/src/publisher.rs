@@ -239,10 +239,8 @@ impl Publisher {
                  every region's topic needs the same count to co-partition"
             );
         }
-        let registry = Arc::new(RegistryClient::new(
-            &config.registry.url,
-            Duration::from_millis(config.registry.timeout_ms),
-        )?);
+        let registry = Arc::new(RegistryClient::from_config(&config.registry)?);
+        registry.check().await?;
         let encoder = Encoder::register(&registry, &value_subject(&config.kafka.topic)).await?;
         let codebook_encoder = if collections.values().any(|c| c.codebook.is_some()) {
             Some(Encoder::register(&registry, &value_subject(&config.kafka.codebook_topic)).await?)

@@ -56,6 +56,15 @@ impl DecodeError {
         matches!(self, DecodeError::Registry { source, .. } if source.is_retriable())
     }
 
+    /// The registry refused this client's credentials or access: nothing
+    /// about the bytes is known, and no retry helps.
+    pub fn refused(&self) -> Option<&crate::registry::RegistryError> {
+        match self {
+            DecodeError::Registry { source, .. } if source.is_refused() => Some(source),
+            _ => None,
+        }
+    }
+
     /// A short, fixed label for metrics.
     pub fn reason_label(&self) -> &'static str {
         match self {

@@ -22,6 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -156,29 +157,64 @@ impl DevRegistry {
 
     /// Serves on `addr` in a background task; stops when the handle drops.
     pub async fn spawn(self, addr: &str) -> std::io::Result<RunningRegistry> {
+        self.spawn_with(addr, Access::default()).await
+    }
+
+    /// Serves on `addr` with `access`: TLS, basic auth or both.
+    pub async fn spawn_with(self, addr: &str, access: Access) -> std::io::Result<RunningRegistry> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = self.router();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let mut router = self.router();
+        if let Some((user, password)) = &access.basic {
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            );
+            router = router.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let allowed = request
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+                    async move {
+                        if allowed {
+                            next.run(request).await
+                        } else {
+                            let body = json!({"error_code": 401, "message": "Unauthorized"});
+                            respond(StatusCode::UNAUTHORIZED, body.to_string())
+                        }
+                    }
+                },
+            ));
+        }
+        let tls = access.tls.is_some();
+        let task = tokio::spawn(vecsync_serve::serve(listener, access.tls, router, async {
+            let _ = stopped.await;
+        }));
         Ok(RunningRegistry {
             addr,
+            tls,
             stop: Some(stop),
             task: Some(task),
         })
     }
 }
 
+/// Who may use a served registry, and how they connect.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Serve HTTPS.
+    pub tls: Option<vecsync_serve::Tls>,
+    /// Require HTTP basic auth with this user and password.
+    pub basic: Option<(String, String)>,
+}
+
 /// A registry serving in the background.
 #[derive(Debug)]
 pub struct RunningRegistry {
     addr: SocketAddr,
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -190,7 +226,8 @@ impl RunningRegistry {
 
     /// The base URL clients use.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving and waits for the server to finish.

@@ -239,6 +239,21 @@ impl RegionConfig {
             "must be an http:// or https:// URL",
         );
         check(r.timeout_ms > 0, "registry.timeout_ms", "must be positive");
+        check(
+            r.username.is_some() == (r.password_env.is_some() || r.password_file.is_some()),
+            "registry.username",
+            "basic auth needs username and one of password_env and password_file",
+        );
+        check(
+            !(r.password_env.is_some() && r.password_file.is_some()),
+            "registry.password_env",
+            "give one of password_env and password_file, not both",
+        );
+        check(
+            r.ca_file.is_none() || r.url.starts_with("https://"),
+            "registry.ca_file",
+            "only applies with an https:// URL",
+        );
         let st = &self.store;
         if st.backend == StoreBackend::Qdrant {
             check(
@@ -328,6 +343,36 @@ impl RegionConfig {
             "ingest.bearer_token",
             "must not be empty; leave it out for no authentication",
         );
+        for (n, t) in i.tokens.iter().enumerate() {
+            let field = |f: &str| format!("ingest.tokens[{n}].{f}");
+            check(
+                !t.name.trim().is_empty(),
+                &field("name"),
+                "must not be empty",
+            );
+            check(
+                i.tokens[..n].iter().all(|o| o.name != t.name),
+                &field("name"),
+                "another token has this name",
+            );
+            check(
+                t.token_env.is_some() != t.token_file.is_some(),
+                &field("token_env"),
+                "exactly one of token_env and token_file is needed",
+            );
+            check(
+                !t.collections.is_empty(),
+                &field("collections"),
+                "must list the collections it may write, or \"*\" for all",
+            );
+            for c in &t.collections {
+                check(
+                    c == "*" || self.collections.contains_key(c),
+                    &field("collections"),
+                    &format!("no collection {c:?} in [collections]"),
+                );
+            }
+        }
         let co = &self.consumer;
         check(
             is_name(&co.dead_letter_topic, 249),

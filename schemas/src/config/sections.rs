@@ -240,6 +240,136 @@ pub struct RegistryConfig {
     /// Timeout of one registry request.
     #[serde(default = "default_registry_timeout_ms")]
     pub timeout_ms: u64,
+    /// HTTP basic auth user; Confluent Cloud's API key.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the basic auth password (Confluent
+    /// Cloud's API secret).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the basic auth password (surrounding whitespace ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// With an `https://` URL: PEM file of CA certificates trusted besides
+    /// the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryConfig {
+    /// The basic auth password, from `password_env` or `password_file`.
+    pub fn password(&self) -> Result<Option<String>, SecretError> {
+        read_secret(
+            "registry",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )
+    }
+}
+
+/// A secret that could not be read; names its field and never holds the
+/// secret.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SecretError {
+    /// `kafka.security.password_env`, …
+    pub field: String,
+    pub problem: String,
+}
+
+/// A secret from the environment variable `env` or else the file `file`
+/// (trimmed); neither set is `None`. `section` prefixes the field an error
+/// names.
+pub fn read_secret(
+    section: &str,
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, SecretError> {
+    let error = |field: &str, problem: String| SecretError {
+        field: format!("{section}.{field}"),
+        problem,
+    };
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(p) if !p.is_empty() => Ok(Some(p)),
+            _ => Err(error(
+                "password_env",
+                format!("environment variable {var} is not set"),
+            )),
+        };
+    }
+    if let Some(path) = file {
+        return match std::fs::read_to_string(path) {
+            Ok(p) if !p.trim().is_empty() => Ok(Some(p.trim().to_owned())),
+            Ok(_) => Err(error(
+                "password_file",
+                format!("{} is empty", path.display()),
+            )),
+            Err(e) => Err(error(
+                "password_file",
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        };
+    }
+    Ok(None)
+}
+
+/// TLS on one of vecsync's HTTP listeners (`[ingest.tls]`, `[consumer.tls]`,
+/// `[lag.tls]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, the listener's own certificate first.
+    pub cert_file: PathBuf,
+    /// Its unencrypted PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// One bearer token of the ingest API and the collections it may write.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestToken {
+    /// Who holds it; logged and counted, never the token itself.
+    pub name: String,
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding the token (surrounding whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The collections it may write; `["*"]` for all.
+    pub collections: Vec<String>,
+}
+
+impl fmt::Debug for IngestToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngestToken")
+            .field("name", &self.name)
+            .field("token_env", &self.token_env)
+            .field("token_file", &self.token_file)
+            .field("collections", &self.collections)
+            .finish()
+    }
+}
+
+impl IngestToken {
+    /// The token, from `token_env` or `token_file`.
+    pub fn token(&self, field: &str) -> Result<String, SecretError> {
+        read_secret(field, self.token_env.as_deref(), self.token_file.as_deref())
+            .map_err(|e| SecretError {
+                field: e.field.replace(".password_", ".token_"),
+                problem: e.problem,
+            })?
+            .ok_or_else(|| SecretError {
+                field: format!("{field}.token_env"),
+                problem: "one of token_env and token_file is needed".into(),
+            })
+    }
+
+    /// True when the token may write `collection`.
+    pub fn allows(&self, collection: &str) -> bool {
+        self.collections.iter().any(|c| c == "*" || c == collection)
+    }
 }
 
 /// Producer tuning.
@@ -283,9 +413,17 @@ pub struct IngestConfig {
     /// Address the API listens on.
     #[serde(default = "default_ingest_listen")]
     pub listen: SocketAddr,
-    /// When set, requests must carry `Authorization: Bearer <token>`.
+    /// When set, requests must carry `Authorization: Bearer <token>`; it
+    /// may write every collection. `tokens` gives several, scoped ones.
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// Bearer tokens, each scoped to collections (`[[ingest.tokens]]`).
+    /// With any token set, every write needs one.
+    #[serde(default)]
+    pub tokens: Vec<IngestToken>,
+    /// Serve HTTPS (`[ingest.tls]`).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
     /// Largest request body.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -302,6 +440,8 @@ impl fmt::Debug for IngestConfig {
                 "bearer_token",
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("tokens", &self.tokens)
+            .field("tls", &self.tls)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_points_per_request", &self.max_points_per_request)
             .finish()
@@ -315,6 +455,9 @@ pub struct ConsumerConfig {
     /// Address of the consumer's API and `/metrics`.
     #[serde(default = "default_consumer_listen")]
     pub listen: SocketAddr,
+    /// Serve the API over HTTPS (`[consumer.tls]`).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
     /// Consumer group of the region's workers; `vecsync-<region>` if unset.
     #[serde(default)]
     pub group_id: Option<String>,
@@ -506,6 +649,9 @@ pub struct LagConfig {
     /// Address of the exporter's `/metrics`, `/healthz` and `/readyz`.
     #[serde(default = "default_lag_listen")]
     pub listen: SocketAddr,
+    /// Serve over HTTPS (`[lag.tls]`).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
     /// How often the clusters are read.
     #[serde(default = "default_lag_interval_ms")]
     pub interval_ms: u64,
