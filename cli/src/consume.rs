@@ -43,8 +43,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         );
-    let server = tokio::spawn(async move { axum::serve(listener, api).await });
-    tracing::info!(listen = %config.consumer.listen, "consumer API listening");
+    let tls = vecsync_serve::Tls::of(config.consumer.tls.as_ref(), "consumer.tls")?;
+    tracing::info!(listen = %config.consumer.listen, tls = tls.is_some(), "consumer API listening");
+    let server = tokio::spawn(vecsync_serve::serve(
+        listener,
+        tls,
+        api,
+        std::future::pending(),
+    ));
     let result = worker::run(
         &config,
         store,

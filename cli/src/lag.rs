@@ -15,9 +15,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("cannot start the lag exporter ([lag])")?;
     let router = running.router();
-    tracing::info!(%listen, interval_ms = config.lag.interval_ms, "lag exporter listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(crate::shutdown_signal())
+    let tls = vecsync_serve::Tls::of(config.lag.tls.as_ref(), "lag.tls")?;
+    tracing::info!(%listen, tls = tls.is_some(), interval_ms = config.lag.interval_ms, "lag exporter listening");
+    vecsync_serve::serve(listener, tls, router, crate::shutdown_signal())
         .await
         .context("the lag exporter's server failed")?;
     tokio::task::spawn_blocking(move || running.stop()).await?;

@@ -10,7 +10,8 @@
 //! A request is answered only when the broker has acknowledged all of its
 //! events; the version of each point is its HLC timestamp, which a payload
 //! patch names as `base_version`. Errors are JSON, `{"error": "..."}`, with
-//! 400 (not JSON of the right shape), 401 (bearer token), 404 (unknown
+//! 400 (not JSON of the right shape), 401 (no or an unknown bearer token),
+//! 403 (the token may not write the collection), 404 (unknown
 //! collection), 413 (too large), 422 (a point is invalid: the message names
 //! its index and id) and 503 (broker or registry unavailable: retry).
 
@@ -30,14 +31,48 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use std::future::Future;
 use std::sync::Arc;
-use vecsync_schemas::config::IngestConfig;
+use vecsync_schemas::config::{IngestConfig, IngestToken, SecretError};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
+
+/// The bearer tokens a request may carry, each with what it may write;
+/// none at all for an open API.
+struct Tokens(Vec<(IngestToken, String)>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|t| &t.0)).finish()
+    }
+}
+
+impl Tokens {
+    /// `ingest.bearer_token` (every collection) and `[[ingest.tokens]]`,
+    /// their secrets read now.
+    fn from_config(config: &IngestConfig) -> Result<Self, SecretError> {
+        let mut tokens: Vec<_> = config
+            .bearer_token
+            .iter()
+            .map(|t| {
+                let every = IngestToken {
+                    name: "bearer_token".into(),
+                    token_env: None,
+                    token_file: None,
+                    collections: vec!["*".into()],
+                };
+                (every, t.clone())
+            })
+            .collect();
+        for (n, t) in config.tokens.iter().enumerate() {
+            tokens.push((t.clone(), t.token(&format!("ingest.tokens[{n}]"))?));
+        }
+        Ok(Self(tokens))
+    }
+}
 
 #[derive(Debug)]
 struct AppState {
     publisher: Arc<Publisher>,
-    bearer_token: Option<String>,
+    tokens: Tokens,
     max_points: usize,
     max_body_bytes: usize,
     metrics: PrometheusHandle,
@@ -48,20 +83,21 @@ type Shared = Arc<AppState>;
 /// How long `/readyz` waits for the broker, so a probe gets an answer in time.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The API's routes over `publisher`.
+/// The API's routes over `publisher`. Fails when a token's secret cannot
+/// be read, naming its field.
 pub fn router(
     publisher: Arc<Publisher>,
     config: &IngestConfig,
     metrics: PrometheusHandle,
-) -> Router {
+) -> Result<Router, SecretError> {
     let state = Arc::new(AppState {
         publisher,
-        bearer_token: config.bearer_token.clone(),
+        tokens: Tokens::from_config(config)?,
         max_points: config.max_points_per_request,
         max_body_bytes: config.max_body_bytes,
         metrics,
     });
-    Router::new()
+    Ok(Router::new()
         .route("/v1/collections/{collection}/points", post(upsert))
         .route("/v1/collections/{collection}/points/delete", post(delete))
         .route("/v1/collections/{collection}/points/payload", post(patch))
@@ -69,22 +105,23 @@ pub fn router(
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(state)
+        .with_state(state))
 }
 
-/// Serves the API on `config.listen` until `shutdown` resolves, then lets
-/// requests in flight finish.
+/// Serves the API on `config.listen`, over TLS with `[ingest.tls]`, until
+/// `shutdown` resolves, then lets requests in flight finish.
 pub async fn serve(
     publisher: Arc<Publisher>,
     config: &IngestConfig,
     metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = router(publisher, config, metrics)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let tls = vecsync_serve::Tls::of(config.tls.as_ref(), "ingest.tls")?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, "ingest API listening");
-    axum::serve(listener, router(publisher, config, metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
+    tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "ingest API listening");
+    vecsync_serve::serve(listener, tls, router, shutdown).await
 }
 
 /// An error answer.
@@ -248,7 +285,7 @@ async fn handle<R: DeserializeOwned>(
     to_mutations: impl FnOnce(R) -> Result<Vec<Mutation>, ApiError>,
 ) -> Response {
     let result = async {
-        authorize(app, headers)?;
+        authorize(app, headers, collection)?;
         if app.publisher.collection(collection).is_none() {
             return Err(ProducerError::UnknownCollection(collection.to_owned()).into());
         }
@@ -298,24 +335,44 @@ async fn handle<R: DeserializeOwned>(
     response
 }
 
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &app.bearer_token else {
+/// A write needs a token that may write `collection`, when any is set.
+fn authorize(app: &AppState, headers: &HeaderMap, collection: &str) -> Result<(), ApiError> {
+    if app.tokens.0.is_empty() {
         return Ok(());
-    };
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError(
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this API needs an Authorization: Bearer <token> header".into(),
+            )
+        })?;
+    // Every token is compared, so the time taken tells nothing either.
+    let mut matched = None;
+    for (scope, token) in &app.tokens.0 {
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            matched = Some(scope);
+        }
+    }
+    let scope = matched.ok_or_else(|| {
+        ApiError(
             StatusCode::UNAUTHORIZED,
             "the bearer token is not valid".into(),
-        )),
-        None => Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "this API needs an Authorization: Bearer <token> header".into(),
-        )),
+        )
+    })?;
+    if scope.allows(collection) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} may not write collection {collection:?}",
+                scope.name
+            ),
+        ))
     }
 }
 

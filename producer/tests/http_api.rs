@@ -5,8 +5,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use vecsync_devkit::broker::free_port;
 use vecsync_devkit::testbed::TestRegion;
+use vecsync_devkit::tls::TestCerts;
 use vecsync_producer::{Publisher, http, metrics};
+use vecsync_schemas::config::{IngestToken, ListenerTls};
 use vecsync_schemas::event::{Body, VectorData};
 use vecsync_schemas::hlc::Hlc;
 
@@ -25,7 +28,7 @@ impl Api {
         let publisher = Arc::new(Publisher::connect(&region.config).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = http::router(publisher, &region.config.ingest, metrics::prometheus());
+        let router = http::router(publisher, &region.config.ingest, metrics::prometheus()).unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await });
         Some(Self {
             region,
@@ -294,4 +297,130 @@ async fn health_readiness_and_metrics() {
     let (status, text) = api.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(text.contains("broker"), "{text}");
+}
+
+/// Over HTTPS, with `[[ingest.tokens]]`: each token writes only its
+/// collections (403 naming the token and the collection otherwise), a
+/// missing or unknown token is 401, the health check needs none, and a
+/// client that does not trust the listener's CA gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_over_https() {
+    let notes = "[collections.notes]\ndimension = 4\ndistance = \"cosine\"\nencoding = \"f32\"\n";
+    let Some(mut region) = TestRegion::start(4, "f32", notes).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::make(dir.path(), "ingest").unwrap();
+    let secret = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        path
+    };
+    let ingest = &mut region.config.ingest;
+    ingest.listen = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    ingest.tls = Some(ListenerTls {
+        cert_file: certs.cert_file.clone(),
+        key_file: certs.key_file.clone(),
+    });
+    for (name, token, collections) in [
+        ("docs-loader", "docs-token-3b9f", vec!["docs".to_owned()]),
+        ("admin", "admin-token-7c1e", vec!["*".to_owned()]),
+    ] {
+        ingest.tokens.push(IngestToken {
+            name: name.into(),
+            token_env: None,
+            token_file: Some(secret(name, token)),
+            collections,
+        });
+    }
+    let config = region.config.clone();
+    let publisher = Arc::new(Publisher::connect(&config).await.unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        http::serve(publisher, &config.ingest, metrics::prometheus(), async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let url = format!("https://{}", region.config.ingest.listen);
+    let client = certs.client().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.get(format!("{url}/healthz")).send().await {
+            Ok(r) => {
+                assert_eq!(
+                    r.status(),
+                    StatusCode::OK,
+                    "the health check needs no token"
+                );
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "never served: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let body = json!({"points": [{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4]}]}).to_string();
+    let post = |collection: &str, token: Option<&str>| {
+        let mut request = client
+            .post(format!("{url}/v1/collections/{collection}/points"))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    for (collection, token, status, says) in [
+        ("docs", Some("docs-token-3b9f"), StatusCode::OK, "versions"),
+        (
+            "notes",
+            Some("docs-token-3b9f"),
+            StatusCode::FORBIDDEN,
+            r#"token \"docs-loader\" may not write collection \"notes\""#,
+        ),
+        (
+            "notes",
+            Some("admin-token-7c1e"),
+            StatusCode::OK,
+            "versions",
+        ),
+        ("docs", Some("admin-token-7c1e"), StatusCode::OK, "versions"),
+        (
+            "docs",
+            Some("guessed"),
+            StatusCode::UNAUTHORIZED,
+            "not valid",
+        ),
+        ("docs", None, StatusCode::UNAUTHORIZED, "Bearer"),
+    ] {
+        let (got, text) = post(collection, token).await;
+        assert_eq!(got, status, "{collection} with {token:?}: {text}");
+        assert!(text.contains(says), "{collection} with {token:?}: {text}");
+        for secret in ["docs-token-3b9f", "admin-token-7c1e"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+    // Only the three accepted writes reached the topic.
+    let events = region.events(4, Duration::from_secs(3)).await;
+    assert_eq!(events.len(), 3);
+
+    // Plain HTTP, and a client without the CA, get no answer.
+    let plain = format!("http://{}/healthz", region.config.ingest.listen);
+    assert!(client.get(plain).send().await.is_err());
+    let untrusting = reqwest::Client::new();
+    let err = untrusting
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("certificate"), "{err:?}");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use vecsync_schemas::config::ListenerTls;
 
 /// A client gets this long to finish its TLS handshake; a slow or silent one
 /// holds up nobody else.
@@ -77,6 +78,18 @@ impl Tls {
                 })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self(Arc::new(config)))
+    }
+}
+
+impl Tls {
+    /// The TLS a listener's config asks for (`[ingest.tls]`, …; `field`
+    /// names it in errors), read now; `None` for plain HTTP.
+    pub fn of(tls: Option<&ListenerTls>, field: &str) -> io::Result<Option<Self>> {
+        tls.map(|t| {
+            Self::from_files(&t.cert_file, &t.key_file)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{field}: {e}")))
+        })
+        .transpose()
     }
 }
 

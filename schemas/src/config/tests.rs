@@ -419,3 +419,67 @@ fn secret_options_never_show_in_debug_output() {
     }
     assert!(debug.contains("use1-az1"), "{debug}");
 }
+
+#[test]
+fn registry_auth_and_ingest_tokens_are_checked() {
+    let registry = |fields: &str| {
+        MINIMAL.replace(
+            r#"url = "http://127.0.0.1:8081""#,
+            &format!("url = \"https://sr.example.com\"\n    {fields}"),
+        )
+    };
+    let good = registry(
+        r#"username = "KEY"
+    password_env = "SR_SECRET"
+    ca_file = "/etc/sr-ca.pem""#,
+    );
+    let c = parse(&good, &[]).unwrap();
+    assert_eq!(c.registry.username.as_deref(), Some("KEY"));
+
+    let bad = format!(
+        "{}\n    {}",
+        registry(
+            r#"password_env = "SR_SECRET"
+    password_file = "/run/sr""#
+        )
+        .replace("https://", "http://")
+        .replace(
+            "password_file = \"/run/sr\"",
+            "password_file = \"/run/sr\"\n    ca_file = \"/ca.pem\""
+        ),
+        r#"[[ingest.tokens]]
+    name = "loader"
+    collections = []
+    [[ingest.tokens]]
+    name = "loader"
+    token_env = "T"
+    collections = ["nope"]"#
+    );
+    let err = parse(&bad, &[]).unwrap_err();
+    assert_eq!(
+        problem_fields(&err),
+        [
+            "registry.username",
+            "registry.password_env",
+            "registry.ca_file",
+            "ingest.tokens[0].token_env",
+            "ingest.tokens[0].collections",
+            "ingest.tokens[1].name",
+            "ingest.tokens[1].collections",
+        ]
+    );
+    let tokens = parse(
+        &with_tables(
+            r#"[[ingest.tokens]]
+    name = "loader"
+    token_env = "VECSYNC_TEST_UNSET_TOKEN"
+    collections = ["docs"]"#,
+        ),
+        &[],
+    )
+    .unwrap();
+    let token = &tokens.ingest.tokens[0];
+    assert!(token.allows("docs") && !token.allows("other"));
+    let err = token.token("ingest.tokens[0]").unwrap_err();
+    assert_eq!(err.field, "ingest.tokens[0].token_env");
+}
