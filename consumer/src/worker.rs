@@ -239,9 +239,10 @@ async fn work(
     let registry = Arc::new(RegistryClient::from_config(&config.registry)?);
     // Wrong registry credentials stop the worker now, not at its first
     // event; an unreachable registry is waited for when events need it.
-    match registry.check().await {
-        Err(e) if e.is_refused() => return Err(e.into()),
-        _ => {}
+    if let Err(e) = registry.check().await
+        && e.is_refused()
+    {
+        return Err(e.into());
     }
     let decoder = Decoder::<DeltaEvent>::new(registry.clone());
     let sources = config.sources();

@@ -306,6 +306,7 @@ impl Cluster {
         let s = &self.security;
         read_secret(
             &self.field,
+            "password",
             s.password_env.as_deref(),
             s.password_file.as_deref(),
         )

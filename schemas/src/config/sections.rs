@@ -261,6 +261,7 @@ impl RegistryConfig {
     pub fn password(&self) -> Result<Option<String>, SecretError> {
         read_secret(
             "registry",
+            "password",
             self.password_env.as_deref(),
             self.password_file.as_deref(),
         )
@@ -278,22 +279,23 @@ pub struct SecretError {
 }
 
 /// A secret from the environment variable `env` or else the file `file`
-/// (trimmed); neither set is `None`. `section` prefixes the field an error
-/// names.
+/// (trimmed); neither set is `None`. An error names the field
+/// `<section>.<kind>_env` or `<section>.<kind>_file`.
 pub fn read_secret(
     section: &str,
+    kind: &str,
     env: Option<&str>,
     file: Option<&std::path::Path>,
 ) -> Result<Option<String>, SecretError> {
-    let error = |field: &str, problem: String| SecretError {
-        field: format!("{section}.{field}"),
+    let error = |from: &str, problem: String| SecretError {
+        field: format!("{section}.{kind}_{from}"),
         problem,
     };
     if let Some(var) = env {
         return match std::env::var(var) {
             Ok(p) if !p.is_empty() => Ok(Some(p)),
             _ => Err(error(
-                "password_env",
+                "env",
                 format!("environment variable {var} is not set"),
             )),
         };
@@ -301,12 +303,9 @@ pub fn read_secret(
     if let Some(path) = file {
         return match std::fs::read_to_string(path) {
             Ok(p) if !p.trim().is_empty() => Ok(Some(p.trim().to_owned())),
-            Ok(_) => Err(error(
-                "password_file",
-                format!("{} is empty", path.display()),
-            )),
+            Ok(_) => Err(error("file", format!("{} is empty", path.display()))),
             Err(e) => Err(error(
-                "password_file",
+                "file",
                 format!("cannot read {}: {e}", path.display()),
             )),
         };
@@ -355,15 +354,16 @@ impl fmt::Debug for IngestToken {
 impl IngestToken {
     /// The token, from `token_env` or `token_file`.
     pub fn token(&self, field: &str) -> Result<String, SecretError> {
-        read_secret(field, self.token_env.as_deref(), self.token_file.as_deref())
-            .map_err(|e| SecretError {
-                field: e.field.replace(".password_", ".token_"),
-                problem: e.problem,
-            })?
-            .ok_or_else(|| SecretError {
-                field: format!("{field}.token_env"),
-                problem: "one of token_env and token_file is needed".into(),
-            })
+        read_secret(
+            field,
+            "token",
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+        )?
+        .ok_or_else(|| SecretError {
+            field: format!("{field}.token_env"),
+            problem: "one of token_env and token_file is needed".into(),
+        })
     }
 
     /// True when the token may write `collection`.
