@@ -156,7 +156,10 @@ async fn a_qdrant_server_outage_pauses_the_worker_and_loses_nothing() {
     }
     let stats = running.stop().await.unwrap();
     assert_eq!(stats.dead_letters, 0, "an outage is not a dead letter");
-    assert_eq!(stats.applied, 50);
+    // A write the server took as it went away or came back, but answered
+    // too late, is found already stored when its batch is retried: applied
+    // once in effect, counted as unchanged the second time.
+    assert_eq!(stats.applied + stats.unchanged, 50, "{stats:?}");
     drop(store);
     endpoint.stop().await;
 }

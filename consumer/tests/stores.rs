@@ -17,6 +17,7 @@ use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::server::ServerStore;
 use vecsync_consumer::store::{Expired, Pass, Store, StoreError};
 use vecsync_devkit::qdrant::QdrantEndpoint;
+use vecsync_devkit::tls::TestCerts;
 use vecsync_schemas::config::{
     Distance, ServerCollectionConfig, ServerQuantization, StoreBackend, StoreConfig,
 };
@@ -489,6 +490,60 @@ fn a_server_refuses_a_wrong_api_key_and_an_absent_server_is_worth_retrying() {
     runtime.block_on(endpoint.stop());
     let err = connect(url, Some("right")).count("docs").unwrap_err();
     assert!(matches!(err, StoreError::Engine { .. }), "{err}");
+}
+
+/// A server whose certificate comes from a CA of its own: trusted through
+/// `store.ca_file`, refused without it (the system's CAs do not know it),
+/// and not worth retrying either way; the API key goes over TLS too.
+#[test]
+fn a_server_over_tls_is_reached_through_its_ca_file() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::make(dir.path(), "qdrant").unwrap();
+    let endpoint = runtime
+        .block_on(QdrantEndpoint::start_with(
+            &dir.path().join("data"),
+            "127.0.0.1:0",
+            Some("right".into()),
+            Some(&certs),
+        ))
+        .unwrap();
+    assert!(endpoint.url().starts_with("https://"));
+    let config = StoreConfig {
+        backend: StoreBackend::Qdrant,
+        url: endpoint.url(),
+        api_key: Some("right".into()),
+        ca_file: Some(certs.ca_file.clone()),
+        timeout_ms: 2_000,
+        ..StoreConfig::default()
+    };
+    let store = ServerStore::connect(&config).unwrap();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    let effects = apply_batch(&store, vec![(PointId::Num(1), h(10), upsert(1))]);
+    assert_eq!(effects, [Effect::Changed]);
+    assert_eq!(store.count("docs").unwrap(), 1);
+
+    let untrusted = StoreConfig {
+        ca_file: None,
+        ..config.clone()
+    };
+    let err = ServerStore::connect(&untrusted)
+        .unwrap()
+        .count("docs")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    let plain = StoreConfig {
+        url: endpoint.url().replace("https://", "http://"),
+        ..config
+    };
+    let err = ServerStore::connect(&plain)
+        .unwrap()
+        .count("docs")
+        .unwrap_err();
+    assert!(err.to_string().contains(&plain.url), "{err}");
+    runtime.block_on(endpoint.stop());
 }
 
 /// qdrant-edge's flush panics when a write holds its WAL lock; the store

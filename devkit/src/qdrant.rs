@@ -12,6 +12,7 @@
 //! Anything else answers `UNIMPLEMENTED`, and so do filters and named
 //! vectors. Test support only: not a Qdrant server.
 
+use crate::tls::TestCerts;
 use qdrant_client::qdrant::collections_server::{Collections, CollectionsServer};
 use qdrant_client::qdrant::points_server::{Points, PointsServer};
 use qdrant_client::qdrant::qdrant_server::{Qdrant, QdrantServer};
@@ -42,6 +43,7 @@ use tonic::{Request, Response, Status};
 #[derive(Debug)]
 pub struct QdrantEndpoint {
     addr: SocketAddr,
+    tls: bool,
     engine: Arc<Engine>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -52,6 +54,17 @@ impl QdrantEndpoint {
     /// `addr` (`127.0.0.1:0` for a free port). With `api_key`, calls
     /// without that key are refused as unauthenticated.
     pub async fn start(root: &Path, addr: &str, api_key: Option<String>) -> std::io::Result<Self> {
+        Self::start_with(root, addr, api_key, None).await
+    }
+
+    /// As [`QdrantEndpoint::start`], over TLS with `tls`'s certificate
+    /// and key when given (its URL is then `https://`).
+    pub async fn start_with(
+        root: &Path,
+        addr: &str,
+        api_key: Option<String>,
+        tls: Option<&TestCerts>,
+    ) -> std::io::Result<Self> {
         let engine = Arc::new(Engine::open(root)?);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -68,7 +81,17 @@ impl QdrantEndpoint {
             }
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(certs) = tls {
+            let identity = tonic::transport::Identity::from_pem(
+                std::fs::read(&certs.cert_file)?,
+                std::fs::read(&certs.key_file)?,
+            );
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(std::io::Error::other)?;
+        }
+        let router = server
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 CollectionsServer::from_arc(engine.clone()),
                 check.clone(),
@@ -94,6 +117,7 @@ impl QdrantEndpoint {
         });
         Ok(Self {
             addr,
+            tls: tls.is_some(),
             engine,
             stop: Some(stop),
             task: Some(task),
@@ -106,7 +130,8 @@ impl QdrantEndpoint {
 
     /// The URL `qdrant-client` connects to.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving, closes the collections (so another endpoint can

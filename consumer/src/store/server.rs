@@ -1,5 +1,6 @@
-//! A Qdrant server through `qdrant-client` (gRPC; an `https://` URL turns
-//! TLS on, `store.api_key` is sent with every call).
+//! A Qdrant server through `qdrant-client`'s gRPC clients (an `https://`
+//! URL turns TLS on, trusting `store.ca_file` besides the system's CAs;
+//! `store.api_key` is sent with every call).
 //!
 //! Collections are created when missing, each with its tombstone
 //! collection, with the shards, replicas and index settings of
@@ -9,31 +10,39 @@
 //! the durable point the consumer commits after, so [`Store::flush`] has
 //! nothing left to do. Reads ask every copy (read consistency `all`), so a
 //! version check never sees an older version than the one last written.
-//! The client runs on a small runtime of its own, so calls block the
+//! The clients run on a small runtime of their own, so calls block the
 //! calling thread and never the worker's executor.
 
 use super::{Page, Part, Store, StoreError, engine_distance, stored_record, tombstones_of};
 use crate::apply::{Payload, Record};
+use qdrant_client::qdrant::collections_client::CollectionsClient;
 use qdrant_client::qdrant::point_id::PointIdOptions;
+use qdrant_client::qdrant::points_client::PointsClient;
+use qdrant_client::qdrant::qdrant_client::QdrantClient;
 use qdrant_client::qdrant::vector_output::Vector as OutputVector;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
 use qdrant_client::qdrant::vectors_output::VectorsOptions;
 use qdrant_client::qdrant::{
-    BinaryQuantizationBuilder, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder,
-    Distance as QdrantDistance, GetPointsBuilder, HnswConfigDiffBuilder, PointId as QdrantPointId,
-    PointStruct, PointsIdsList, ReadConsistencyType, RetrievedPoint, ScalarQuantizationBuilder,
-    ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder, read_consistency,
+    BinaryQuantizationBuilder, CollectionExistsRequest, CountPointsBuilder,
+    CreateCollectionBuilder, DeletePointsBuilder, Distance as QdrantDistance,
+    GetCollectionInfoRequest, GetPointsBuilder, HealthCheckRequest, HnswConfigDiffBuilder,
+    PointId as QdrantPointId, PointStruct, PointsIdsList, ReadConsistencyType, RetrievedPoint,
+    ScalarQuantizationBuilder, ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    read_consistency,
 };
-use qdrant_client::{Qdrant, QdrantError};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use vecsync_schemas::config::{Distance, ServerCollectionConfig, ServerQuantization, StoreConfig};
 use vecsync_schemas::event::PointId;
 
 /// A Qdrant server as a region's store.
 pub struct ServerStore {
-    client: Qdrant,
+    clients: Clients,
     url: String,
     /// How missing collections are created, by name.
     settings: BTreeMap<String, ServerCollectionConfig>,
@@ -57,6 +66,48 @@ impl Drop for ServerStore {
     }
 }
 
+/// Adds the API key, when there is one, to every call.
+#[derive(Clone)]
+struct ApiKey(Option<AsciiMetadataValue>);
+
+impl Interceptor for ApiKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert("api-key", key.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Service = InterceptedService<Channel, ApiKey>;
+
+/// The server's gRPC services over one channel, which connects when first
+/// used and reconnects after the server comes back.
+#[derive(Clone)]
+struct Clients {
+    channel: Channel,
+    key: ApiKey,
+}
+
+impl Clients {
+    fn points(&self) -> PointsClient<Service> {
+        PointsClient::with_interceptor(self.channel.clone(), self.key.clone())
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    fn collections(&self) -> CollectionsClient<Service> {
+        CollectionsClient::with_interceptor(self.channel.clone(), self.key.clone())
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    fn qdrant(&self) -> QdrantClient<Service> {
+        QdrantClient::with_interceptor(self.channel.clone(), self.key.clone())
+    }
+}
+
 impl ServerStore {
     /// A client of the server at `config.url`. Nothing is sent yet: the
     /// first call finds out whether the server is there.
@@ -72,15 +123,39 @@ impl ServerStore {
             .build()
             .map_err(|e| refused(e.to_string()))?;
         let timeout = Duration::from_millis(config.timeout_ms);
-        let client = Qdrant::from_url(&config.url)
-            .api_key(config.api_key.clone())
+        let mut endpoint = Endpoint::from_shared(config.url.clone())
+            .map_err(|e| refused(e.to_string()))?
             .timeout(timeout)
-            .connect_timeout(timeout)
-            .skip_compatibility_check()
-            .build()
-            .map_err(|e| refused(e.to_string()))?;
+            .connect_timeout(timeout);
+        if config.url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = &config.ca_file {
+                let pem = std::fs::read(path).map_err(|e| StoreError::Refused {
+                    collection: String::new(),
+                    message: format!("store.ca_file {}: {e}", path.display()),
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| refused(format!("TLS: {e}")))?;
+        }
+        let key = match &config.api_key {
+            Some(key) => Some(
+                MetadataValue::try_from(key.as_str())
+                    .map_err(|_| refused("store.api_key is not a valid header value".into()))?,
+            ),
+            None => None,
+        };
+        let channel = {
+            let _context = runtime.enter();
+            endpoint.connect_lazy()
+        };
         Ok(Self {
-            client,
+            clients: Clients {
+                channel,
+                key: ApiKey(key),
+            },
             url: config.url.clone(),
             settings: config.collections.clone(),
             runtime: Some(runtime),
@@ -91,30 +166,34 @@ impl ServerStore {
     fn call<T, Fut>(
         &self,
         collection: &str,
-        call: impl FnOnce(Qdrant) -> Fut,
+        call: impl FnOnce(Clients) -> Fut,
     ) -> Result<T, StoreError>
     where
-        Fut: Future<Output = Result<T, QdrantError>> + Send + 'static,
+        Fut: Future<Output = Result<T, tonic::Status>> + Send + 'static,
         T: Send + 'static,
     {
         let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| StoreError::engine(collection, "the store is closed"))?;
-        let future = call(self.client.clone());
+        let future = call(self.clients.clone());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         runtime.spawn(async move {
             let _ = tx.send(future.await);
         });
         rx.recv()
             .map_err(|_| StoreError::engine(collection, "the store's client stopped"))?
-            .map_err(|e| server_error(collection, e))
+            .map_err(|e| server_error(collection, &self.url, e))
     }
 
     /// The vector size and distance of an existing collection.
     fn shape(&self, collection: &str, name: &str) -> Result<(u64, QdrantDistance), StoreError> {
-        let name = name.to_owned();
-        let info = self.call(collection, |c| async move { c.collection_info(name).await })?;
+        let request = GetCollectionInfoRequest {
+            collection_name: name.to_owned(),
+        };
+        let info = self.call(collection, |c| async move {
+            Ok(c.collections().get(request).await?.into_inner())
+        })?;
         let params = info
             .result
             .and_then(|i| i.config)
@@ -133,11 +212,16 @@ impl ServerStore {
     }
 
     fn exists(&self, collection: &str, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_owned();
-        self.call(
-            collection,
-            |c| async move { c.collection_exists(name).await },
-        )
+        let request = CollectionExistsRequest {
+            collection_name: name.to_owned(),
+        };
+        let exists = self.call(collection, |c| async move {
+            Ok(c.collections()
+                .collection_exists(request)
+                .await?
+                .into_inner())
+        })?;
+        Ok(exists.result.is_some_and(|r| r.exists))
     }
 
     /// Creates a collection when missing, or checks the one there.
@@ -153,7 +237,7 @@ impl ServerStore {
             let settings = self.settings.get(collection).unwrap_or(&unset);
             let request = create_request(name, dimension, distance, settings, name == collection);
             let created = self.call(collection, |c| async move {
-                c.create_collection(request).await.map(drop)
+                c.collections().create(request.build()).await.map(drop)
             });
             match created {
                 Ok(()) => {
@@ -228,7 +312,7 @@ impl Store for ServerStore {
             .with_vectors(live)
             .read_consistency(every_copy());
         let points = self.call(collection, |c| async move {
-            Ok(c.get_points(request).await?.result)
+            Ok(c.points().get(request.build()).await?.into_inner().result)
         })?;
         points
             .into_iter()
@@ -248,7 +332,7 @@ impl Store for ServerStore {
             .collect();
         let request = UpsertPointsBuilder::new(part_name(collection, part), points).wait(true);
         self.call(collection, |c| async move {
-            c.upsert_points(request).await.map(drop)
+            c.points().upsert(request.build()).await.map(drop)
         })
     }
 
@@ -258,7 +342,7 @@ impl Store for ServerStore {
             .points(PointsIdsList { ids })
             .wait(true);
         self.call(collection, |c| async move {
-            c.delete_points(request).await.map(drop)
+            c.points().delete(request.build()).await.map(drop)
         })
     }
 
@@ -267,13 +351,17 @@ impl Store for ServerStore {
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        self.call("", |c| async move { c.health_check().await })
-            .map(drop)
+        self.call("", |c| async move {
+            c.qdrant().health_check(HealthCheckRequest {}).await
+        })
+        .map(drop)
     }
 
     fn count(&self, collection: &str) -> Result<usize, StoreError> {
         let request = CountPointsBuilder::new(collection).exact(true);
-        let count = self.call(collection, |c| async move { c.count(request).await })?;
+        let count = self.call(collection, |c| async move {
+            Ok(c.points().count(request.build()).await?.into_inner())
+        })?;
         Ok(count.result.map_or(0, |r| r.count) as usize)
     }
 
@@ -294,7 +382,9 @@ impl Store for ServerStore {
         if let Some(from) = &from {
             request = request.offset(qdrant_id(from));
         }
-        let page = self.call(collection, |c| async move { c.scroll(request).await })?;
+        let page = self.call(collection, |c| async move {
+            Ok(c.points().scroll(request.build()).await?.into_inner())
+        })?;
         let records = page
             .result
             .into_iter()
@@ -372,26 +462,45 @@ fn every_copy() -> read_consistency::Value {
 }
 
 /// Unavailable servers and timeouts are worth retrying; what the server
-/// refuses (a bad API key, a bad request) is not.
-fn server_error(collection: &str, e: QdrantError) -> StoreError {
+/// refuses (a bad API key, a bad request) is not, nor a TLS handshake that
+/// failed (a certificate not trusted), which waiting does not mend.
+fn server_error(collection: &str, url: &str, status: tonic::Status) -> StoreError {
     use tonic::Code;
-    match &e {
-        QdrantError::ResponseError { status } => match status.code() {
-            Code::NotFound => StoreError::UnknownCollection(collection.to_owned()),
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::Internal
-            | Code::Unknown
-            | Code::Cancelled => StoreError::engine(collection, e.to_string()),
-            _ => StoreError::Refused {
-                collection: collection.to_owned(),
-                message: e.to_string(),
-            },
+    let message = || format!("{url}: {status}");
+    match status.code() {
+        Code::NotFound => StoreError::UnknownCollection(collection.to_owned()),
+        Code::Unavailable if failed_handshake(&status) => StoreError::Refused {
+            collection: collection.to_owned(),
+            message: message(),
         },
-        _ => StoreError::engine(collection, e.to_string()),
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Internal
+        | Code::Unknown
+        | Code::Cancelled => StoreError::engine(collection, message()),
+        _ => StoreError::Refused {
+            collection: collection.to_owned(),
+            message: message(),
+        },
     }
+}
+
+/// Whether the connection failed in its TLS handshake: rustls reports
+/// a certificate it does not trust, or a peer that does not speak TLS, as
+/// invalid data.
+fn failed_handshake(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The server collection that holds one part of `collection`.

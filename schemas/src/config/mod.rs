@@ -267,6 +267,11 @@ impl RegionConfig {
                 "store.api_key",
                 "must not be empty when set",
             );
+            check(
+                st.ca_file.is_none() || st.url.starts_with("https://"),
+                "store.ca_file",
+                "only applies with an https:// URL",
+            );
         }
         for (name, c) in &st.collections {
             let field = |f: &str| format!("store.collections.{name}{f}");

@@ -580,6 +580,10 @@ pub struct StoreConfig {
     /// Qdrant API key, sent with every request when set.
     #[serde(default)]
     pub api_key: Option<String>,
+    /// With an `https://` URL: PEM file of CA certificates trusted besides
+    /// the system's (a server whose certificate a company CA signed).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Longest wait for one call to the Qdrant server.
     #[serde(default = "default_store_timeout_ms")]
     pub timeout_ms: u64,
@@ -634,6 +638,7 @@ impl fmt::Debug for StoreConfig {
             .field("path", &self.path)
             .field("url", &self.url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
             .field("timeout_ms", &self.timeout_ms)
             .field("collections", &self.collections)
             .finish()

@@ -198,11 +198,20 @@ fn a_qdrant_server_store_is_checked_and_its_key_kept_secret() {
             ("VECSYNC__STORE__URL", "qdrant:6334"),
             ("VECSYNC__STORE__API_KEY", " "),
             ("VECSYNC__STORE__TIMEOUT_MS", "0"),
+            ("VECSYNC__STORE__CA_FILE", "ca.pem"),
         ],
     )
     .unwrap_err();
     let fields = problem_fields(&err);
-    assert_eq!(fields, ["store.url", "store.timeout_ms", "store.api_key"]);
+    assert_eq!(
+        fields,
+        [
+            "store.url",
+            "store.timeout_ms",
+            "store.api_key",
+            "store.ca_file"
+        ]
+    );
     let err = parse(MINIMAL, &[("VECSYNC__STORE__BACKEND", "milvus")]).unwrap_err();
     assert!(err.to_string().contains("milvus"), "{err}");
 }
