@@ -2,7 +2,6 @@
 //! `/healthz`, `/readyz` and `/v1/freshness` on `consumer.listen`.
 
 use anyhow::Context;
-use axum::routing::get;
 use std::path::PathBuf;
 use vecsync_consumer::freshness::Watermarks;
 use vecsync_consumer::ready::Readiness;
@@ -37,12 +36,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })?;
     let watermarks = Watermarks::new();
     let readiness = Readiness::new();
-    let api = vecsync_consumer::api::router(watermarks.clone(), readiness.clone())
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        );
+    let api = vecsync_consumer::api::router(watermarks.clone(), readiness.clone(), move || {
+        metrics.render()
+    });
     let tls = vecsync_serve::Tls::of(config.consumer.tls.as_ref(), "consumer.tls")?;
     tracing::info!(listen = %config.consumer.listen, tls = tls.is_some(), "consumer API listening");
     let server = tokio::spawn(vecsync_serve::serve(

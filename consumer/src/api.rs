@@ -1,5 +1,6 @@
-//! The worker's HTTP API, served on `consumer.listen` next to `/metrics`:
-//! `GET /readyz`, and
+//! The worker's HTTP API, served on `consumer.listen`: `GET /healthz`,
+//! `GET /readyz`, `GET /metrics`, `GET /openapi.json` (its OpenAPI
+//! document, [`OPENAPI`]), and
 //! `GET /v1/freshness`, the bounded-staleness contract of DESIGN.md §3.
 //!
 //! - no parameters: every origin's applied watermark and its age;
@@ -36,13 +37,24 @@ struct FreshnessQuery {
     after: Option<String>,
 }
 
-/// The routes of the worker's API: `/v1/freshness`, and `/readyz` (200
-/// `ready`, or 503 with a line per reason it is not).
-pub fn router(watermarks: Watermarks, readiness: Readiness) -> Router {
+/// The worker API's OpenAPI document, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi/worker.json");
+
+/// The routes of the worker's API: `/v1/freshness`, `/readyz` (200
+/// `ready`, or 503 with a line per reason it is not), `/healthz`,
+/// `/metrics` (what `metrics` renders) and `/openapi.json`.
+pub fn router(
+    watermarks: Watermarks,
+    readiness: Readiness,
+    metrics: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> Router {
     Router::new()
         .route("/v1/freshness", get(freshness))
         .with_state(watermarks)
         .route("/readyz", get(move || ready(readiness.clone())))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(move || std::future::ready(metrics())))
+        .route("/openapi.json", vecsync_serve::openapi(OPENAPI))
 }
 
 async fn ready(readiness: Readiness) -> (StatusCode, String) {

@@ -20,7 +20,11 @@ use vecsync_schemas::hlc::Hlc;
 async fn serve(running: &worker::RunningWorker) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = api::router(running.watermarks().clone(), running.readiness().clone());
+    let router = api::router(
+        running.watermarks().clone(),
+        running.readiness().clone(),
+        String::new,
+    );
     tokio::spawn(async move { axum::serve(listener, router).await });
     base
 }

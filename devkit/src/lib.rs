@@ -18,6 +18,7 @@
 pub mod broker;
 pub mod kafka;
 pub mod mirror;
+pub mod openapi;
 pub mod prometheus;
 pub mod proxy;
 pub mod qdrant;

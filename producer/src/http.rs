@@ -6,6 +6,7 @@
 //! | `POST /v1/collections/{c}/points/delete` | `{"points": [7, "5c56c793-…"]}` | the same |
 //! | `POST /v1/collections/{c}/points/payload` | `{"points": [{"id": 7, "base_version": "…", "payload": {..}}]}` | the same |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | | |
+//! | `GET /openapi.json` | | this API's OpenAPI document ([`OPENAPI`]) |
 //!
 //! A request is answered only when the broker has acknowledged all of its
 //! events; the version of each point is its HLC timestamp, which a payload
@@ -80,6 +81,9 @@ struct AppState {
 
 type Shared = Arc<AppState>;
 
+/// The API's OpenAPI document, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
 /// How long `/readyz` waits for the broker, so a probe gets an answer in time.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -104,6 +108,7 @@ pub fn router(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
+        .route("/openapi.json", vecsync_serve::openapi(OPENAPI))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state))
 }

@@ -173,3 +173,16 @@ impl Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// `GET` of a listener's OpenAPI document (`/openapi.json`), kept beside
+/// the code that serves it and compiled in.
+pub fn openapi<S: Clone + Send + Sync + 'static>(
+    document: &'static str,
+) -> axum::routing::MethodRouter<S> {
+    axum::routing::get(move || async move {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            document,
+        )
+    })
+}

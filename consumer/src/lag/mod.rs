@@ -567,9 +567,12 @@ fn refuse_fatal(plan: &Plan, timeout: Duration) -> Result<(), String> {
     })
 }
 
+/// The lag exporter's OpenAPI document, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi/lag.json");
+
 impl Running {
-    /// `/metrics` (the last report), `/healthz`, and `/readyz` (ready once
-    /// the first scan has ended).
+    /// `/metrics` (the last report), `/healthz`, `/readyz` (ready once
+    /// the first scan has ended) and `/openapi.json` ([`OPENAPI`]).
     pub fn router(&self) -> Router {
         let metrics = self.page.clone();
         let ready = self.page.clone();
@@ -582,6 +585,7 @@ impl Running {
                 }),
             )
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/openapi.json", vecsync_serve::openapi(OPENAPI))
             .route(
                 "/readyz",
                 get(move || {
