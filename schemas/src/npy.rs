@@ -146,13 +146,28 @@ pub fn read_header(r: &mut impl Read) -> io::Result<Header> {
             )));
         }
     };
-    Ok(Header {
+    // A vector of more values than this is no embedding; bounding a row
+    // keeps a hostile header from asking for memory it will never fill.
+    if cols == 0 || cols > MAX_COLS {
+        return Err(invalid(format!(
+            "{cols} values a row (shape ({shape})): expected 1 to {MAX_COLS}"
+        )));
+    }
+    let header = Header {
         dtype,
         rows,
         cols,
         data_offset: (start + header_len) as u64,
-    })
+    };
+    // Every size computed from the header then fits in a u64.
+    rows.checked_mul(header.row_bytes())
+        .and_then(|data| data.checked_add(header.data_offset))
+        .ok_or_else(|| invalid(format!("shape ({shape}) is larger than any file")))?;
+    Ok(header)
 }
+
+/// Most values a row may hold.
+pub const MAX_COLS: usize = 1 << 20;
 
 /// A whole `.npy` file (format 1.0) holding `data`, little-endian values of
 /// `dtype` in C order, of the given shape.
@@ -211,6 +226,12 @@ pub fn read_f32_row(
 
 /// Reads the next value of a 1-d integer array. Negative values are an error.
 pub fn read_u64(r: &mut impl Read, h: &Header, buf: &mut Vec<u8>) -> io::Result<u64> {
+    if h.cols != 1 {
+        return Err(invalid(format!(
+            "expected a 1-d array of ids, got {} values a row",
+            h.cols
+        )));
+    }
     read_row(r, h, buf)?;
     let b = &buf[..];
     let value = match h.dtype {
@@ -273,6 +294,11 @@ mod tests {
                 .to_string()
                 .contains("negative id -1")
         );
+        let pairs = to_bytes(Dtype::I64, &[1, 2], &[0; 16]);
+        let mut r = &pairs[..];
+        let h = read_header(&mut r).unwrap();
+        let err = read_u64(&mut r, &h, &mut buf).unwrap_err();
+        assert!(err.to_string().contains("1-d array of ids"), "{err}");
     }
 
     /// A float32 file's header claiming another element type.
@@ -293,6 +319,14 @@ mod tests {
             (
                 to_bytes(Dtype::F32, &[2, 2], &[])[..20].to_vec(),
                 "truncated header",
+            ),
+            // What the fuzz target found: rows of no values, rows larger
+            // than memory, and a file larger than any.
+            (to_bytes(Dtype::I64, &[3, 0], &[]), "0 values a row"),
+            (to_bytes(Dtype::F64, &[1, 1 << 40], &[]), "values a row"),
+            (
+                to_bytes(Dtype::F64, &[u64::MAX, 1024], &[]),
+                "larger than any file",
             ),
         ] {
             let err = read_header(&mut &file[..]).unwrap_err();
