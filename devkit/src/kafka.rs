@@ -105,6 +105,11 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new(prefix: &str) -> io::Result<Self> {
         let dir = std::env::temp_dir().join(crate::broker::unique_name(prefix));
+        // A directory of this name is a killed process's, which had our
+        // process id: a broker formatted there would refuse to format again.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }
