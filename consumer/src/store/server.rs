@@ -140,13 +140,12 @@ impl ServerStore {
                 .tls_config(tls)
                 .map_err(|e| refused(format!("TLS: {e}")))?;
         }
-        let key = match &config.api_key {
-            Some(key) => Some(
-                MetadataValue::try_from(key.as_str())
-                    .map_err(|_| refused("store.api_key is not a valid header value".into()))?,
-            ),
-            None => None,
-        };
+        let key = config
+            .api_key
+            .as_deref()
+            .map(MetadataValue::try_from)
+            .transpose()
+            .map_err(|_| refused("store.api_key is not a valid header value".into()))?;
         let channel = {
             let _context = runtime.enter();
             endpoint.connect_lazy()
