@@ -19,9 +19,8 @@
 //! since, and carries on. A run that finishes removes the resume point.
 
 use crate::error::ProducerError;
-use crate::publisher::{Mutation, Pending, Publisher, Run, point_id_from_json};
+use crate::publisher::{Mutation, Pending, Publisher, Run};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
-use vecsync_schemas::npy;
+use vecsync_schemas::{mutation, npy};
 
 /// What to load and how.
 #[derive(Debug, Clone)]
@@ -427,35 +426,6 @@ fn write_resume_point(path: &Path, point: &ResumePoint) -> io::Result<()> {
     File::open(folder.unwrap_or(Path::new(".")))?.sync_all()
 }
 
-/// One JSONL record.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonPoint {
-    id: Value,
-    #[serde(default)]
-    vector: Option<Vec<f32>>,
-    #[serde(default)]
-    payload: Option<Map<String, Value>>,
-    #[serde(default)]
-    delete: bool,
-}
-
-impl JsonPoint {
-    fn into_mutation(self) -> Result<Mutation, String> {
-        let id = point_id_from_json(&self.id)?;
-        match (self.delete, self.vector) {
-            (true, None) if self.payload.is_none() => Ok(Mutation::Delete { id }),
-            (true, _) => Err("a delete carries no vector or payload".into()),
-            (false, Some(vector)) => Ok(Mutation::Upsert {
-                id,
-                vector,
-                payload: self.payload,
-            }),
-            (false, None) => Err("no \"vector\" (and not \"delete\": true)".into()),
-        }
-    }
-}
-
 /// Where `.npy` rows get their ids.
 enum Ids {
     Counting(u64),
@@ -695,9 +665,7 @@ impl Reader {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    serde_json::from_str::<JsonPoint>(&line)
-                        .map_err(|e| e.to_string())
-                        .and_then(JsonPoint::into_mutation)
+                    mutation::from_jsonl_line(&line)
                 }
                 Format::Npy { header, ids } => {
                     if self.cursor.records == header.rows {

@@ -18,7 +18,7 @@
 
 use crate::error::ProducerError;
 use crate::metrics::IngestRequest;
-use crate::publisher::{Mutation, Publisher, point_id_from_json};
+use crate::publisher::Publisher;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -27,14 +27,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::future::Future;
 use std::sync::Arc;
 use vecsync_schemas::config::{IngestConfig, IngestToken, SecretError};
 use vecsync_schemas::event::PointId;
-use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::mutation::{BodyError, IngestRoute};
 
 /// The bearer tokens a request may carry, each with what it may write;
 /// none at all for an open API.
@@ -152,68 +150,13 @@ impl From<ProducerError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpsertRequest {
-    points: Vec<UpsertPoint>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpsertPoint {
-    id: Value,
-    vector: Vec<f32>,
-    #[serde(default)]
-    payload: Option<Map<String, Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteRequest {
-    points: Vec<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchRequest {
-    points: Vec<PatchPoint>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchPoint {
-    id: Value,
-    base_version: String,
-    payload: Map<String, Value>,
-}
-
 async fn upsert(
     State(app): State<Shared>,
     Path(collection): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(
-        &app,
-        "upsert",
-        &collection,
-        &headers,
-        body,
-        |r: UpsertRequest| {
-            r.points
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    Ok(Mutation::Upsert {
-                        id: point_id(i, &p.id)?,
-                        vector: p.vector,
-                        payload: p.payload,
-                    })
-                })
-                .collect()
-        },
-    )
-    .await
+    handle(&app, IngestRoute::Upsert, &collection, &headers, body).await
 }
 
 async fn delete(
@@ -222,25 +165,7 @@ async fn delete(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(
-        &app,
-        "delete",
-        &collection,
-        &headers,
-        body,
-        |r: DeleteRequest| {
-            r.points
-                .iter()
-                .enumerate()
-                .map(|(i, id)| {
-                    Ok(Mutation::Delete {
-                        id: point_id(i, id)?,
-                    })
-                })
-                .collect()
-        },
-    )
-    .await
+    handle(&app, IngestRoute::Delete, &collection, &headers, body).await
 }
 
 async fn patch(
@@ -249,45 +174,17 @@ async fn patch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(
-        &app,
-        "payload",
-        &collection,
-        &headers,
-        body,
-        |r: PatchRequest| {
-            r.points
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    let id = point_id(i, &p.id)?;
-                    let base_version = p.base_version.parse::<Hlc>().map_err(|e| {
-                        ApiError(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            format!("point {i} (id {id}): {e}"),
-                        )
-                    })?;
-                    Ok(Mutation::PatchPayload {
-                        id,
-                        base_version,
-                        payload: p.payload,
-                    })
-                })
-                .collect()
-        },
-    )
-    .await
+    handle(&app, IngestRoute::Patch, &collection, &headers, body).await
 }
 
 /// What every mutation route does: authenticate, parse, check the size,
 /// publish and answer with the versions.
-async fn handle<R: DeserializeOwned>(
+async fn handle(
     app: &AppState,
-    route: &'static str,
+    route: IngestRoute,
     collection: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    to_mutations: impl FnOnce(R) -> Result<Vec<Mutation>, ApiError>,
 ) -> Response {
     let result = async {
         authorize(app, headers, collection)?;
@@ -301,8 +198,10 @@ async fn handle<R: DeserializeOwned>(
                 format!("{} (ingest.max_body_bytes is {limit})", r.body_text()),
             )
         })?;
-        let request: R = parse_json(&body)?;
-        let mutations = to_mutations(request)?;
+        let mutations = route.mutations(&body).map_err(|e| match e {
+            BodyError::Malformed(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            BodyError::Invalid(_) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        })?;
         if mutations.is_empty() {
             return Err(ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -333,7 +232,11 @@ async fn handle<R: DeserializeOwned>(
         Err(e) => e.into_response(),
     };
     IngestRequest {
-        route,
+        route: match route {
+            IngestRoute::Upsert => "upsert",
+            IngestRoute::Delete => "delete",
+            IngestRoute::Patch => "payload",
+        },
         status: response.status().as_u16(),
     }
     .emit();
@@ -385,34 +288,6 @@ fn authorize(app: &AppState, headers: &HeaderMap, collection: &str) -> Result<()
 /// not reveal how much of a guessed token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn parse_json<R: DeserializeOwned>(body: &[u8]) -> Result<R, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        // Python's json module writes NaN and Infinity unless told not to.
-        let hint = if e.is_syntax() && (contains(body, b"NaN") || contains(body, b"Infinity")) {
-            "; vector values must be finite numbers (NaN and Infinity are not JSON)"
-        } else {
-            ""
-        };
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {e}{hint}"),
-        )
-    })
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn point_id(index: usize, v: &Value) -> Result<PointId, ApiError> {
-    point_id_from_json(v).map_err(|e| {
-        ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("point {index}: {e}"),
-        )
-    })
 }
 
 fn id_json(id: PointId) -> Value {

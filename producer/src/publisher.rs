@@ -8,7 +8,6 @@ use crate::metrics::{
 use crate::rate::TokenBucket;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
-use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,53 +17,15 @@ use tokio::task::JoinHandle;
 use vecsync_kafka::{Cluster, Fatal};
 use vecsync_schemas::avro::AvroRecord;
 use vecsync_schemas::config::RegionConfig;
-use vecsync_schemas::event::{
-    Body, Delete, DeltaEvent, Heartbeat, Operation, PayloadPatch, PointId, Upsert, VectorData,
-};
+use vecsync_schemas::event::{Body, DeltaEvent, Heartbeat, Operation};
 use vecsync_schemas::hlc::{Hlc, HybridClock, SystemClock};
-use vecsync_schemas::payload::{Payload, RESERVED_KEY};
+use vecsync_schemas::payload::RESERVED_KEY;
 use vecsync_schemas::registry::{RegistryClient, value_subject};
-use vecsync_schemas::vector::{EncodedVector, Encoding, PqCodebook};
+use vecsync_schemas::vector::{Encoding, PqCodebook};
 use vecsync_schemas::wire::Encoder;
 
-/// One change to one point, as an ingestion job states it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mutation {
-    /// Insert or replace the point's vector and payload.
-    Upsert {
-        id: PointId,
-        vector: Vec<f32>,
-        payload: Option<Map<String, Value>>,
-    },
-    /// Remove the point (a versioned tombstone).
-    Delete { id: PointId },
-    /// Set payload keys on top of the version the job last saw
-    /// (`base_version`, as [`Publisher::publish`] returned it).
-    PatchPayload {
-        id: PointId,
-        base_version: Hlc,
-        payload: Map<String, Value>,
-    },
-}
-
-impl Mutation {
-    pub fn id(&self) -> PointId {
-        match self {
-            Mutation::Upsert { id, .. }
-            | Mutation::Delete { id }
-            | Mutation::PatchPayload { id, .. } => *id,
-        }
-    }
-
-    /// The payload the mutation sets, if any.
-    pub fn payload(&self) -> Option<&Map<String, Value>> {
-        match self {
-            Mutation::Upsert { payload, .. } => payload.as_ref(),
-            Mutation::PatchPayload { payload, .. } => Some(payload),
-            Mutation::Delete { .. } => None,
-        }
-    }
-}
+pub use vecsync_schemas::mutation::Mutation;
+use vecsync_schemas::mutation::VectorCodec;
 
 /// How [`Publisher::submit_run`] gives a batch its versions: one run of
 /// consecutive timestamps on one tick, `first.nth(0)`, `first.nth(1)`, …
@@ -110,17 +71,6 @@ impl Run<'_> {
             },
         }
     }
-}
-
-/// A point id from JSON, as Qdrant writes it: an unsigned integer or a UUID
-/// string.
-pub fn point_id_from_json(v: &Value) -> Result<PointId, String> {
-    let parsed = match v {
-        Value::Number(n) => n.as_u64().map(PointId::Num),
-        Value::String(s) => s.parse::<uuid::Uuid>().ok().map(PointId::Uuid),
-        _ => None,
-    };
-    parsed.ok_or_else(|| format!("id {v} is neither an unsigned integer nor a UUID string"))
 }
 
 /// Publishes mutations of a region's collections to its delta topic.
@@ -519,49 +469,16 @@ impl Pending {
 impl Inner {
     /// Validates one mutation against its collection and encodes it.
     fn body(&self, collection: &str, c: &Collection, m: &Mutation) -> Result<Body, String> {
-        let payload = |p: &Map<String, Value>| {
-            Payload::from_json(p, self.payload_lz4_threshold_bytes).map_err(|e| e.to_string())
+        let codec = match &c.codebook {
+            Some(cb) => VectorCodec::Pq(&cb.book),
+            None => VectorCodec::Plain(c.encoding),
         };
-        Ok(match m {
-            Mutation::Upsert {
-                id,
-                vector,
-                payload: p,
-            } => {
-                if vector.len() != c.dimension {
-                    return Err(format!(
-                        "vector has {} dimensions; collection {collection} has {}",
-                        vector.len(),
-                        c.dimension
-                    ));
-                }
-                let encoded = match &c.codebook {
-                    Some(cb) => cb.book.encode(vector),
-                    None => EncodedVector::encode(c.encoding, vector),
-                }
-                .map_err(|e| e.to_string())?;
-                Body::Upsert(Upsert {
-                    collection: collection.to_owned(),
-                    id: *id,
-                    vector: VectorData::Full(encoded),
-                    payload: p.as_ref().map(payload).transpose()?,
-                })
-            }
-            Mutation::Delete { id } => Body::Delete(Delete {
-                collection: collection.to_owned(),
-                id: *id,
-            }),
-            Mutation::PatchPayload {
-                id,
-                base_version,
-                payload: p,
-            } => Body::PayloadPatch(PayloadPatch {
-                collection: collection.to_owned(),
-                id: *id,
-                base_version: base_version.clone(),
-                payload: payload(p)?,
-            }),
-        })
+        m.to_body(
+            collection,
+            c.dimension,
+            codec,
+            self.payload_lz4_threshold_bytes,
+        )
     }
 
     /// Stamps, frames and queues events in order. Waits while the local

@@ -122,12 +122,15 @@ impl std::str::FromStr for Hlc {
         if origin.is_empty() {
             return Err(bad());
         }
-        Ok(Hlc::new(
-            wall.parse().map_err(|_| bad())?,
-            logical.parse().map_err(|_| bad())?,
-            origin,
-        )
-        .of_producer(producer))
+        let wall_ms: u64 = wall.parse().map_err(|_| bad())?;
+        // The wire holds the wall clock as an Avro long.
+        if i64::try_from(wall_ms).is_err() {
+            return Err(format!(
+                "version {s:?}: wall_ms {wall_ms} is past the largest timestamp ({})",
+                i64::MAX
+            ));
+        }
+        Ok(Hlc::new(wall_ms, logical.parse().map_err(|_| bad())?, origin).of_producer(producer))
     }
 }
 
@@ -311,6 +314,15 @@ mod tests {
                 "{bad}"
             );
         }
+        // Found by fuzzing the ingest API: a base_version past an Avro long
+        // was written as a negative wall clock no reader accepts.
+        let last = format!("{}.0@x", i64::MAX);
+        assert_eq!(last.parse::<Hlc>().unwrap().wall_ms, i64::MAX as u64);
+        let past = format!("{}.0@x", i64::MAX as u64 + 1);
+        assert!(
+            past.parse::<Hlc>().unwrap_err().contains("largest timestamp"),
+            "{past}"
+        );
     }
 
     #[derive(Debug, Default)]

@@ -7,6 +7,7 @@
 //! - [`config`]: a region's TOML config, shared by producers and consumers;
 //! - [`npy`]: a streaming reader of NumPy `.npy` files;
 //! - [`json`]: canonical JSON (keys sorted), for identities and digests;
+//! - [`mutation`]: mutations as ingestion jobs send them in JSON;
 //! - [`avro`] and [`wire`]: Avro bodies in Confluent's wire format, through a
 //!   Schema Registry ([`registry`]).
 //!
@@ -37,6 +38,7 @@ pub mod event;
 pub mod hlc;
 pub mod json;
 pub mod mm2;
+pub mod mutation;
 pub mod npy;
 pub mod payload;
 pub mod quality;
