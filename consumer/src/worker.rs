@@ -1470,6 +1470,8 @@ impl DeadLetters {
                     compacted: false,
                 }])
                 .await?;
+        } else {
+            cluster.verify_topics(&[topic]).await?;
         }
         let producer = cluster
             .client(&[("enable.idempotence", "true"), ("acks", "all")])?

@@ -205,16 +205,8 @@ async fn with_acls_each_component_needs_only_its_grants() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
-    region.config.store.path = dir.path().join("store");
-    region.config.kafka.create_topics = false;
-    region.config.consumer.dead_letter_topic = format!("{}.dead", region.config.kafka.topic);
-    let c = region.config.clone();
-    let (topic, books, dead) = (
-        c.kafka.topic.as_str(),
-        c.kafka.codebook_topic.as_str(),
-        c.consumer.dead_letter_topic.as_str(),
-    );
+    let c = topics_made_by_hand(&mut region, dir.path());
+    let [topic, books, dead] = region_topics(&c);
     for (t, partitions) in [(topic, 3), (books, 1), (dead, 1)] {
         region.broker.create_topic(t, partitions).unwrap();
     }
@@ -262,6 +254,64 @@ async fn with_acls_each_component_needs_only_its_grants() {
     let err = publish_one(&elsewhere).await;
     assert!(!err.is_retriable(), "{err}");
     assert!(err.to_string().contains("uthorization"), "{err}");
+}
+
+/// With `kafka.create_topics = false`, a topic the region needs and
+/// nobody made stops the producer (its delta topic) and a worker (its
+/// dead-letter topic) at start, naming the cluster and the topic, instead
+/// of waiting; once an operator makes them, the pipeline runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_create_topics_off_a_missing_topic_stops_each_component() {
+    let Some(mut region) = TestRegion::start_kafka(DIM as u32, "f32", "").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let c = topics_made_by_hand(&mut region, dir.path());
+    let [topic, books, dead] = region_topics(&c);
+    let names_the_missing = |message: &str, topic: &str| {
+        assert!(message.contains(&c.kafka.brokers), "{message}");
+        assert!(
+            message.contains(&format!("topic {topic} does not exist")),
+            "{message}"
+        );
+        assert!(message.contains("kafka.create_topics"), "{message}");
+    };
+
+    let err = publish_one(&c).await;
+    assert!(!err.is_retriable(), "{err}");
+    names_the_missing(&err.to_string(), topic);
+    for (t, partitions) in [(topic, 3), (books, 1)] {
+        region.broker.create_topic(t, partitions).unwrap();
+    }
+    let err = stopped_worker(c.clone()).await;
+    assert!(
+        matches!(&err, WorkerError::Client(e) if !e.is_retriable()),
+        "{err}"
+    );
+    names_the_missing(&err.to_string(), dead);
+
+    region.broker.create_topic(dead, 1).unwrap();
+    replicate(&c, &c).await;
+}
+
+/// The region's config with its store under `dir` and
+/// `kafka.create_topics = false`, its dead-letter topic named after its
+/// delta topic.
+fn topics_made_by_hand(region: &mut TestRegion, dir: &std::path::Path) -> RegionConfig {
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    region.config.store.path = dir.join("store");
+    region.config.kafka.create_topics = false;
+    region.config.consumer.dead_letter_topic = format!("{}.dead", region.config.kafka.topic);
+    region.config.clone()
+}
+
+/// The delta, codebook and dead-letter topics of a region.
+fn region_topics(c: &RegionConfig) -> [&str; 3] {
+    [
+        &c.kafka.topic,
+        &c.kafka.codebook_topic,
+        &c.consumer.dead_letter_topic,
+    ]
 }
 
 /// Connects and publishes one upsert, which must fail: its error.

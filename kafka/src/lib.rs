@@ -206,37 +206,79 @@ impl Cluster {
     /// otherwise retries them forever); an unreachable cluster fails it
     /// with a retriable error once `timeout` has passed. Blocking.
     pub fn check(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.check_topics(timeout, &[])
+    }
+
+    /// [`Cluster::check`], and that each of `topics` exists and may be
+    /// used: for a component that may not create them
+    /// (`kafka.create_topics = false`), a missing topic or a refused one is
+    /// fatal, naming the cluster and the topic. Blocking.
+    pub fn check_topics(&self, timeout: Duration, topics: &[&str]) -> Result<(), ClientError> {
+        // A producer asking for a topic's metadata would otherwise have a
+        // broker that auto-creates topics make it.
         let probe: BaseProducer<Watch> = self
-            .client(&[])?
+            .client(&[("allow.auto.create.topics", "false")])?
             .create_with_context(Watch::new(self))
             .map_err(|e| self.error("failed to create a client", e))?;
         let deadline = Instant::now() + timeout;
-        loop {
+        let metadata = |topic: Option<&str>| loop {
             let wait = deadline
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(500));
-            let answer = probe.client().fetch_metadata(None, wait);
+            let answer = probe.client().fetch_metadata(topic, wait);
             probe.poll(Duration::ZERO);
             if let Some(fatal) = probe.context().fatal.get() {
                 return Err(ClientError::Fatal(fatal));
             }
             match answer {
-                Ok(metadata) if !metadata.brokers().is_empty() => return Ok(()),
-                Err(e) if is_fatal(&e) => return Err(self.error("failed to connect", e)),
-                Err(e) if Instant::now() >= deadline => {
+                Ok(metadata) if !metadata.brokers().is_empty() => return Ok(metadata),
+                Err(e) if is_fatal(&e) || Instant::now() >= deadline => {
                     return Err(self.error("failed to connect", e));
+                }
+                _ if Instant::now() >= deadline => {
+                    let none = KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerNotAvailable);
+                    return Err(self.error("failed to connect", none));
                 }
                 _ => {}
             }
+        };
+        metadata(None)?;
+        for &topic in topics {
+            let metadata = metadata(Some(topic))?;
+            if let Some(e) = topic_refused(&metadata, topic) {
+                return Err(self.error(&format!("cannot use topic {topic}"), e));
+            }
+            let exists = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && !t.partitions().is_empty());
+            if !exists {
+                return Err(ClientError::Fatal(format!(
+                    "Kafka cluster {}: topic {topic} does not exist \
+                     (create it, or set kafka.create_topics = true)",
+                    self.name
+                )));
+            }
         }
+        Ok(())
     }
 
     /// [`Cluster::check`] within [`ADMIN_TIMEOUT`], off the async runtime.
     pub async fn verify(&self) -> Result<(), ClientError> {
+        self.verify_topics(&[]).await
+    }
+
+    /// [`Cluster::check_topics`] within [`ADMIN_TIMEOUT`], off the async
+    /// runtime.
+    pub async fn verify_topics(&self, topics: &[&str]) -> Result<(), ClientError> {
         let cluster = self.clone();
-        tokio::task::spawn_blocking(move || cluster.check(ADMIN_TIMEOUT))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        let topics: Vec<String> = topics.iter().map(|&t| t.to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            cluster.check_topics(ADMIN_TIMEOUT, &topics)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// Creates the topics that are missing; those that exist are left as

@@ -170,7 +170,12 @@ impl Publisher {
         if config.kafka.create_topics {
             kafka::ensure_topics(config, &cluster).await?;
         } else {
-            cluster.verify().await?;
+            let k = &config.kafka;
+            let pq = collections.values().any(|c| c.codebook.is_some());
+            let topics = [k.topic.as_str(), k.codebook_topic.as_str()];
+            cluster
+                .verify_topics(&topics[..if pq { 2 } else { 1 }])
+                .await?;
         }
         let partitions = kafka::partition_count(
             &producer,

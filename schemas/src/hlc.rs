@@ -320,7 +320,9 @@ mod tests {
         assert_eq!(last.parse::<Hlc>().unwrap().wall_ms, i64::MAX as u64);
         let past = format!("{}.0@x", i64::MAX as u64 + 1);
         assert!(
-            past.parse::<Hlc>().unwrap_err().contains("largest timestamp"),
+            past.parse::<Hlc>()
+                .unwrap_err()
+                .contains("largest timestamp"),
             "{past}"
         );
     }
