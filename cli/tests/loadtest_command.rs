@@ -12,7 +12,8 @@ use std::process::Command;
 fn a_short_load_test_reports_every_pair_and_loses_nothing() {
     // eu-west's worker stops for a second mid-load and catches up.
     let (json, report, stderr) = load_test(
-        "regions = 3\ndimension = 16\nconflict_share = 0.3\npause_at_s = 1\npause_for_s = 1\n",
+        "regions = 3\ndimension = 16\nconflict_share = 0.3\npause_at_s = 1\npause_for_s = 1\n\
+         ceiling_events = 3000\n",
         &["--duration", "3", "--rate", "150", "--recall"],
     );
     assert!(stderr.contains("produced"), "a progress line: {stderr}");
@@ -63,8 +64,18 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
     for r in recall.iter().filter(|r| r["encoding"] != "f32") {
         assert!(r["bytes_per_event"].as_f64().unwrap() < f32_bytes, "{r}");
     }
+    // The stores' own ceiling, three at once, against what they applied.
+    let ceiling = &json["ceiling"];
+    assert_eq!(ceiling["stores"], 3, "{json}");
+    assert_eq!(ceiling["events_per_store"], 3000, "{json}");
+    assert!(ceiling["applied_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["applied_per_s"].as_f64().unwrap() > json["replicated_per_s"].as_f64().unwrap());
     let markdown = std::fs::read_to_string(report.path().join("report.md")).unwrap();
     assert!(markdown.contains("| us-east → eu-west |"), "{markdown}");
+    assert!(
+        markdown.contains("the 3 stores apply on their own"),
+        "{markdown}"
+    );
     assert!(json["timeline"].as_array().unwrap().len() >= 3, "{json}");
     for chart in ["latency.png", "throughput.png", "encodings.png"] {
         assert_png(&report.path().join(chart));
@@ -178,7 +189,7 @@ fn on_apache_kafka_mirrormaker_2_carries_the_load_across_a_cut() {
 fn a_cut_shows_and_is_caught_up(setup: &str, carrier: &str) -> Value {
     let (json, report, _) = load_test(
         &format!(
-            "{setup}dimension = 16\nduration_s = 8\n\
+            "{setup}dimension = 16\nduration_s = 8\nceiling_events = 0\n\
              link_delay_ms = 20\ncut_at_s = 2\ncut_for_s = 3\n"
         ),
         &[],

@@ -9,7 +9,7 @@
 //! waiting, to be applied once it has.
 
 use crate::apply::{Change, Effect, Record, apply, unit};
-use crate::store::{Store, StoreError};
+use crate::store::{Known, Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use vecsync_schemas::config::{CollectionConfig, Distance};
 use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
@@ -107,10 +107,7 @@ impl<'a> Applier<'a> {
             }
         }
         for (collection, changes) in by_collection {
-            let mut ids: Vec<PointId> = changes.iter().map(|(_, id, _, _)| *id).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let mut held: HashMap<PointId, Record> = self.store.read(collection, &ids)?;
+            let mut held = self.held(collection, &changes)?;
             let mut dirty = HashSet::new();
             for (at, id, event, change) in changes {
                 let orphaned = match (change.base(), held.get(&id)) {
@@ -150,6 +147,44 @@ impl<'a> Applier<'a> {
             self.store.write(collection, &writes)?;
         }
         Ok(outcome)
+    }
+
+    /// The records the changes apply to. A store that keeps a version
+    /// index tells most without a read: a point it does not hold, or one
+    /// whose record is its anchor and that only full writes change, needs
+    /// nothing but its version (its content is replaced, or the write is
+    /// old and changes nothing). The rest are read.
+    fn held(
+        &self,
+        collection: &str,
+        changes: &[(usize, PointId, &DeltaEvent, Change)],
+    ) -> Result<HashMap<PointId, Record>, StoreError> {
+        let mut ids: Vec<PointId> = changes.iter().map(|(_, id, _, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let Some(known) = self.store.known(collection, &ids) else {
+            return self.store.read(collection, &ids);
+        };
+        let deltas: HashSet<PointId> = changes
+            .iter()
+            .filter(|(_, _, _, change)| change.base().is_some())
+            .map(|(_, id, _, _)| *id)
+            .collect();
+        let (mut to_read, mut held) = (Vec::new(), HashMap::new());
+        for (id, known) in ids.into_iter().zip(known) {
+            match known {
+                _ if deltas.contains(&id) => to_read.push(id),
+                Known::Absent => {}
+                Known::Simple { version, live } => {
+                    held.insert(id, Record::versioned(version, live));
+                }
+                Known::Chained => to_read.push(id),
+            }
+        }
+        if !to_read.is_empty() {
+            held.extend(self.store.read(collection, &to_read)?);
+        }
+        Ok(held)
     }
 
     /// The change an event makes, `None` while its PQ codebook is missing,

@@ -168,6 +168,22 @@ impl Record {
         }
     }
 
+    /// A record known only by its version: live (with no content read) or
+    /// deleted, and no chain. Enough for full writes, which replace the
+    /// content when newer and change nothing otherwise; never written as
+    /// it is.
+    pub fn versioned(version: Hlc, live: bool) -> Self {
+        let change = if live {
+            Change::Upsert {
+                vector: Vec::new(),
+                payload: None,
+            }
+        } else {
+            Change::Delete
+        };
+        Self::anchored(version, change)
+    }
+
     /// Deltas of the chain that a full write at `version` leaves with
     /// nothing to apply on (after it, on a base before it): it drops them.
     pub fn orphaned_by(&self, version: &Hlc) -> usize {

@@ -220,6 +220,16 @@ pub fn delta_json(collection: &str, id: &PointId, version: &Hlc, delta: &Change)
     entry
 }
 
+/// The version a stored point's payload records, and whether its chain
+/// holds deltas, without decoding the rest; `None` when unreadable. A point
+/// without bookkeeping is older than any event ([`crate::apply::unseen`]).
+pub fn summary(payload: &Payload) -> Option<(Hlc, bool)> {
+    match payload.get(KEY) {
+        None => Some((crate::apply::unseen(), false)),
+        Some(book) => Some((hlc(book, "v").ok()?, book.get("anchor").is_some())),
+    }
+}
+
 fn hlc(v: &Value, field: &str) -> Result<Hlc, String> {
     v.get(field)
         .and_then(Value::as_str)

@@ -153,6 +153,7 @@ impl DeadLettered {
 /// did out of strict order since the last report.
 pub(crate) struct ReorderState {
     pub buffered: usize,
+    pub buffered_bytes: usize,
     pub uncommitted: usize,
     pub counters: Counters,
     pub before: Counters,
@@ -161,6 +162,7 @@ pub(crate) struct ReorderState {
 impl ReorderState {
     pub fn emit(&self) {
         gauge!("vecsync_consumer_reorder_buffered_events").set(self.buffered as f64);
+        gauge!("vecsync_consumer_reorder_buffered_bytes").set(self.buffered_bytes as f64);
         gauge!("vecsync_consumer_uncommitted_records").set(self.uncommitted as f64);
         let (now, was) = (self.counters, self.before);
         counter!("vecsync_consumer_reorder_forced_total").increment(now.forced - was.forced);

@@ -13,8 +13,8 @@
 //!   source is idle, nothing holds the buffer back and all it holds goes
 //!   (the last writes of a producer that stopped are not kept waiting for
 //!   a heartbeat that will not come);
-//! - when the buffer holds `max_events`, the oldest event is released
-//!   anyway (forced);
+//! - when the buffer holds `max_events`, or `max_bytes` of records, the
+//!   oldest event is released anyway (forced);
 //! - an event older than what was already released (late: from a source that
 //!   was idle, or from a second producer of the same partition) is released
 //!   at once. Apply is by version, so order only matters for efficiency and
@@ -30,6 +30,9 @@ use vecsync_schemas::hlc::Hlc;
 pub struct Bounds {
     /// Events held at most; beyond it the oldest is released (forced).
     pub max_events: usize,
+    /// Bytes held at most, as [`ReorderBuffer::push_sized`] counts them;
+    /// beyond it the oldest is released (forced).
+    pub max_bytes: usize,
     /// A source silent this long no longer holds the watermark back.
     pub idle_after_ms: u64,
 }
@@ -61,7 +64,10 @@ pub struct ReorderBuffer<K, T> {
     sources: HashMap<K, Source>,
     /// Ordered by timestamp, then arrival, so equal stamps keep their order.
     heap: BinaryHeap<Reverse<(Hlc, u64)>>,
-    items: HashMap<u64, T>,
+    /// Each item with its size in bytes.
+    items: HashMap<u64, (T, usize)>,
+    /// The sizes of the items held.
+    bytes: usize,
     next_seq: u64,
     /// Highest timestamp released so far.
     released: Option<Hlc>,
@@ -75,6 +81,7 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
             sources: HashMap::new(),
             heap: BinaryHeap::new(),
             items: HashMap::new(),
+            bytes: 0,
             next_seq: 0,
             released: None,
             counters: Counters::default(),
@@ -99,6 +106,19 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
     /// Takes an event. Returns the events to apply now, in order: those the
     /// watermark has passed, and a late or forced one.
     pub fn push(&mut self, key: K, hlc: Hlc, item: T, now_ms: u64) -> Vec<(Hlc, T)> {
+        self.push_sized(key, hlc, item, 0, now_ms)
+    }
+
+    /// [`ReorderBuffer::push`] of an item of `bytes` bytes, counted against
+    /// [`Bounds::max_bytes`].
+    pub fn push_sized(
+        &mut self,
+        key: K,
+        hlc: Hlc,
+        item: T,
+        bytes: usize,
+        now_ms: u64,
+    ) -> Vec<(Hlc, T)> {
         self.saw(key, &hlc, now_ms);
         if self.released.as_ref().is_some_and(|r| hlc < *r) {
             self.counters.late += 1;
@@ -109,9 +129,10 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(Reverse((hlc, seq)));
-        self.items.insert(seq, item);
+        self.items.insert(seq, (item, bytes));
+        self.bytes += bytes;
         let mut out = Vec::new();
-        while self.heap.len() > self.bounds.max_events {
+        while self.heap.len() > self.bounds.max_events || self.bytes > self.bounds.max_bytes {
             self.counters.forced += 1;
             out.extend(self.pop());
         }
@@ -181,6 +202,11 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
         self.counters
     }
 
+    /// Bytes held, as [`ReorderBuffer::push_sized`] counted them.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Events held.
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -221,7 +247,8 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
 
     fn pop(&mut self) -> Option<(Hlc, T)> {
         let Reverse((hlc, seq)) = self.heap.pop()?;
-        let item = self.items.remove(&seq)?;
+        let (item, bytes) = self.items.remove(&seq)?;
+        self.bytes -= bytes;
         if self.released.as_ref().is_none_or(|r| hlc > *r) {
             self.released = Some(hlc.clone());
         }
@@ -236,6 +263,7 @@ mod tests {
 
     const BOUNDS: Bounds = Bounds {
         max_events: 1_000,
+        max_bytes: usize::MAX,
         idle_after_ms: 5_000,
     };
 
@@ -302,10 +330,27 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_full_of_bytes_releases_its_oldest() {
+        let mut b = ReorderBuffer::new(Bounds {
+            max_bytes: 100,
+            ..BOUNDS
+        });
+        b.add_source("eu", 0);
+        assert!(b.push_sized("us", h(3, "us"), 3, 60, 0).is_empty());
+        assert!(b.push_sized("us", h(1, "us"), 1, 40, 0).is_empty());
+        assert_eq!(b.bytes(), 100);
+        let out = b.push_sized("us", h(2, "us"), 2, 50, 0);
+        assert_eq!(out.iter().map(|(_, t)| *t).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!((b.bytes(), b.len(), b.counters().forced), (60, 1, 2));
+        assert_eq!(b.drain().len(), 1);
+        assert_eq!(b.bytes(), 0);
+    }
+
+    #[test]
     fn a_full_buffer_releases_its_oldest() {
         let mut b = ReorderBuffer::new(Bounds {
             max_events: 2,
-            idle_after_ms: 5_000,
+            ..BOUNDS
         });
         b.add_source("eu", 0);
         assert!(b.push("us", h(3, "us"), 3, 0).is_empty());

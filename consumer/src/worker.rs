@@ -155,11 +155,33 @@ pub struct Stats {
 /// and bytes for the dead-letter topic.
 #[derive(Debug)]
 struct Held {
+    raw: Raw,
+    event: DeltaEvent,
+}
+
+/// The PQ codebooks received, by id; shared with the batch being applied
+/// on the blocking pool, and copied only when one arrives meanwhile.
+type Codebooks = Arc<HashMap<String, PqCodebook>>;
+
+/// Where an event came from, and its record as read (for a dead letter).
+#[derive(Debug)]
+struct Raw {
     partition: Partition,
     offset: i64,
     key: Option<Vec<u8>>,
     bytes: Vec<u8>,
-    event: DeltaEvent,
+}
+
+impl Held {
+    /// About what it takes in memory: the record as read, and the event
+    /// decoded from it, which holds about as much again.
+    fn size(&self) -> usize {
+        2 * self.raw.bytes.len() + self.raw.key.as_ref().map_or(0, Vec::len) + 64
+    }
+
+    fn split(self) -> (DeltaEvent, Raw) {
+        (self.event, self.raw)
+    }
 }
 
 /// Runs a worker of `config`'s region over `store` until `shutdown`
@@ -309,6 +331,7 @@ async fn work(
         region: config.region.clone(),
         consumers,
         flush_interval: Duration::from_millis(config.consumer.flush_interval_ms),
+        flush_interval_behind: Duration::from_millis(config.consumer.flush_interval_behind_ms),
         batch_max_events: config.consumer.batch_max_events.max(1),
     };
     tracing::info!(
@@ -321,6 +344,7 @@ async fn work(
     let c = &config.consumer;
     let mut reorder: ReorderBuffer<Partition, Held> = ReorderBuffer::new(Bounds {
         max_events: c.reorder_max_events,
+        max_bytes: c.reorder_max_bytes,
         idle_after_ms: c.idle_after_ms,
     });
     // Until a source's partitions are assigned, the source as a whole holds
@@ -334,8 +358,9 @@ async fn work(
         unflushed: Vec::new(),
         flushing: None,
         flushed_at: Instant::now(),
+        behind: false,
     };
-    let mut codebooks: HashMap<String, PqCodebook> = HashMap::new();
+    let mut codebooks: Codebooks = Arc::default();
     let mut pending: Vec<Held> = Vec::new();
     let mut stats = Stats::default();
     let batch_wait = Duration::from_millis(c.batch_max_wait_ms.max(1));
@@ -353,7 +378,7 @@ async fn work(
             Some(book) = books_rx.recv() => {
                 let book: PqCodebook = book;
                 tracing::info!(codebook = book.id(), "codebook received");
-                codebooks.insert(book.id().to_owned(), book);
+                Arc::make_mut(&mut codebooks).insert(book.id().to_owned(), book);
             }
             message = rx.recv() => {
                 let Some((index, incoming)) = message else { break };
@@ -376,7 +401,7 @@ async fn work(
                         sink.drain(&mut reorder, &codebooks, &mut pending, &mut tracking, &mut stats, &mut stopping)
                             .await?;
                         // What still waits for a codebook is the next owner's.
-                        pending.retain(|h| !partitions.contains(&h.partition));
+                        pending.retain(|h| !partitions.contains(&h.raw.partition));
                         for p in &partitions {
                             tracking.offsets.forget(p);
                             tracking.progress.forget(p);
@@ -416,8 +441,10 @@ async fn work(
                 } else {
                     let hlc: Hlc = event.hlc.clone();
                     tracking.progress.held(&partition, origin, &hlc);
-                    let held = Held { partition: partition.clone(), offset, key, bytes, event };
-                    pending.extend(reorder.push(partition, hlc, held, now).into_iter().map(|(_, h)| h));
+                    let raw = Raw { partition: partition.clone(), offset, key, bytes };
+                    let held = Held { raw, event };
+                    let size = held.size();
+                    pending.extend(reorder.push_sized(partition, hlc, held, size, now).into_iter().map(|(_, h)| h));
                 }
             }
             _ = ticker.tick() => {
@@ -454,6 +481,7 @@ async fn work(
             let counters = reorder.counters();
             ReorderState {
                 buffered: reorder.len(),
+                buffered_bytes: reorder.bytes(),
                 uncommitted: tracking.offsets.held(),
                 counters,
                 before: reported,
@@ -558,6 +586,9 @@ struct Tracking {
     flushing: Option<(Flush, Vec<(Partition, i64)>)>,
     /// When the last flush started.
     flushed_at: Instant,
+    /// Whether the last batches came full: the worker is behind, and
+    /// flushes at `flush_interval_behind`.
+    behind: bool,
 }
 
 /// An expiry pass over every collection, a page per step.
@@ -600,6 +631,8 @@ struct Sink {
     consumers: Vec<Arc<SourceConsumer>>,
     /// Longest an applied record waits for the flush that lets it commit.
     flush_interval: Duration,
+    /// The same while the worker is behind.
+    flush_interval_behind: Duration,
     /// Events per store batch, at most, however many the reorder buffer
     /// released at once.
     batch_max_events: usize,
@@ -607,8 +640,9 @@ struct Sink {
 
 impl Sink {
     /// Moves the background flush on: collects a finished one, and starts
-    /// the next when applied records have waited `flush_interval`. True
-    /// when records became durable (a commit is worth making).
+    /// the next when applied records have waited `flush_interval` (or
+    /// `flush_interval_behind`). True when records became durable (a
+    /// commit is worth making).
     async fn flush_step(&self, tracking: &mut Tracking) -> bool {
         let finished = tracking
             .flushing
@@ -618,9 +652,14 @@ impl Sink {
         if finished {
             durable = self.finish_flush(tracking).await;
         }
+        let interval = if tracking.behind {
+            self.flush_interval_behind
+        } else {
+            self.flush_interval
+        };
         if tracking.flushing.is_none()
             && !tracking.unflushed.is_empty()
-            && tracking.flushed_at.elapsed() >= self.flush_interval
+            && tracking.flushed_at.elapsed() >= interval
         {
             self.start_flush(tracking);
         }
@@ -735,7 +774,7 @@ impl Sink {
     async fn drain(
         &self,
         reorder: &mut ReorderBuffer<Partition, Held>,
-        codebooks: &HashMap<String, PqCodebook>,
+        codebooks: &Codebooks,
         pending: &mut Vec<Held>,
         tracking: &mut Tracking,
         stats: &mut Stats,
@@ -757,7 +796,7 @@ impl Sink {
     /// keeps what waits for a codebook, and commits what that allows.
     async fn apply_and_commit(
         &self,
-        codebooks: &HashMap<String, PqCodebook>,
+        codebooks: &Codebooks,
         pending: &mut Vec<Held>,
         tracking: &mut Tracking,
         stats: &mut Stats,
@@ -765,6 +804,7 @@ impl Sink {
         stopping: &mut Stopping,
     ) -> Result<(), WorkerError> {
         let mut rest = std::mem::take(pending);
+        tracking.behind = rest.len() >= self.batch_max_events;
         while !rest.is_empty() {
             let later = rest.split_off(rest.len().min(self.batch_max_events));
             let batch = std::mem::replace(&mut rest, later);
@@ -789,7 +829,7 @@ impl Sink {
     /// waiting for a codebook.
     async fn apply(
         &self,
-        codebooks: &HashMap<String, PqCodebook>,
+        codebooks: &Codebooks,
         mut batch: Vec<Held>,
         tracking: &mut Tracking,
         stats: &mut Stats,
@@ -797,24 +837,27 @@ impl Sink {
     ) -> Result<Vec<Held>, WorkerError> {
         batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
         let started = Instant::now();
-        let events: Vec<DeltaEvent> = batch.iter().map(|h| h.event.clone()).collect();
+        // The events go to the blocking pool and come back, uncopied.
+        let (mut events, records): (Vec<DeltaEvent>, Vec<Raw>) =
+            batch.into_iter().map(Held::split).unzip();
         let (outcome, visible_ms) = {
             // Retry store trouble with backoff: an outage is not a dead letter.
             let mut delay = Duration::from_millis(100);
             loop {
-                let (store, collections, codebooks, events) = (
+                let (store, collections, codebooks) = (
                     self.store.clone(),
                     self.collections.clone(),
                     codebooks.clone(),
-                    events.clone(),
                 );
-                let result = off_loop(move || {
+                let (back, result) = off_loop(move || {
                     let outcome = Applier::new(store.as_ref(), &collections, &codebooks)
-                        .apply_batch(&events)?;
-                    // Searchable from here on; durable after the next flush.
-                    Ok::<_, StoreError>((outcome, SystemClock.now_ms()))
+                        .apply_batch(&events)
+                        // Searchable from here on; durable after the next flush.
+                        .map(|outcome| (outcome, SystemClock.now_ms()));
+                    (events, outcome)
                 })
                 .await;
+                events = back;
                 match result {
                     Ok(done) => break done,
                     Err(
@@ -859,7 +902,7 @@ impl Sink {
             .emit();
         }
         for (at, reason, detail) in &outcome.dead {
-            let held = &batch[*at];
+            let held = &records[*at];
             let source = &self.sources[held.partition.0];
             self.dead_letters
                 .send(
@@ -875,27 +918,24 @@ impl Sink {
             stats.dead_letters += 1;
         }
         let mut waiting = Vec::new();
-        let mut is_waiting = vec![false; batch.len()];
+        let mut is_waiting = vec![false; events.len()];
         for at in &outcome.waiting {
             is_waiting[*at] = true;
         }
         for at in &outcome.changed_at {
-            let held = &batch[*at];
             ReplicationLag {
-                origin: &self.sources[held.partition.0].region,
+                origin: &self.sources[records[*at].partition.0].region,
                 region: &self.region,
-                seconds: visible_ms.saturating_sub(held.event.hlc.wall_ms) as f64 / 1000.0,
+                seconds: visible_ms.saturating_sub(events[*at].hlc.wall_ms) as f64 / 1000.0,
             }
             .emit();
         }
-        for (held, wait) in batch.into_iter().zip(is_waiting) {
+        for ((raw, event), wait) in records.into_iter().zip(events).zip(is_waiting) {
             if wait {
-                waiting.push(held);
+                waiting.push(Held { raw, event });
             } else {
-                tracking
-                    .unflushed
-                    .push((held.partition.clone(), held.offset));
-                tracking.progress.done(&held.partition, &held.event.hlc);
+                tracking.unflushed.push((raw.partition.clone(), raw.offset));
+                tracking.progress.done(&raw.partition, &event.hlc);
             }
         }
         Ok(waiting)
@@ -926,7 +966,12 @@ fn commit(
 /// A client of a source's cluster, from the one client layer.
 fn client(config: &RegionConfig, source: &SourceConfig) -> Result<ClientConfig, WorkerError> {
     let wait = config.kafka.fetch_wait_max_ms.to_string();
-    Ok(Cluster::of_source(config, source).client(&[("fetch.wait.max.ms", &wait)])?)
+    let ahead = config.consumer.fetch_queue_max_kbytes.to_string();
+    Ok(Cluster::of_source(config, source).client(&[
+        ("fetch.wait.max.ms", &wait),
+        // Bounds the read-ahead: librdkafka fetches up to 64 MB otherwise.
+        ("queued.max.messages.kbytes", &ahead),
+    ])?)
 }
 
 /// The group consumer of one source: no auto-commit, range assignment so

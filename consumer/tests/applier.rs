@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use vecsync_consumer::applier::{Applier, DeadReason};
+use vecsync_consumer::apply::{Payload as Fields, Record};
 use vecsync_consumer::digest::Digest;
-use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::store::{Known, Page, Part, Store, StoreError};
 use vecsync_schemas::config::{CollectionConfig, Distance};
 use vecsync_schemas::event::{Body, Delete, DeltaEvent, PayloadPatch, PointId, Upsert, VectorData};
 use vecsync_schemas::hlc::Hlc;
@@ -293,4 +295,149 @@ fn cosine_points_are_the_same_whatever_path_their_vector_took() {
     for d in &digests[1..] {
         assert_eq!(d, &digests[0]);
     }
+}
+
+/// An embedded store seen through its [`Store`] seam, counting the points
+/// it reads; with `index` false it keeps no version index, so every point
+/// is read as before the index existed.
+#[derive(Debug)]
+struct Observed {
+    inner: EdgeStore,
+    index: bool,
+    read: AtomicUsize,
+}
+
+impl Store for Observed {
+    fn ensure_collection(&self, name: &str, dim: usize, d: Distance) -> Result<(), StoreError> {
+        self.inner.ensure_collection(name, dim, d)
+    }
+    fn open_collection(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.open_collection(name)
+    }
+    fn get(
+        &self,
+        c: &str,
+        part: Part,
+        ids: &[PointId],
+    ) -> Result<Vec<(PointId, Record)>, StoreError> {
+        self.read.fetch_add(ids.len(), Ordering::Relaxed);
+        self.inner.get(c, part, ids)
+    }
+    fn upsert(
+        &self,
+        c: &str,
+        part: Part,
+        points: Vec<(PointId, Vec<f32>, Fields)>,
+    ) -> Result<(), StoreError> {
+        self.inner.upsert(c, part, points)
+    }
+    fn delete(&self, c: &str, part: Part, ids: &[PointId]) -> Result<(), StoreError> {
+        self.inner.delete(c, part, ids)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn known(&self, c: &str, ids: &[PointId]) -> Option<Vec<Known>> {
+        if self.index {
+            self.inner.known(c, ids)
+        } else {
+            None
+        }
+    }
+    fn count(&self, c: &str) -> Result<usize, StoreError> {
+        self.inner.count(c)
+    }
+    fn scan_page(
+        &self,
+        c: &str,
+        part: Part,
+        with_vectors: bool,
+        from: Option<PointId>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        self.inner.scan_page(c, part, with_vectors, from, limit)
+    }
+}
+
+/// Every record of both parts, in id order.
+fn records(store: &dyn Store) -> Vec<(Part, PointId, Record)> {
+    let mut all = Vec::new();
+    for part in [Part::Live, Part::Tombstones] {
+        store
+            .scan_records("docs", part, true, &mut |id, r| {
+                all.push((part, id, r));
+                Ok(())
+            })
+            .unwrap();
+    }
+    all
+}
+
+/// The embedded store's version index lets full writes skip the read of
+/// the points they replace, and the store ends holding exactly what it
+/// holds when every point is read: upserts, deletes and payload patches
+/// from three regions, shuffled into small batches, some twice. Reopened,
+/// the store indexes what it holds the same way.
+#[test]
+fn the_version_index_skips_reads_and_changes_nothing() {
+    let (codebooks, collections) = (HashMap::new(), collections(Encoding::Sq8));
+    let mut events = stream();
+    // Patches on some of the writes, so that records carry chains too.
+    let patch = serde_json::json!({"reviewed": true});
+    for (n, e) in stream().into_iter().enumerate().filter(|(n, _)| n % 4 == 1) {
+        let Some((_, id)) = e.target() else { continue };
+        events.push(DeltaEvent {
+            hlc: Hlc::new(e.hlc.wall_ms + 1 + n as u64 % 5, 7, "eu-west"),
+            body: Body::PayloadPatch(PayloadPatch {
+                collection: "docs".into(),
+                id,
+                base_version: e.hlc.clone(),
+                payload: Payload::from_json(patch.as_object().unwrap(), 1 << 20).unwrap(),
+            }),
+        });
+    }
+    let mut order: Vec<DeltaEvent> = events.iter().rev().cloned().collect();
+    order.extend(events.iter().step_by(3).cloned());
+    order.rotate_left(101);
+
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [indexed, reading] = [true, false].map(|index| Observed {
+        inner: store(dirs[usize::from(!index)].path()),
+        index,
+        read: AtomicUsize::new(0),
+    });
+    for batch in order.chunks(11) {
+        for s in [&indexed, &reading] {
+            let mut batch = batch.to_vec();
+            batch.sort_by(|a, b| a.hlc.cmp(&b.hlc));
+            Applier::new(s, &collections, &codebooks)
+                .apply_batch(&batch)
+                .unwrap();
+        }
+    }
+    assert_eq!(records(&indexed), records(&reading));
+    let held = records(&indexed);
+    assert!(
+        held.iter().any(|(_, _, r)| !r.chain.is_empty()),
+        "some chains"
+    );
+    assert!(
+        held.iter().any(|(p, _, _)| *p == Part::Tombstones),
+        "some tombstones"
+    );
+    let (with, without) = (
+        indexed.read.load(Ordering::Relaxed),
+        reading.read.load(Ordering::Relaxed),
+    );
+    assert!(
+        with * 2 < without,
+        "read {with} points with the index, {without} without"
+    );
+
+    let ids: Vec<PointId> = (0..40).map(PointId::Num).collect();
+    let before = indexed.inner.known("docs", &ids).unwrap();
+    drop(indexed);
+    let reopened = store(dirs[0].path());
+    assert_eq!(reopened.known("docs", &ids).unwrap(), before);
+    assert!(before.iter().any(|k| matches!(k, Known::Simple { .. })));
 }

@@ -9,10 +9,13 @@
 //! - [`report`]: what it measured, second by second too, and [`charts`] of
 //!   it;
 //! - [`recall`]: recall@10 in the remote region for each encoding;
+//! - [`ceiling`]: the embedded store's own apply rate, to set the
+//!   pipeline's against;
 //! - [`naive`]: the pipeline a user would write from common examples, to
 //!   compare against.
 
 pub mod bed;
+pub mod ceiling;
 pub mod charts;
 pub mod naive;
 pub mod outage;

@@ -134,6 +134,13 @@ pub struct Report {
     /// Remote events handled per second, all regions, from the start until
     /// everything was applied.
     pub replicated_per_s: f64,
+    /// Events applied per second, all stores, each region's own included
+    /// (every store applies every region's writes), over the same time.
+    #[serde(default)]
+    pub applied_per_s: f64,
+    /// The stores' own apply ceiling, measured after the load.
+    #[serde(default)]
+    pub ceiling: Option<crate::ceiling::Ceiling>,
     pub bytes_per_event: f64,
     pub bytes_per_s: f64,
     /// The latest a publish call started after its scheduled time, ms.
@@ -230,6 +237,21 @@ impl Report {
             self.digests_equal,
             self.peak_rss_mb
         );
+        if let Some(c) = &self.ceiling {
+            let _ = writeln!(
+                out,
+                "\nAll stores applied {:.0} events/s end to end, each region's own included: \
+                 {:.0}% of the {:.0} events/s the {} stores apply on their own \
+                 ({} new {}-d points each, in batches of {}, after the load).",
+                self.applied_per_s,
+                100.0 * self.applied_per_s / c.applied_per_s.max(1.0),
+                c.applied_per_s,
+                c.stores,
+                c.events_per_store,
+                s.dimension,
+                s.apply_batch_events
+            );
+        }
         if self.processes.len() > 1 {
             out.push_str("\n| process | peak resident memory |\n|---|---|\n");
             for p in &self.processes {

@@ -80,6 +80,10 @@ pub struct Scenario {
     /// seconds (0: never), and the catch-up is measured.
     pub cut_at_s: u64,
     pub cut_for_s: u64,
+    /// After the load, each region's store applies this many upserts on
+    /// its own, all at once: the store's apply ceiling ([`crate::ceiling`]).
+    /// 0: not measured.
+    pub ceiling_events: usize,
 }
 
 impl Default for Scenario {
@@ -109,6 +113,7 @@ impl Default for Scenario {
             link_bytes_per_s: 0,
             cut_at_s: 0,
             cut_for_s: 0,
+            ceiling_events: 30_000,
         }
     }
 }
@@ -264,9 +269,16 @@ pub async fn run(
     // that start-up (producer ids, partition assignment) is not measured.
     // MirrorMaker 2 takes a while to start its connectors.
     bed.wait_ready(Duration::from_secs(120)).await?;
-    let result = measure(scenario, &mut bed, book, progress).await;
+    let result = measure(scenario, &mut bed, book, &progress).await;
     bed.stop().await?;
-    result
+    let mut report = result?;
+    if scenario.ceiling_events > 0 {
+        progress("measuring the stores' own apply ceiling");
+        let scenario = scenario.clone();
+        report.ceiling =
+            Some(tokio::task::spawn_blocking(move || crate::ceiling::measure(&scenario)).await??);
+    }
+    Ok(report)
 }
 
 async fn measure(
@@ -368,7 +380,7 @@ async fn measure(
     let lags = book.lags();
     let handled = book.handled();
     let mut pairs = Vec::new();
-    let mut remote_handled = 0;
+    let (mut remote_handled, mut all_handled) = (0, 0);
     for origin in &bed.regions {
         for region in &bed.regions {
             let key = (origin.name.clone(), region.name.clone());
@@ -376,6 +388,7 @@ async fn measure(
             if origin.name != region.name {
                 remote_handled += h;
             }
+            all_handled += h;
             let empty = new_lag_histogram();
             pairs.push(PairReport {
                 origin: key.0.clone(),
@@ -396,6 +409,8 @@ async fn measure(
         pairs,
         produced_per_s: total as f64 / (load_end - started).as_secs_f64(),
         replicated_per_s: remote_handled as f64 / (done - started).as_secs_f64(),
+        applied_per_s: all_handled as f64 / (done - started).as_secs_f64(),
+        ceiling: None,
         bytes_per_event: bytes as f64 / events.max(1) as f64,
         bytes_per_s: bytes as f64 / (load_end - started).as_secs_f64(),
         behind_schedule_max_ms: behind_ms,

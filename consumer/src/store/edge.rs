@@ -6,8 +6,9 @@
 //! after a crash, so what matters is [`EdgeStore::flush`]: consumers commit
 //! offsets only after it.
 
-use super::{Page, Part, Store, StoreError, engine_distance, stored_record, tombstones_of};
-use crate::apply::{Payload, Record};
+use super::{Known, Page, Part, Store, StoreError, engine_distance, stored_record, tombstones_of};
+use crate::apply::{Payload, Record, unseen};
+use crate::bookkeeping;
 use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeVectorParamsBuilder, PointId as EdgePointId, PointInsertOperations, PointOperations,
@@ -20,14 +21,86 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use vecsync_schemas::config::Distance as ConfigDistance;
 use vecsync_schemas::event::PointId;
+use vecsync_schemas::hlc::Hlc;
 
 /// The live and tombstone shards of one collection.
 struct Collection {
     live: EdgeShard,
     tombstones: EdgeShard,
+    /// The version index: every point either shard holds. `None` once a
+    /// write failed part way (the engine may hold some of it): reads tell
+    /// from then on.
+    index: Mutex<Option<HashMap<PointId, Entry>>>,
+}
+
+/// What the version index keeps of a point: the version and shape of the
+/// record last written, and which shards hold it (both for a moment while a
+/// write moves it from one to the other).
+#[derive(Debug, Clone)]
+struct Entry {
+    version: Hlc,
+    chained: bool,
+    live: bool,
+    tombstone: bool,
+}
+
+impl Entry {
+    fn known(&self) -> Known {
+        if self.chained || (self.live && self.tombstone) {
+            Known::Chained
+        } else {
+            Known::Simple {
+                version: self.version.clone(),
+                live: self.live,
+            }
+        }
+    }
+
+    fn holds(&mut self, part: Part) -> &mut bool {
+        match part {
+            Part::Live => &mut self.live,
+            Part::Tombstones => &mut self.tombstone,
+        }
+    }
 }
 
 impl Collection {
+    /// Opens a collection's shards and indexes what they hold.
+    fn open(name: &str, live: EdgeShard, tombstones: EdgeShard) -> Result<Self, StoreError> {
+        let mut index = HashMap::new();
+        for (part, shard) in [(Part::Live, &live), (Part::Tombstones, &tombstones)] {
+            let mut from = None;
+            loop {
+                let (page, next) = scroll(name, shard, part, false, from, INDEX_PAGE)?;
+                for record in page {
+                    let id = edge_point_id(record.id);
+                    let payload = record.payload.map(|p| p.0).unwrap_or_default();
+                    index_write(&mut index, id, part, &payload);
+                }
+                match next {
+                    Some(next) => from = Some(next),
+                    None => break,
+                }
+            }
+        }
+        if !index.is_empty() {
+            tracing::info!(
+                collection = name,
+                points = index.len(),
+                "version index built"
+            );
+        }
+        Ok(Self {
+            live,
+            tombstones,
+            index: Mutex::new(Some(index)),
+        })
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Option<HashMap<PointId, Entry>>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn part(&self, part: Part) -> &EdgeShard {
         match part {
             Part::Live => &self.live,
@@ -130,7 +203,7 @@ impl Store for EdgeStore {
             edge_distance(distance),
         )?;
         let tombstones = open_shard(&self.root.join(tombstones_of(name)), name, 1, Distance::Dot)?;
-        self.insert(name, Collection { live, tombstones });
+        self.insert(name, Collection::open(name, live, tombstones)?);
         Ok(())
     }
 
@@ -147,7 +220,7 @@ impl Store for EdgeStore {
         };
         let live = load(self.root.join(name))?;
         let tombstones = load(self.root.join(tombstones_of(name)))?;
-        self.insert(name, Collection { live, tombstones });
+        self.insert(name, Collection::open(name, live, tombstones)?);
         Ok(())
     }
 
@@ -178,34 +251,64 @@ impl Store for EdgeStore {
         part: Part,
         points: Vec<(PointId, Vec<f32>, Payload)>,
     ) -> Result<(), StoreError> {
+        let shards = self.collection(collection)?;
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = shards.index();
+        if let Some(entries) = index.as_mut() {
+            for (id, _, payload) in &points {
+                index_write(entries, *id, part, payload);
+            }
+        }
         let points = points
             .into_iter()
             .map(|(id, vector, payload)| {
                 PointStruct::new(edge_id(&id), vector, Value::Object(payload)).into()
             })
             .collect();
-        let shards = self.collection(collection)?;
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         shards
             .part(part)
             .update(UpdateOperation::PointOperation(
                 PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
             ))
-            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
+            .map_err(|e| unindexed(&mut index, collection, e.to_string()))?;
         Ok(())
     }
 
     fn delete(&self, collection: &str, part: Part, ids: &[PointId]) -> Result<(), StoreError> {
-        let ids = ids.iter().map(edge_id).collect();
         let shards = self.collection(collection)?;
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = shards.index();
+        // Only what the shard holds: a write moving a point between the
+        // shards deletes it from the other one, which mostly has none.
+        let ids: Vec<EdgePointId> = match index.as_mut() {
+            Some(entries) => ids
+                .iter()
+                .filter(|id| index_delete(entries, id, part))
+                .map(edge_id)
+                .collect(),
+            None => ids.iter().map(edge_id).collect(),
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
         shards
             .part(part)
             .update(UpdateOperation::PointOperation(
                 PointOperations::DeletePoints { ids },
             ))
-            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
+            .map_err(|e| unindexed(&mut index, collection, e.to_string()))?;
         Ok(())
+    }
+
+    fn known(&self, collection: &str, ids: &[PointId]) -> Option<Vec<Known>> {
+        let shards = self.collection(collection).ok()?;
+        let index = shards.index();
+        let entries = index.as_ref()?;
+        Some(
+            ids.iter()
+                .map(|id| entries.get(id).map_or(Known::Absent, Entry::known))
+                .collect(),
+        )
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -237,24 +340,83 @@ impl Store for EdgeStore {
         limit: usize,
     ) -> Result<Page, StoreError> {
         let c = self.collection(collection)?;
-        let (shard, live) = (c.part(part), part == Part::Live);
-        let request = ScrollRequest {
-            offset: from.as_ref().map(edge_id),
-            limit: Some(limit),
-            filter: None,
-            with_payload: Some(WithPayloadInterface::Bool(true)),
-            with_vector: WithVector::Bool(with_vectors && live),
-            order_by: None,
-        };
-        let (page, next) = shard
-            .scroll(request)
-            .map_err(|e| StoreError::engine(collection, e.to_string()))?;
+        let from = from.as_ref().map(edge_id);
+        let (page, next) = scroll(collection, c.part(part), part, with_vectors, from, limit)?;
         let records = page
             .into_iter()
-            .map(|record| to_record(collection, record, live))
+            .map(|record| to_record(collection, record, part == Part::Live))
             .collect::<Result<_, _>>()?;
         Ok((records, next.map(edge_point_id)))
     }
+}
+
+/// Points read per page while building a collection's version index.
+const INDEX_PAGE: usize = 4096;
+
+/// Up to `limit` points of one shard in id order, from `from` on, with
+/// their payloads (and vectors, if asked, of live points).
+fn scroll(
+    collection: &str,
+    shard: &EdgeShard,
+    part: Part,
+    with_vectors: bool,
+    from: Option<EdgePointId>,
+    limit: usize,
+) -> Result<(Vec<EdgeRecord>, Option<EdgePointId>), StoreError> {
+    let request = ScrollRequest {
+        offset: from,
+        limit: Some(limit),
+        filter: None,
+        with_payload: Some(WithPayloadInterface::Bool(true)),
+        with_vector: WithVector::Bool(with_vectors && part == Part::Live),
+        order_by: None,
+    };
+    shard
+        .scroll(request)
+        .map_err(|e| StoreError::engine(collection, e.to_string()))
+}
+
+/// Indexes a point written to `part` with `payload`. Bookkeeping that
+/// cannot be read counts as a chain, so that a read reports it.
+fn index_write(entries: &mut HashMap<PointId, Entry>, id: PointId, part: Part, payload: &Payload) {
+    let (version, chained) = bookkeeping::summary(payload).unwrap_or((unseen(), true));
+    let entry = entries.entry(id).or_insert(Entry {
+        version: version.clone(),
+        chained,
+        live: false,
+        tombstone: false,
+    });
+    (entry.version, entry.chained) = (version, chained);
+    *entry.holds(part) = true;
+}
+
+/// Unindexes a point deleted from `part`; false when `part` does not hold
+/// it.
+fn index_delete(entries: &mut HashMap<PointId, Entry>, id: &PointId, part: Part) -> bool {
+    let Some(entry) = entries.get_mut(id) else {
+        return false;
+    };
+    let held = std::mem::take(entry.holds(part));
+    if !entry.live && !entry.tombstone {
+        entries.remove(id);
+    }
+    held
+}
+
+/// A write the engine failed part way: what it holds is no longer known
+/// without reading, so the collection's index is dropped.
+fn unindexed(
+    index: &mut Option<HashMap<PointId, Entry>>,
+    collection: &str,
+    message: String,
+) -> StoreError {
+    if index.take().is_some() {
+        tracing::warn!(
+            collection,
+            "a write failed; the version index is dropped, points are read from now on"
+        );
+    }
+    StoreError::engine(collection, message)
 }
 
 fn open_shard(

@@ -102,6 +102,18 @@ pub type Page = (Vec<(PointId, Record)>, Option<PointId>);
 /// Points read per page when scanning a collection.
 pub(crate) const SCAN_PAGE: usize = 512;
 
+/// What a store knows of a point without reading it, from the version
+/// index it keeps of its own writes ([`Store::known`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Known {
+    /// The store holds no record of the point.
+    Absent,
+    /// A record with no deltas in its chain: its anchor is its state.
+    Simple { version: Hlc, live: bool },
+    /// A record with deltas: only a read tells its state.
+    Chained,
+}
+
 /// A region's vector store. Every call is synchronous and may block on
 /// disk or network: call it off the async executor.
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -141,6 +153,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// What the store knows of `ids` without reading them, in their order,
+    /// when it keeps a version index of everything it holds (the embedded
+    /// store, its only writer, does); `None` when a read must tell.
+    fn known(&self, collection: &str, ids: &[PointId]) -> Option<Vec<Known>> {
+        let _ = (collection, ids);
+        None
+    }
 
     /// Whether the store answers, for readiness. An embedded store always
     /// does.

@@ -395,6 +395,16 @@ impl RegionConfig {
             "must be positive",
         );
         check(
+            co.reorder_max_bytes > 0,
+            "consumer.reorder_max_bytes",
+            "must be positive",
+        );
+        check(
+            co.fetch_queue_max_kbytes > 0,
+            "consumer.fetch_queue_max_kbytes",
+            "must be positive",
+        );
+        check(
             co.idle_after_ms > 0,
             "consumer.idle_after_ms",
             "must be positive",

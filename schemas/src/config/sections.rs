@@ -503,9 +503,23 @@ pub struct ConsumerConfig {
     /// the flush. 0 flushes every batch.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// The flush interval while the worker is behind (its batches come
+    /// full): rarer flushes leave the store more time for writes, so a
+    /// backlog drains faster. Back to `flush_interval_ms` once caught up.
+    #[serde(default = "default_flush_interval_behind_ms")]
+    pub flush_interval_behind_ms: u64,
     /// Events the reorder buffer holds before releasing the oldest anyway.
     #[serde(default = "default_reorder_max_events")]
     pub reorder_max_events: usize,
+    /// Bytes of records the reorder buffer holds before releasing the
+    /// oldest anyway: with the fetch queue, what bounds a worker's memory
+    /// while it reads a backlog.
+    #[serde(default = "default_reorder_max_bytes")]
+    pub reorder_max_bytes: usize,
+    /// Kilobytes of records librdkafka fetches ahead per source
+    /// (`queued.max.messages.kbytes`; its own default is 64 MB).
+    #[serde(default = "default_fetch_queue_max_kbytes")]
+    pub fetch_queue_max_kbytes: u32,
     /// A source silent this long stops holding the watermark back.
     #[serde(default = "default_idle_after_ms")]
     pub idle_after_ms: u64,
@@ -861,6 +875,15 @@ fn default_batch_max_events() -> usize {
 }
 fn default_flush_interval_ms() -> u64 {
     100
+}
+fn default_flush_interval_behind_ms() -> u64 {
+    1_000
+}
+fn default_reorder_max_bytes() -> usize {
+    64 << 20
+}
+fn default_fetch_queue_max_kbytes() -> u32 {
+    16 << 10
 }
 
 fn default_batch_max_wait_ms() -> u64 {
