@@ -155,6 +155,7 @@ pub(crate) struct ReorderState {
     pub buffered: usize,
     pub buffered_bytes: usize,
     pub uncommitted: usize,
+    pub waiting_for_codebooks: usize,
     pub counters: Counters,
     pub before: Counters,
 }
@@ -164,6 +165,8 @@ impl ReorderState {
         gauge!("vecsync_consumer_reorder_buffered_events").set(self.buffered as f64);
         gauge!("vecsync_consumer_reorder_buffered_bytes").set(self.buffered_bytes as f64);
         gauge!("vecsync_consumer_uncommitted_records").set(self.uncommitted as f64);
+        gauge!("vecsync_consumer_waiting_for_codebook_events")
+            .set(self.waiting_for_codebooks as f64);
         let (now, was) = (self.counters, self.before);
         counter!("vecsync_consumer_reorder_forced_total").increment(now.forced - was.forced);
         counter!("vecsync_consumer_reorder_late_total").increment(now.late - was.late);

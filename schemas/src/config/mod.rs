@@ -405,6 +405,11 @@ impl RegionConfig {
             "must be positive",
         );
         check(
+            co.codebook_wait_max_events > 0,
+            "consumer.codebook_wait_max_events",
+            "must be positive",
+        );
+        check(
             co.idle_after_ms > 0,
             "consumer.idle_after_ms",
             "must be positive",

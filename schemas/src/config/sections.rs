@@ -520,6 +520,10 @@ pub struct ConsumerConfig {
     /// (`queued.max.messages.kbytes`; its own default is 64 MB).
     #[serde(default = "default_fetch_queue_max_kbytes")]
     pub fetch_queue_max_kbytes: u32,
+    /// PQ events held while their codebook has not arrived; when full, the
+    /// worker reads no more records until codebooks come.
+    #[serde(default = "default_codebook_wait_max_events")]
+    pub codebook_wait_max_events: usize,
     /// A source silent this long stops holding the watermark back.
     #[serde(default = "default_idle_after_ms")]
     pub idle_after_ms: u64,
@@ -884,6 +888,9 @@ fn default_reorder_max_bytes() -> usize {
 }
 fn default_fetch_queue_max_kbytes() -> u32 {
     16 << 10
+}
+fn default_codebook_wait_max_events() -> usize {
+    10_000
 }
 
 fn default_batch_max_wait_ms() -> u64 {

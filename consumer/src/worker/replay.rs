@@ -1,0 +1,284 @@
+//! The worker's loop: records from the sources are decoded and merged in
+//! HLC order through the reorder buffer; what it releases is applied in
+//! batches; ticks move the flush, the watermarks and expiry on.
+
+use super::*;
+
+/// Everything the loop keeps between two steps.
+pub(super) struct Replay<'a> {
+    pub(super) consumer: &'a vecsync_schemas::config::ConsumerConfig,
+    pub(super) region: &'a str,
+    pub(super) sink: Sink,
+    pub(super) decoder: Decoder<DeltaEvent>,
+    pub(super) watermarks: Watermarks,
+    pub(super) stopping: Stopping,
+    pub(super) reorder: ReorderBuffer<Partition, Held>,
+    pub(super) tracking: Tracking,
+    pub(super) codebooks: Codebooks,
+    /// Released by the reorder buffer, to apply in the next batch.
+    pub(super) pending: Vec<Held>,
+    /// PQ events whose codebook has not arrived, tried again when one
+    /// does. At most `consumer.codebook_wait_max_events`: beyond, the loop
+    /// reads no more records until codebooks come (their offsets stay
+    /// uncommitted, so nothing is lost to a restart either).
+    pub(super) waiting: Vec<Held>,
+    pub(super) stats: Stats,
+    pub(super) last_batch: Instant,
+    pub(super) last_expiry: Instant,
+    pub(super) expiry: Option<ExpiryRound>,
+    /// The reorder counters as last reported to the metrics.
+    pub(super) reported: crate::reorder::Counters,
+}
+
+impl<'a> Replay<'a> {
+    pub(super) fn new(
+        config: &'a RegionConfig,
+        sink: Sink,
+        decoder: Decoder<DeltaEvent>,
+        watermarks: Watermarks,
+        stopping: Stopping,
+    ) -> Self {
+        let c = &config.consumer;
+        let mut reorder = ReorderBuffer::new(Bounds {
+            max_events: c.reorder_max_events,
+            max_bytes: c.reorder_max_bytes,
+            idle_after_ms: c.idle_after_ms,
+        });
+        // Until a source's partitions are assigned, the source as a whole
+        // holds the watermark: its first events may be older than any other's.
+        for (index, source) in sink.sources.iter().enumerate() {
+            reorder.add_source(unassigned(index, &source.topic), SystemClock.now_ms());
+        }
+        Self {
+            consumer: c,
+            region: &config.region,
+            sink,
+            decoder,
+            watermarks,
+            stopping,
+            reorder,
+            tracking: Tracking {
+                offsets: Offsets::new(),
+                progress: Progress::new(),
+                unflushed: Vec::new(),
+                flushing: None,
+                flushed_at: Instant::now(),
+                behind: false,
+            },
+            codebooks: Arc::default(),
+            pending: Vec::new(),
+            waiting: Vec::new(),
+            stats: Stats::default(),
+            last_batch: Instant::now(),
+            last_expiry: Instant::now(),
+            expiry: None,
+            reported: crate::reorder::Counters::default(),
+        }
+    }
+
+    /// Runs until a stop is asked for or the sources end, then drains what
+    /// it holds within the drain timeout and commits.
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<(usize, Incoming)>,
+        mut books: mpsc::Receiver<PqCodebook>,
+    ) -> Result<Stats, WorkerError> {
+        let c = self.consumer;
+        let batch_wait = Duration::from_millis(c.batch_max_wait_ms.max(1));
+        let mut ticker = tokio::time::interval(batch_wait);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = self.stopping.clone();
+        let mut full = false;
+        loop {
+            let room = self.waiting.len() < c.codebook_wait_max_events;
+            if !room && !full {
+                tracing::warn!(
+                    waiting = self.waiting.len(),
+                    "events waiting for their PQ codebook fill consumer.codebook_wait_max_events; \
+                     reading no more records until codebooks arrive"
+                );
+            }
+            full = !room;
+            tokio::select! {
+                biased;
+                () = stopping.asked() => break,
+                Some(book) = books.recv() => self.codebook(book),
+                message = rx.recv(), if room => {
+                    let Some((index, incoming)) = message else { break };
+                    self.incoming(index, incoming).await?;
+                }
+                _ = ticker.tick() => self.tick().await?,
+            }
+            let due =
+                self.pending.len() >= c.batch_max_events || self.last_batch.elapsed() >= batch_wait;
+            if due && !self.pending.is_empty() {
+                self.apply_and_commit(CommitMode::Async).await?;
+                self.batch_done();
+            }
+        }
+        // Drain: everything the buffer holds goes to the store, then a
+        // synchronous commit, all within the drain timeout. The stop was
+        // asked already: the timeout bounds the retries.
+        self.stopping = Stopping(watch::channel(false).1);
+        let timeout = Duration::from_millis(c.drain_timeout_ms);
+        match tokio::time::timeout(timeout, self.drain()).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!("drain timed out; what was not committed will be replayed"),
+        }
+        self.stats.reorder = self.reorder.counters();
+        Ok(self.stats)
+    }
+
+    /// A codebook arrived: the events waiting for it go with the next batch.
+    fn codebook(&mut self, book: PqCodebook) {
+        tracing::info!(codebook = book.id(), "codebook received");
+        Arc::make_mut(&mut self.codebooks).insert(book.id().to_owned(), book);
+        self.pending.append(&mut self.waiting);
+    }
+
+    async fn incoming(&mut self, index: usize, incoming: Incoming) -> Result<(), WorkerError> {
+        match incoming {
+            Incoming::Record(record) => self.record(index, record).await,
+            Incoming::Resume(partition, committed) => {
+                self.tracking.offsets.resume(&partition, committed);
+                // An assigned partition holds the watermark back from the
+                // start, until it speaks or is declared idle: a quiet
+                // origin must not let others' events pass it.
+                self.reorder
+                    .remove_source(&unassigned(partition.0, &partition.1));
+                self.watermarks.cover(&partition.1, partition.2);
+                self.reorder.add_source(partition, SystemClock.now_ms());
+                Ok(())
+            }
+            Incoming::Fatal(why) => Err(vecsync_kafka::ClientError::Fatal(why).into()),
+            Incoming::Revoke(partitions, done) => {
+                self.drain().await?;
+                // What still waits for a codebook is the next owner's.
+                self.waiting
+                    .retain(|h| !partitions.contains(&h.raw.partition));
+                for p in &partitions {
+                    self.tracking.offsets.forget(p);
+                    self.tracking.progress.forget(p);
+                    self.reorder.remove_source(p);
+                    self.watermarks.uncover(&p.1, p.2);
+                }
+                self.stats.revocations += 1;
+                let _ = done.send(());
+                Ok(())
+            }
+        }
+    }
+
+    /// Decodes a record (a dead letter when it cannot be) and hands its
+    /// event to the reorder buffer.
+    async fn record(&mut self, index: usize, received: Received) -> Result<(), WorkerError> {
+        let (partition, offset, bytes, key) = received;
+        self.tracking.offsets.received(&partition, offset);
+        let event = loop {
+            match self.decoder.decode(&bytes).await {
+                Ok(event) => break event,
+                Err(ref e) if let Some(refused) = e.refused() => {
+                    return Err(refused.clone().into());
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!("registry unavailable, retrying in 1s: {e}");
+                    self.stopping
+                        .backoff(Duration::from_secs(1), "schema registry")
+                        .await?;
+                }
+                Err(e) => {
+                    let source = &self.sink.sources[index];
+                    let (reason, detail) = (e.reason_label(), e.to_string());
+                    self.sink
+                        .dead_letters
+                        .send(
+                            source,
+                            &partition,
+                            offset,
+                            key.as_deref(),
+                            &bytes,
+                            reason,
+                            &detail,
+                        )
+                        .await?;
+                    self.stats.dead_letters += 1;
+                    self.tracking.offsets.done(&partition, offset);
+                    return Ok(());
+                }
+            }
+        };
+        let now = SystemClock.now_ms();
+        let origin = &self.sink.sources[index].region;
+        let released = if event.target().is_none() {
+            self.tracking.offsets.done(&partition, offset);
+            self.tracking.progress.seen(&partition, origin, &event.hlc);
+            self.reorder.heartbeat(partition, event.hlc, now)
+        } else {
+            let hlc = event.hlc.clone();
+            self.tracking.progress.held(&partition, origin, &hlc);
+            let raw = Raw {
+                partition: partition.clone(),
+                offset,
+                key,
+                bytes,
+            };
+            let held = Held { raw, event };
+            let size = held.size();
+            self.reorder.push_sized(partition, hlc, held, size, now)
+        };
+        self.pending.extend(released.into_iter().map(|(_, h)| h));
+        Ok(())
+    }
+
+    /// Moves the flush, the watermarks and expiry on.
+    async fn tick(&mut self) -> Result<(), WorkerError> {
+        if self.sink.flush_step(&mut self.tracking).await {
+            commit(
+                &self.sink.consumers,
+                &mut self.tracking.offsets,
+                CommitMode::Async,
+            )?;
+        }
+        let now = SystemClock.now_ms();
+        self.pending
+            .extend(self.reorder.tick(now).into_iter().map(|(_, h)| h));
+        let marks = self.tracking.progress.watermarks();
+        WatermarkState {
+            region: self.region,
+            marks: &marks,
+            now_ms: now,
+        }
+        .emit();
+        self.watermarks.publish(marks);
+        if self.expiry.is_none()
+            && self.last_expiry.elapsed() >= Duration::from_millis(self.consumer.expiry_interval_ms)
+        {
+            let horizon = now.saturating_sub(self.consumer.tombstone_horizon_ms);
+            self.expiry = Some(ExpiryRound::new(horizon, self.sink.collections.keys()));
+        }
+        if let Some(round) = &mut self.expiry
+            && self.sink.expire_step(round).await
+        {
+            self.expiry = None;
+            self.last_expiry = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// After a batch: the watermarks and the buffer's state go out.
+    fn batch_done(&mut self) {
+        self.watermarks.publish(self.tracking.progress.watermarks());
+        self.last_batch = Instant::now();
+        let counters = self.reorder.counters();
+        ReorderState {
+            buffered: self.reorder.len(),
+            buffered_bytes: self.reorder.bytes(),
+            uncommitted: self.tracking.offsets.held(),
+            waiting_for_codebooks: self.waiting.len(),
+            counters,
+            before: self.reported,
+        }
+        .emit();
+        self.reported = counters;
+    }
+}
