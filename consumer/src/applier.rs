@@ -173,12 +173,11 @@ impl<'a> Applier<'a> {
         let (mut to_read, mut held) = (Vec::new(), HashMap::new());
         for (id, known) in ids.into_iter().zip(known) {
             match known {
-                _ if deltas.contains(&id) => to_read.push(id),
-                Known::Absent => {}
-                Known::Simple { version, live } => {
+                Known::Absent if !deltas.contains(&id) => {}
+                Known::Simple { version, live } if !deltas.contains(&id) => {
                     held.insert(id, Record::versioned(version, live));
                 }
-                Known::Chained => to_read.push(id),
+                _ => to_read.push(id),
             }
         }
         if !to_read.is_empty() {

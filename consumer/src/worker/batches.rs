@@ -61,7 +61,7 @@ impl Replay<'_> {
         let started = Instant::now();
         // The events go to the blocking pool and come back, uncopied.
         let (mut events, records): (Vec<DeltaEvent>, Vec<Raw>) =
-            batch.into_iter().map(Held::split).unzip();
+            batch.into_iter().map(|h| (h.event, h.raw)).unzip();
         let (outcome, visible_ms) = {
             // Retry store trouble with backoff: an outage is not a dead letter.
             let mut delay = Duration::from_millis(100);

@@ -198,10 +198,6 @@ impl Held {
     fn size(&self) -> usize {
         2 * self.raw.bytes.len() + self.raw.key.as_ref().map_or(0, Vec::len) + 64
     }
-
-    fn split(self) -> (DeltaEvent, Raw) {
-        (self.event, self.raw)
-    }
 }
 
 /// Runs a worker of `config`'s region over `store` until `shutdown`
