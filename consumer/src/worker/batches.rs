@@ -1,8 +1,9 @@
 //! Applying batches: the events the reorder buffer releases go to the
-//! store in batches on the blocking pool; dead letters and the replication
-//! lag come out of each.
+//! store in batches on the blocking pool, one in flight while the loop
+//! reads on; dead letters and the replication lag come out of each.
 
 use super::*;
+use crate::applier::Outcome;
 
 /// Where batches go: the store, the dead-letter topic, and the commits.
 pub(super) struct Sink {
@@ -21,82 +22,124 @@ pub(super) struct Sink {
     pub(super) batch_max_events: usize,
 }
 
+/// A batch on its way to the store and back. One is in flight at a time,
+/// so that batches reach the store in the order the reorder buffer released
+/// them; the loop goes on reading and decoding meanwhile.
+pub(super) struct Batch {
+    events: Vec<DeltaEvent>,
+    records: Vec<Raw>,
+    started: Instant,
+    /// How long to wait before the next try, should this one fail.
+    delay: Duration,
+}
+
+/// A batch's outcome, and when its changes became searchable.
+type Applied = (Outcome, u64);
+
+/// A batch back from the blocking pool, with what came of it.
+pub(super) type Landed = (Batch, Result<Applied, StoreError>);
+
+/// The batch being applied on the blocking pool.
+pub(super) type InFlight = tokio::task::JoinHandle<Landed>;
+
+/// Resolves when the batch in flight is done with, and clears it (pending
+/// for ever when there is none).
+pub(super) async fn landed(applying: &mut Option<InFlight>) -> Landed {
+    let Some(task) = applying else {
+        return std::future::pending().await;
+    };
+    let landed = task
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    *applying = None;
+    landed
+}
+
 impl Replay<'_> {
     /// Applies everything held, the reorder buffer included, and commits
     /// synchronously: before a stop, or before partitions are revoked.
     pub(super) async fn drain(&mut self) -> Result<(), WorkerError> {
         self.pending
             .extend(self.reorder.drain().into_iter().map(|(_, h)| h));
-        self.apply_and_commit(CommitMode::Sync).await
-    }
-
-    /// Applies what is pending in batches of at most `batch_max_events`,
-    /// sets aside what waits for a codebook, and commits what that allows.
-    pub(super) async fn apply_and_commit(&mut self, mode: CommitMode) -> Result<(), WorkerError> {
-        let max = self.sink.batch_max_events;
-        let mut rest = std::mem::take(&mut self.pending);
-        self.tracking.behind = rest.len() >= max;
-        while !rest.is_empty() {
-            let later = rest.split_off(rest.len().min(max));
-            let batch = std::mem::replace(&mut rest, later);
-            let waiting = self.apply(batch).await?;
-            self.waiting.extend(waiting);
-            if !rest.is_empty() {
-                self.sink.flush_step(&mut self.tracking).await;
-            }
-        }
-        if matches!(mode, CommitMode::Sync) {
-            self.sink.flush_all(&mut self.tracking).await;
-        } else {
-            self.sink.flush_step(&mut self.tracking).await;
-        }
-        commit(&self.sink.consumers, &mut self.tracking.offsets, mode)
-    }
-
-    /// Applies a batch, writes dead letters, and marks the records applied;
-    /// they are done (committable) once flushed. Returns the events still
-    /// waiting for a codebook.
-    async fn apply(&mut self, mut batch: Vec<Held>) -> Result<Vec<Held>, WorkerError> {
-        batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
-        let started = Instant::now();
-        // The events go to the blocking pool and come back, uncopied.
-        let (mut events, records): (Vec<DeltaEvent>, Vec<Raw>) =
-            batch.into_iter().map(|h| (h.event, h.raw)).unzip();
-        let (outcome, visible_ms) = {
-            // Retry store trouble with backoff: an outage is not a dead letter.
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let (store, collections, codebooks) = (
-                    self.sink.store.clone(),
-                    self.sink.collections.clone(),
-                    self.codebooks.clone(),
-                );
-                let (back, result) = off_loop(move || {
-                    let outcome = Applier::new(store.as_ref(), &collections, &codebooks)
-                        .apply_batch(&events)
-                        // Searchable from here on; durable after the next flush.
-                        .map(|outcome| (outcome, SystemClock.now_ms()));
-                    (events, outcome)
-                })
-                .await;
-                events = back;
-                match result {
-                    Ok(done) => break done,
-                    Err(
-                        e @ (StoreError::UnknownCollection(_)
-                        | StoreError::Mismatch { .. }
-                        | StoreError::Refused { .. }),
-                    ) => {
-                        return Err(e.into());
-                    }
-                    Err(e) => {
-                        tracing::warn!("store unavailable, retrying in {delay:?}: {e}");
-                        self.stopping.backoff(delay, "store").await?;
-                        delay = next_delay(delay);
-                    }
+        loop {
+            if self.applying.is_none() {
+                if self.pending.is_empty() {
+                    break;
                 }
+                self.start_batch();
+            }
+            let landed = landed(&mut self.applying).await;
+            self.applied(landed).await?;
+        }
+        self.sink.flush_all(&mut self.tracking).await;
+        commit(
+            &self.sink.consumers,
+            &mut self.tracking.offsets,
+            CommitMode::Sync,
+        )
+    }
+
+    /// Sends the next batch of at most `batch_max_events` of what is
+    /// pending to the blocking pool. There must be none in flight.
+    pub(super) fn start_batch(&mut self) {
+        debug_assert!(self.applying.is_none(), "one batch in flight at a time");
+        let max = self.sink.batch_max_events;
+        self.tracking.behind = self.pending.len() >= max;
+        let rest = self.pending.split_off(self.pending.len().min(max));
+        let mut batch = std::mem::replace(&mut self.pending, rest);
+        batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
+        let (events, records): (Vec<DeltaEvent>, Vec<Raw>) =
+            batch.into_iter().map(|h| (h.event, h.raw)).unzip();
+        self.applying = Some(self.spawn_apply(Batch {
+            events,
+            records,
+            started: Instant::now(),
+            delay: Duration::from_millis(100),
+        }));
+    }
+
+    /// Applies `batch` on the blocking pool; it comes back uncopied.
+    fn spawn_apply(&self, batch: Batch) -> InFlight {
+        let (store, collections, codebooks) = (
+            self.sink.store.clone(),
+            self.sink.collections.clone(),
+            self.codebooks.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let outcome = Applier::new(store.as_ref(), &collections, &codebooks)
+                .apply_batch(&batch.events)
+                // Searchable from here on; durable after the next flush.
+                .map(|outcome| (outcome, SystemClock.now_ms()));
+            (batch, outcome)
+        })
+    }
+
+    /// The batch in flight is done with: store trouble is retried with
+    /// backoff (an outage is not a dead letter); an applied batch's dead
+    /// letters are written, its records marked applied (committable once
+    /// flushed), and what the flush allows is committed.
+    pub(super) async fn applied(&mut self, (mut batch, result): Landed) -> Result<(), WorkerError> {
+        let (outcome, visible_ms) = match result {
+            Ok(done) => done,
+            Err(
+                e @ (StoreError::UnknownCollection(_)
+                | StoreError::Mismatch { .. }
+                | StoreError::Refused { .. }),
+            ) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!("store unavailable, retrying in {:?}: {e}", batch.delay);
+                self.stopping.backoff(batch.delay, "store").await?;
+                batch.delay = next_delay(batch.delay);
+                self.applying = Some(self.spawn_apply(batch));
+                return Ok(());
             }
         };
+        let Batch {
+            events,
+            records,
+            started,
+            ..
+        } = batch;
         self.stats.batches += 1;
         BatchApplied {
             region: self.sink.region.as_str(),
@@ -140,7 +183,6 @@ impl Replay<'_> {
                 .await?;
             self.stats.dead_letters += 1;
         }
-        let mut waiting = Vec::new();
         let mut is_waiting = vec![false; events.len()];
         for at in &outcome.waiting {
             is_waiting[*at] = true;
@@ -155,7 +197,7 @@ impl Replay<'_> {
         }
         for ((raw, event), wait) in records.into_iter().zip(events).zip(is_waiting) {
             if wait {
-                waiting.push(Held { raw, event });
+                self.waiting.push(Held { raw, event });
             } else {
                 self.tracking
                     .unflushed
@@ -163,6 +205,13 @@ impl Replay<'_> {
                 self.tracking.progress.done(&raw.partition, &event.hlc);
             }
         }
-        Ok(waiting)
+        self.sink.flush_step(&mut self.tracking).await;
+        commit(
+            &self.sink.consumers,
+            &mut self.tracking.offsets,
+            CommitMode::Async,
+        )?;
+        self.batch_done();
+        Ok(())
     }
 }

@@ -17,6 +17,8 @@ pub(super) struct Replay<'a> {
     pub(super) codebooks: Codebooks,
     /// Released by the reorder buffer, to apply in the next batch.
     pub(super) pending: Vec<Held>,
+    /// The batch being applied on the blocking pool, if any.
+    pub(super) applying: Option<InFlight>,
     /// PQ events whose codebook has not arrived, tried again when one
     /// does. At most `consumer.codebook_wait_max_events`: beyond, the loop
     /// reads no more records until codebooks come (their offsets stay
@@ -67,6 +69,7 @@ impl<'a> Replay<'a> {
             },
             codebooks: Arc::default(),
             pending: Vec::new(),
+            applying: None,
             waiting: Vec::new(),
             stats: Stats::default(),
             last_batch: Instant::now(),
@@ -91,6 +94,9 @@ impl<'a> Replay<'a> {
         let mut full = false;
         loop {
             let room = self.waiting.len() < c.codebook_wait_max_events;
+            // While a batch is in flight the loop reads and decodes the
+            // next one, but no further.
+            let ahead = self.pending.len() < c.batch_max_events;
             if !room && !full {
                 tracing::warn!(
                     waiting = self.waiting.len(),
@@ -102,8 +108,9 @@ impl<'a> Replay<'a> {
             tokio::select! {
                 biased;
                 () = stopping.asked() => break,
+                landed = landed(&mut self.applying) => self.applied(landed).await?,
                 Some(book) = books.recv() => self.codebook(book),
-                message = rx.recv(), if room => {
+                message = rx.recv(), if room && ahead => {
                     let Some((index, incoming)) = message else { break };
                     self.incoming(index, incoming).await?;
                 }
@@ -111,9 +118,8 @@ impl<'a> Replay<'a> {
             }
             let due =
                 self.pending.len() >= c.batch_max_events || self.last_batch.elapsed() >= batch_wait;
-            if due && !self.pending.is_empty() {
-                self.apply_and_commit(CommitMode::Async).await?;
-                self.batch_done();
+            if due && !self.pending.is_empty() && self.applying.is_none() {
+                self.start_batch();
             }
         }
         // Drain: everything the buffer holds goes to the store, then a
@@ -256,7 +262,9 @@ impl<'a> Replay<'a> {
             let horizon = now.saturating_sub(self.consumer.tombstone_horizon_ms);
             self.expiry = Some(ExpiryRound::new(horizon, self.sink.collections.keys()));
         }
+        // Expiry and a batch in flight would both change the store.
         if let Some(round) = &mut self.expiry
+            && self.applying.is_none()
             && self.sink.expire_step(round).await
         {
             self.expiry = None;
@@ -266,7 +274,7 @@ impl<'a> Replay<'a> {
     }
 
     /// After a batch: the watermarks and the buffer's state go out.
-    fn batch_done(&mut self) {
+    pub(super) fn batch_done(&mut self) {
         self.watermarks.publish(self.tracking.progress.watermarks());
         self.last_batch = Instant::now();
         let counters = self.reorder.counters();
