@@ -13,7 +13,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use vecsync_consumer::apply::{Change, Effect, Record, State, apply};
 use vecsync_consumer::digest::Digest;
-use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::store::edge::{EdgeStore, WalLimits};
 use vecsync_consumer::store::server::ServerStore;
 use vecsync_consumer::store::{Expired, Pass, Store, StoreError};
 use vecsync_devkit::qdrant::QdrantEndpoint;
@@ -572,4 +572,78 @@ fn edge_writes_and_flushes_from_two_threads_do_not_collide() {
     }
     flusher.join().expect("a flush panicked");
     assert_eq!(store.count("docs").unwrap(), 3_000);
+}
+
+/// qdrant-edge never trims its write-ahead log; the store lets the log go
+/// after a flush once it passes its limit, and loses nothing doing so.
+#[test]
+fn edge_the_write_ahead_log_stays_within_its_limit_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = WalLimits {
+        segment_bytes: 1 << 20,
+        reclaim_bytes: 2 << 20,
+    };
+    let open = || EdgeStore::open(dir.path()).unwrap().with_wal_limits(limits);
+    let store = open();
+    store.ensure_collection("docs", 256, Distance::Dot).unwrap();
+    let log_bytes = || -> u64 {
+        ["docs", "docs.tombstones"]
+            .iter()
+            .flat_map(|shard| std::fs::read_dir(dir.path().join(shard).join("wal")).unwrap())
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    // 256 floats are about 1.3 KB of log a point: 40 batches of 400
+    // points write about 20 MB of it.
+    let mut largest = 0;
+    for batch in 0..40u64 {
+        let mut changes: Vec<(PointId, Hlc, Change)> = (0..400)
+            .map(|i| {
+                let id = batch * 400 + i;
+                let change = Change::Upsert {
+                    vector: vec![id as f32; 256],
+                    payload: Some(json!({"n": id}).as_object().cloned().unwrap()),
+                };
+                (PointId::Num(id), h(10 + id), change)
+            })
+            .collect();
+        // Every tenth point of the batch before is deleted: a tombstone.
+        if batch > 0 {
+            changes.extend((0..40).map(|i| {
+                let id = (batch - 1) * 400 + i * 10;
+                (PointId::Num(id), h(100_000 + id), Change::Delete)
+            }));
+        }
+        apply_batch(&store, changes);
+        store.flush().unwrap();
+        largest = largest.max(log_bytes());
+    }
+    // At most the limit and a batch in closed segments, and each shard's
+    // two open segments (preallocated): 8 MiB. Without letting go it
+    // would be the whole 20 MB.
+    assert!(largest <= 8 << 20, "the log reached {largest} bytes");
+
+    let live = 40 * 400 - 39 * 40;
+    let digest = Digest::of(&store, "docs").unwrap();
+    assert_eq!(digest.points, live);
+    let held = store
+        .read(
+            "docs",
+            &[PointId::Num(7), PointId::Num(10), PointId::Num(15_999)],
+        )
+        .unwrap();
+    let State::Live(seven) = &held[&PointId::Num(7)].current().0.state else {
+        panic!("7 is live")
+    };
+    assert_eq!(seven.vector, vec![7.0; 256]);
+    assert_eq!(held[&PointId::Num(10)].current().0.state, State::Deleted);
+    assert_eq!(
+        store.search("docs", vec![1.0; 256], 1).unwrap()[0].0,
+        PointId::Num(15_999)
+    );
+    drop(store);
+
+    let store = open();
+    store.open_collection("docs").unwrap();
+    assert_eq!(Digest::of(&store, "docs").unwrap(), digest);
 }
