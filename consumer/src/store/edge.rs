@@ -44,7 +44,7 @@ impl Default for WalLimits {
     fn default() -> Self {
         Self {
             segment_bytes: 8 << 20,
-            reclaim_bytes: 64 << 20,
+            reclaim_bytes: 512 << 20,
         }
     }
 }

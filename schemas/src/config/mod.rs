@@ -255,6 +255,7 @@ impl RegionConfig {
             "only applies with an https:// URL",
         );
         let st = &self.store;
+        check(st.wal_max_mb > 0, "store.wal_max_mb", "must be positive");
         if st.backend == StoreBackend::Qdrant {
             check(
                 st.url.starts_with("http://") || st.url.starts_with("https://"),

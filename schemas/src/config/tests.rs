@@ -214,6 +214,9 @@ fn a_qdrant_server_store_is_checked_and_its_key_kept_secret() {
     );
     let err = parse(MINIMAL, &[("VECSYNC__STORE__BACKEND", "milvus")]).unwrap_err();
     assert!(err.to_string().contains("milvus"), "{err}");
+    assert_eq!(parse(MINIMAL, &[]).unwrap().store.wal_max_mb, 512);
+    let err = parse(MINIMAL, &[("VECSYNC__STORE__WAL_MAX_MB", "0")]).unwrap_err();
+    assert_eq!(problem_fields(&err), ["store.wal_max_mb"]);
 }
 
 #[test]
