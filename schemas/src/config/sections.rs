@@ -608,7 +608,8 @@ pub struct StoreConfig {
     /// Embedded store only: the write-ahead log each shard may keep, in
     /// MiB. The engine never trims its log, so once a flush finds more,
     /// the shard is closed and loaded again without it, which holds
-    /// writes back for that moment (about 150 ms at 120,000 768-d points).
+    /// writes back for that moment (110–260 ms in the load test, at up to
+    /// 200,000 768-d points).
     #[serde(default = "default_store_wal_max_mb")]
     pub wal_max_mb: u64,
     /// Qdrant server only: how vecsync creates each collection (and its
