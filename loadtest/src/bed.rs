@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use vecsync_consumer::digest::Digest;
-use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::store::edge::{EdgeStore, WalLimits};
 use vecsync_consumer::worker::{self, RunningWorker};
 use vecsync_devkit::broker::{Tansu, free_port};
 use vecsync_devkit::kafka::{Kafka, LinkListener, MirrorMaker2, Mm2Cluster, mm2_properties};
@@ -415,8 +415,12 @@ encoding = "{encoding}"
                 dimension = spec.dimension,
                 encoding = spec.encoding,
             );
-            let config = RegionConfig::parse(&text, name, std::iter::empty())?;
-            let store = Arc::new(EdgeStore::open(&config.store.path)?);
+            // `VECSYNC__*` overrides apply to every region, as they do to
+            // the components run on their own.
+            let config = RegionConfig::parse(&text, name, std::env::vars())?;
+            let store = Arc::new(
+                EdgeStore::open(&config.store.path)?.with_wal_limits(WalLimits::of(&config.store)),
+            );
             let publisher = Arc::new(
                 Publisher::connect(&config)
                     .await

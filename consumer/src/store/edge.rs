@@ -26,7 +26,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use vecsync_schemas::config::Distance as ConfigDistance;
+use vecsync_schemas::config::{Distance as ConfigDistance, StoreConfig};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 
@@ -38,6 +38,16 @@ pub struct WalLimits {
     pub segment_bytes: usize,
     /// What the log may hold in closed segments before a flush lets it go.
     pub reclaim_bytes: u64,
+}
+
+impl WalLimits {
+    /// The limits a region's store config sets (`store.wal_max_mb`).
+    pub fn of(config: &StoreConfig) -> Self {
+        Self {
+            reclaim_bytes: config.wal_max_mb << 20,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for WalLimits {

@@ -419,12 +419,9 @@ pub(crate) fn tombstones_of(collection: &str) -> String {
 /// Opens the store a region's config names.
 pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config.backend {
-        StoreBackend::Edge => Arc::new(edge::EdgeStore::open(&config.path)?.with_wal_limits(
-            edge::WalLimits {
-                reclaim_bytes: config.wal_max_mb << 20,
-                ..edge::WalLimits::default()
-            },
-        )),
+        StoreBackend::Edge => Arc::new(
+            edge::EdgeStore::open(&config.path)?.with_wal_limits(edge::WalLimits::of(config)),
+        ),
         StoreBackend::Qdrant => Arc::new(server::ServerStore::connect(config)?),
     })
 }
