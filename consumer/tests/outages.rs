@@ -105,8 +105,12 @@ fn upserts(range: std::ops::Range<u64>) -> Vec<Mutation> {
 }
 
 async fn count(store: &Arc<dyn Store>) -> usize {
+    count_in(store, "docs").await
+}
+
+async fn count_in(store: &Arc<dyn Store>, collection: &'static str) -> usize {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.count("docs").unwrap_or(0))
+    tokio::task::spawn_blocking(move || store.count(collection).unwrap_or(0))
         .await
         .unwrap()
 }
@@ -205,4 +209,87 @@ async fn a_codebook_topic_created_after_the_worker_started_is_read() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     running.stop().await.unwrap();
+}
+
+/// The value of an unlabelled gauge in `rendered` metrics.
+fn gauge(rendered: &str, name: &str) -> Option<f64> {
+    rendered
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// PQ events whose codebook has not arrived are set aside, at most
+/// `consumer.codebook_wait_max_events`: beyond, the worker reads no more
+/// records, so later events of another collection wait too. When the
+/// codebook comes, everything is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_a_codebook_are_bounded_and_applied_when_it_comes() {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
+    let Some(mut region) = TestRegion::start(
+        DIM as u32,
+        "f32",
+        "[consumer]\ncodebook_wait_max_events = 5",
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let docs = region.config.collections.get_mut("docs").unwrap();
+    docs.distance = Distance::Dot;
+    let plain = docs.clone();
+    docs.encoding = Encoding::Pq;
+    docs.codebook_file = Some(write_codebook(&codebook("docs", DIM), dir.path()));
+    region.config.collections.insert("plain".into(), plain);
+    region.config.store.path = dir.path().join("store");
+    // The worker reads codebooks from a topic the producer does not write.
+    let mut worker_config = region.config.clone();
+    worker_config.kafka.codebook_topic = format!("{}.late", region.config.kafka.topic);
+    let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&worker_config.store.path).unwrap());
+    let running = worker::spawn(worker_config.clone(), store.clone());
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    publisher.publish("docs", &upserts(0..10)).await.unwrap();
+
+    let waiting = || {
+        gauge(
+            &metrics.render(),
+            "vecsync_consumer_waiting_for_codebook_events",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting().unwrap_or(0.0) < 5.0 {
+        assert!(Instant::now() < deadline, "PQ events were never set aside");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Set aside are the events of the batch that reached the bound: no more
+    // records are read, so what comes next waits in Kafka.
+    publisher.publish("plain", &upserts(0..10)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let set_aside = waiting().unwrap();
+    assert!((5.0..=10.0).contains(&set_aside), "{set_aside}");
+    assert_eq!(
+        count_in(&store, "plain").await,
+        0,
+        "records were read past the bound"
+    );
+    assert_eq!(count(&store).await, 0);
+
+    // The codebook comes on the worker's topic: everything is applied.
+    let late = Publisher::connect(&worker_config).await.unwrap();
+    late.publish("docs", &upserts(10..11)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&store).await < 11 || count_in(&store, "plain").await < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "after the codebook: docs {} of 11, plain {} of 10",
+            count(&store).await,
+            count_in(&store, "plain").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats = running.stop().await.unwrap();
+    assert_eq!(stats.dead_letters, 0);
+    assert_eq!(waiting(), Some(0.0));
 }
