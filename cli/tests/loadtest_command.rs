@@ -70,6 +70,24 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
     assert_eq!(ceiling["events_per_store"], 3000, "{json}");
     assert!(ceiling["applied_per_s"].as_f64().unwrap() > 0.0, "{json}");
     assert!(json["applied_per_s"].as_f64().unwrap() > json["replicated_per_s"].as_f64().unwrap());
+    // The process's memory by what backs it: every region's store maps
+    // files of its own, and the parts add up.
+    let memory = &json["memory"];
+    let stores = memory["stores_mb"].as_array().unwrap();
+    assert_eq!(stores.len(), 3, "{memory}");
+    assert!(
+        stores.iter().all(|s| s[1].as_f64().unwrap() > 0.0),
+        "{memory}"
+    );
+    let parts: f64 = ["anonymous_mb", "other_files_mb"]
+        .iter()
+        .map(|k| memory[k].as_f64().unwrap())
+        .chain(stores.iter().map(|s| s[1].as_f64().unwrap()))
+        .sum();
+    assert!(
+        (parts - memory["total_mb"].as_f64().unwrap()).abs() < 0.01,
+        "{memory}"
+    );
     let markdown = std::fs::read_to_string(report.path().join("report.md")).unwrap();
     assert!(markdown.contains("| us-east → eu-west |"), "{markdown}");
     assert!(

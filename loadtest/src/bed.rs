@@ -278,6 +278,11 @@ impl Region {
 
     /// Stops the region's worker, as an outage or a deploy would; its
     /// commits stay where they were.
+    /// The directory of the region's embedded store.
+    pub fn store_path(&self) -> &std::path::Path {
+        &self.config.store.path
+    }
+
     pub async fn pause(&mut self) -> anyhow::Result<()> {
         if let Some(w) = self.worker.take() {
             w.stop().await?;

@@ -11,12 +11,14 @@
 //! - [`recall`]: recall@10 in the remote region for each encoding;
 //! - [`ceiling`]: the embedded store's own apply rate, to set the
 //!   pipeline's against;
+//! - [`memory`]: where the process's resident memory is, by region;
 //! - [`naive`]: the pipeline a user would write from common examples, to
 //!   compare against.
 
 pub mod bed;
 pub mod ceiling;
 pub mod charts;
+pub mod memory;
 pub mod naive;
 pub mod outage;
 pub mod recall;

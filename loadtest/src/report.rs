@@ -155,6 +155,10 @@ pub struct Report {
     /// Peak resident memory of every process of the run, MB.
     #[serde(default)]
     pub processes: Vec<ProcessMemory>,
+    /// The vecsync process's memory by what backs it, at its largest
+    /// sample (every second until everything was applied).
+    #[serde(default)]
+    pub memory: Option<crate::memory::MemoryAtPeak>,
     /// The catch-up after the fault, when one was asked for and the
     /// backlog was handled before the end.
     pub catch_up: Option<CatchUp>,
@@ -251,6 +255,24 @@ impl Report {
                 s.dimension,
                 s.apply_batch_events
             );
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                out,
+                "\nThe vecsync process at its largest sample: {:.0} MB resident, of which \
+                 {:.0} MB anonymous (every region's buffers, queues and engine heap) and \
+                 {:.0} MB other files.\n\n\
+                 | region | its store's files | with an equal share of the anonymous memory |\n\
+                 |---|---|---|",
+                m.total_mb, m.anonymous_mb, m.other_files_mb
+            );
+            for (region, store_mb) in &m.stores_mb {
+                let _ = writeln!(
+                    out,
+                    "| {region} | {store_mb:.0} MB | {:.0} MB |",
+                    m.region_mb(*store_mb)
+                );
+            }
         }
         if self.processes.len() > 1 {
             out.push_str("\n| process | peak resident memory |\n|---|---|\n");

@@ -289,6 +289,12 @@ async fn measure(
 ) -> anyhow::Result<Report> {
     let bytes_before = book.bytes.load(Ordering::Relaxed);
     let events_before = book.events.load(Ordering::Relaxed);
+    let sampler = crate::memory::Sampler::start(
+        bed.regions
+            .iter()
+            .map(|r| (r.name.clone(), r.store_path().to_owned()))
+            .collect(),
+    );
     let started = Instant::now();
     let load = Duration::from_secs(scenario.duration_s);
     let mut writers = JoinSet::new();
@@ -418,6 +424,7 @@ async fn measure(
         converged,
         digests_equal,
         peak_rss_mb: peak_rss_mb("self"),
+        memory: sampler.finish(),
         processes: processes(bed),
         faults: outage.iter().map(Outage::window).collect(),
         catch_up: outage.and_then(|o| o.result),
