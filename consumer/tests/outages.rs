@@ -266,6 +266,8 @@ async fn events_waiting_for_a_codebook_are_bounded_and_applied_when_it_comes() {
     // Set aside are the events of the batch that reached the bound: no more
     // records are read, so what comes next waits in Kafka.
     publisher.publish("plain", &upserts(0..10)).await.unwrap();
+    // Nothing to wait for: these 3 s are the window in which a worker
+    // reading past the bound applies them (it does in a few hundred ms).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let set_aside = waiting().unwrap();
     assert!((5.0..=10.0).contains(&set_aside), "{set_aside}");

@@ -5,8 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// The process's resident memory at the sample where it was largest, MB.
@@ -33,35 +32,37 @@ impl MemoryAtPeak {
 /// [`Sampler::finish`].
 #[derive(Debug)]
 pub struct Sampler {
-    stop: Arc<AtomicBool>,
+    stop: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<Option<MemoryAtPeak>>,
 }
 
 impl Sampler {
     /// Starts sampling; `stores` are the regions' store directories.
     pub fn start(stores: Vec<(String, PathBuf)>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut peak: Option<MemoryAtPeak> = None;
-                while !stop.load(Ordering::Relaxed) {
-                    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-                    let now = split(&smaps, &stores);
-                    if peak.as_ref().is_none_or(|p| now.total_mb > p.total_mb) {
-                        peak = Some(now);
-                    }
-                    std::thread::sleep(Duration::from_secs(1));
+        let (stop, stopped) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut peak: Option<MemoryAtPeak> = None;
+            loop {
+                let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+                let now = split(&smaps, &stores);
+                if peak.as_ref().is_none_or(|p| now.total_mb > p.total_mb) {
+                    peak = Some(now);
                 }
-                peak.filter(|p| p.total_mb > 0.0)
-            })
-        };
+                // A second between samples, or until finished.
+                if stopped.recv_timeout(Duration::from_secs(1))
+                    != Err(mpsc::RecvTimeoutError::Timeout)
+                {
+                    break;
+                }
+            }
+            peak.filter(|p| p.total_mb > 0.0)
+        });
         Self { stop, thread }
     }
 
     /// Stops sampling: the largest sample (`None` where `/proc` has none).
     pub fn finish(self) -> Option<MemoryAtPeak> {
-        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(());
         self.thread.join().ok().flatten()
     }
 }

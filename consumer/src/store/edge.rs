@@ -95,14 +95,9 @@ impl Shard {
             }
             let mut engine = self.engine.write().unwrap_or_else(|e| e.into_inner());
             if engine.is_none() {
-                *engine = Some(self.load(collection)?);
+                *engine = Some(load_engine(&self.path, collection)?);
             }
         }
-    }
-
-    fn load(&self, collection: &str) -> Result<EdgeShard, StoreError> {
-        EdgeShard::load(&self.path, None)
-            .map_err(|e| StoreError::engine(collection, format!("{}: {e}", self.path.display())))
     }
 
     /// Flushes the engine; then, when its log holds more than
@@ -110,33 +105,29 @@ impl Shard {
     /// log but what numbers the next write, and loads it again.
     fn flush(&self, collection: &str, reclaim_bytes: u64) -> Result<(), StoreError> {
         let mut engine = self.engine.write().unwrap_or_else(|e| e.into_inner());
-        let log = self.path.join(WAL_DIR);
         if let Some(engine) = engine.as_ref() {
             engine.flush();
-            if closed_segments(&log)
-                .iter()
-                .map(|(_, _, len)| len)
-                .sum::<u64>()
-                <= reclaim_bytes
-            {
-                return Ok(());
-            }
+        }
+        let mut closed = closed_segments(&self.path.join(WAL_DIR));
+        let held: u64 = closed.iter().map(|(_, _, len)| len).sum();
+        if engine.is_some() && held <= reclaim_bytes {
+            return Ok(());
         }
         let started = std::time::Instant::now();
-        // Dropping the engine flushes it again and closes its log.
+        // Dropping the engine flushes it again and closes its log (a
+        // segment it closes on the way is not in `closed`, so it stays).
         drop(engine.take());
         // The engine numbers each write after the last one in its log, and
         // skips a write to a point whose number is not higher than the
         // point's: the newest closed segment and the open ones stay, so
         // the numbering goes on.
-        let mut closed = closed_segments(&log);
         closed.sort_unstable_by_key(|(start, _, _)| *start);
         closed.pop();
         for (_, path, _) in closed {
             std::fs::remove_file(&path)
                 .map_err(|e| StoreError::engine(collection, format!("{}: {e}", path.display())))?;
         }
-        *engine = Some(self.load(collection)?);
+        *engine = Some(load_engine(&self.path, collection)?);
         tracing::debug!(
             shard = %self.path.display(),
             took_ms = started.elapsed().as_millis() as u64,
@@ -144,6 +135,12 @@ impl Shard {
         );
         Ok(())
     }
+}
+
+/// Loads the engine of the shard at `path`, one of `collection`'s.
+fn load_engine(path: &Path, collection: &str) -> Result<EdgeShard, StoreError> {
+    EdgeShard::load(path, None)
+        .map_err(|e| StoreError::engine(collection, format!("{}: {e}", path.display())))
 }
 
 /// The closed segments of a shard's log (`closed-<first entry>`): each
@@ -374,9 +371,7 @@ impl Store for EdgeStore {
             if !path.join("edge_config.json").exists() {
                 return Err(StoreError::UnknownCollection(name.to_owned()));
             }
-            EdgeShard::load(&path, None)
-                .map(|engine| Shard::new(path.clone(), engine))
-                .map_err(|e| StoreError::engine(name, format!("{}: {e}", path.display())))
+            load_engine(&path, name).map(|engine| Shard::new(path, engine))
         };
         let live = load(self.root.join(name))?;
         let tombstones = load(self.root.join(tombstones_of(name)))?;
@@ -589,7 +584,7 @@ fn open_shard(
 ) -> Result<Shard, StoreError> {
     let err = |e: String| StoreError::engine(collection, format!("{}: {e}", path.display()));
     let engine = if path.join("edge_config.json").exists() {
-        let engine = EdgeShard::load(&path, None).map_err(|e| err(e.to_string()))?;
+        let engine = load_engine(&path, collection)?;
         let found = engine
             .config()
             .vectors
