@@ -138,6 +138,22 @@ impl DeltasDropped<'_> {
     }
 }
 
+/// An event of a collection the region does not replicate from its source.
+pub(crate) struct EventSkipped<'a> {
+    pub origin: &'a str,
+    pub collection: &'a str,
+}
+
+impl EventSkipped<'_> {
+    pub fn emit(&self) {
+        let labels = [
+            ("origin", self.origin.to_owned()),
+            ("collection", self.collection.to_owned()),
+        ];
+        counter!("vecsync_consumer_skipped_events_total", &labels).increment(1);
+    }
+}
+
 /// An event written to the dead-letter topic.
 pub(crate) struct DeadLettered {
     pub reason: &'static str,

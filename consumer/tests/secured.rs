@@ -94,12 +94,13 @@ async fn the_pipeline_runs_over_sasl_ssl_and_refused_credentials_stop_it() {
     // here the same broker) are not.
     let mut source_refused = config.clone();
     source_refused.consumer.sources = vec![SourceConfig {
-        region: "eu-west".into(),
-        brokers: Some(config.kafka.brokers.clone()),
-        topic: "eu-west.vecsync.deltas".into(),
-        codebook_topic: "eu-west.vecsync.codebooks".into(),
         security: refused.kafka.security.clone(),
-        options: Default::default(),
+        ..SourceConfig::new(
+            "eu-west",
+            Some(config.kafka.brokers.clone()),
+            "eu-west.vecsync.deltas",
+            "eu-west.vecsync.codebooks",
+        )
     }];
     let err = stopped_worker(source_refused).await;
     assert!(

@@ -104,13 +104,13 @@ impl TwoRegions {
         west.kafka.brokers = west_broker.brokers();
         west.kafka.topic = unique_name("vecsync.deltas");
         west.store.path = dir.path().join("eu-west");
-        let source = |c: &RegionConfig| SourceConfig {
-            region: c.region.clone(),
-            brokers: Some(c.kafka.brokers.clone()),
-            topic: c.kafka.topic.clone(),
-            codebook_topic: c.kafka.codebook_topic.clone(),
-            security: Default::default(),
-            options: Default::default(),
+        let source = |c: &RegionConfig| {
+            SourceConfig::new(
+                &c.region,
+                Some(c.kafka.brokers.clone()),
+                &c.kafka.topic,
+                &c.kafka.codebook_topic,
+            )
         };
         let (east_source, west_source) = (source(&east.config), source(&west));
         east.config.consumer.sources = vec![west_source];
@@ -329,4 +329,51 @@ async fn a_quiet_origin_holds_the_watermark_from_the_start() {
     drop(west_pub);
     let stats = worker.stop().await.unwrap();
     assert_eq!(stats.reorder.late, 0, "{stats:?}");
+}
+
+/// A region that does not replicate one of another region's collections
+/// skips that collection's events from its source and counts them: none
+/// reaches its store and none is dead-lettered, and the events around them
+/// still pass the watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_replicates_only_the_collections_the_region_takes_from_it() {
+    let Some(mut regions) = TwoRegions::start().await else {
+        return;
+    };
+    let docs = regions.east.config.collections["docs"].clone();
+    for config in [&mut regions.east.config, &mut regions.west] {
+        config.collections.insert("private".into(), docs.clone());
+    }
+    let east = &mut regions.east.config;
+    east.consumer.sources[0].exclude_collections = vec!["private".into()];
+
+    let west_pub = Publisher::connect(&regions.west).await.unwrap();
+    let mut all: Vec<(PointId, Hlc, Change)> = Vec::new();
+    let (shared, private) = (mutations(2, 200), mutations(3, 50));
+    for (batch, private) in shared.chunks(50).zip(private.chunks(13)) {
+        let versions = west_pub.publish("docs", batch).await.unwrap();
+        all.extend(
+            batch
+                .iter()
+                .zip(versions)
+                .map(|(m, v)| (m.id(), v, change(m))),
+        );
+        west_pub.publish("private", private).await.unwrap();
+    }
+    let expected = Digest::of_records(&fold(all));
+
+    let store = store::open(&regions.east.config.store).unwrap();
+    let worker = worker::spawn(regions.east.config.clone(), store.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while digest(&store).await.unwrap_or_default() != expected {
+        assert!(Instant::now() < deadline, "docs never converged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = worker.stop().await.unwrap();
+    assert_eq!((stats.skipped, stats.dead_letters), (50, 0), "{stats:?}");
+    let kept = tokio::task::spawn_blocking(move || Digest::of(store.as_ref(), "private"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.points, 0, "a private event reached the store: {kept}");
 }

@@ -27,7 +27,7 @@
 use crate::applier::Applier;
 use crate::freshness::{Progress, Watermarks};
 use crate::metrics::{
-    BatchApplied, DeadLettered, DeltasDropped, Flushed, RecordsLost, ReorderState,
+    BatchApplied, DeadLettered, DeltasDropped, EventSkipped, Flushed, RecordsLost, ReorderState,
 };
 use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
@@ -167,6 +167,9 @@ pub struct Stats {
     pub unchanged: u64,
     pub parked: u64,
     pub dead_letters: u64,
+    /// Events of collections the region does not replicate from their
+    /// source (`collections`, `exclude_collections`).
+    pub skipped: u64,
     pub batches: u64,
     /// Group rebalances that took partitions away (each drained first).
     pub revocations: u64,

@@ -214,8 +214,18 @@ impl<'a> Replay<'a> {
             }
         };
         let now = SystemClock.now_ms();
-        let origin = &self.sink.sources[index].region;
-        let released = if event.target().is_none() {
+        let source = &self.sink.sources[index];
+        let origin = &source.region;
+        let skipped = event.target().filter(|(c, _)| !source.replicates(c));
+        if let Some((collection, _)) = skipped {
+            EventSkipped { origin, collection }.emit();
+            self.stats.skipped += 1;
+        }
+        let skipped = skipped.is_some();
+        // A heartbeat, or an event of a collection this region does not
+        // replicate from the source: nothing to apply, but its timestamp
+        // moves the watermark on.
+        let released = if event.target().is_none() || skipped {
             self.tracking.offsets.done(&partition, offset);
             self.tracking.progress.seen(&partition, origin, &event.hlc);
             self.reorder.heartbeat(partition, event.hlc, now)

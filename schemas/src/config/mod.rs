@@ -188,12 +188,14 @@ impl RegionConfig {
             sources.insert(
                 0,
                 SourceConfig {
-                    region: self.region.clone(),
-                    brokers: Some(self.kafka.brokers.clone()),
-                    topic: self.kafka.topic.clone(),
-                    codebook_topic: self.kafka.codebook_topic.clone(),
                     security: self.kafka.security.clone(),
                     options: self.kafka.options.clone(),
+                    ..SourceConfig::new(
+                        &self.region,
+                        Some(self.kafka.brokers.clone()),
+                        &self.kafka.topic,
+                        &self.kafka.codebook_topic,
+                    )
                 },
             );
         }
@@ -448,6 +450,18 @@ impl RegionConfig {
                 &field("codebook_topic"),
                 NAME_RULE,
             );
+            check(
+                src.collections.is_empty() || src.exclude_collections.is_empty(),
+                &field("exclude_collections"),
+                "cannot be set together with collections: list what to replicate or what not to",
+            );
+            for name in &src.collections {
+                check(
+                    self.collections.contains_key(name),
+                    &field("collections"),
+                    &format!("{name:?} is not one of this region's collections"),
+                );
+            }
         }
         let l = &self.lag;
         check(l.interval_ms > 0, "lag.interval_ms", "must be positive");

@@ -579,6 +579,42 @@ pub struct SourceConfig {
     /// top of `kafka.options` for a source on this region's cluster).
     #[serde(default)]
     pub options: KafkaOptions,
+    /// The collections this region replicates from the source; every one
+    /// when empty. The source's events of any other collection are skipped
+    /// and counted (`vecsync_consumer_skipped_events_total`), not
+    /// dead-lettered.
+    #[serde(default)]
+    pub collections: Vec<String>,
+    /// Collections this region does not replicate from the source, skipped
+    /// and counted the same way. Not together with `collections`.
+    #[serde(default)]
+    pub exclude_collections: Vec<String>,
+}
+
+impl SourceConfig {
+    /// A source of every collection, with no security or options of its own.
+    pub fn new(region: &str, brokers: Option<String>, topic: &str, codebook_topic: &str) -> Self {
+        Self {
+            region: region.to_owned(),
+            brokers,
+            topic: topic.to_owned(),
+            codebook_topic: codebook_topic.to_owned(),
+            security: KafkaSecurity::default(),
+            options: KafkaOptions::default(),
+            collections: Vec::new(),
+            exclude_collections: Vec::new(),
+        }
+    }
+
+    /// Whether this region replicates `collection` from the source.
+    pub fn replicates(&self, collection: &str) -> bool {
+        let listed = |names: &[String]| names.iter().any(|n| n == collection);
+        if self.collections.is_empty() {
+            !listed(&self.exclude_collections)
+        } else {
+            listed(&self.collections)
+        }
+    }
 }
 
 /// The region's vector store.

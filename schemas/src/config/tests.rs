@@ -139,6 +139,38 @@ fn the_shipped_examples_are_valid() {
 }
 
 #[test]
+fn a_source_replicates_the_collections_it_includes_or_does_not_exclude() {
+    let source = |extra: &str| {
+        let text = format!(
+            "{MINIMAL}\n[collections.images]\ndimension = 8\ndistance = \"dot\"\n\
+             [[consumer.sources]]\nregion = \"eu-west\"\ntopic = \"eu-west.vecsync.deltas\"\n{extra}"
+        );
+        parse(&text, &[]).map(|c| c.consumer.sources[0].clone())
+    };
+    let all = source("").unwrap();
+    assert!(all.replicates("docs") && all.replicates("anything"));
+
+    let only = source("collections = [\"docs\"]").unwrap();
+    assert!(only.replicates("docs"));
+    assert!(!only.replicates("images") && !only.replicates("unknown"));
+
+    let but = source("exclude_collections = [\"images\"]").unwrap();
+    assert!(but.replicates("docs") && !but.replicates("images"));
+
+    let both = source("collections = [\"docs\"]\nexclude_collections = [\"images\"]").unwrap_err();
+    assert_eq!(
+        problem_fields(&both),
+        ["consumer.sources[0].exclude_collections"]
+    );
+    let unknown = source("collections = [\"docs\", \"nope\"]").unwrap_err();
+    assert_eq!(
+        problem_fields(&unknown),
+        ["consumer.sources[0].collections"]
+    );
+    assert!(unknown.to_string().contains("\"nope\""), "{unknown}");
+}
+
+#[test]
 fn a_region_replays_its_own_topic_and_the_sources_it_names() {
     let c = parse(MINIMAL, &[]).unwrap();
     assert_eq!(c.group_id(), "vecsync-us-east");
