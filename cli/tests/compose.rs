@@ -286,6 +286,8 @@ fn the_committed_mm2_properties_mirrors_between_two_kafka_clusters() {
         text.push_str(&format!("{k} = {v}\n"));
     }
     east.create_topic("vecsync.deltas", 3).unwrap();
+    // A local collection's topic (residency = "local"), never to be mirrored.
+    east.create_topic("vecsync.deltas.local", 3).unwrap();
     west.create_topic("vecsync.deltas", 3).unwrap();
     let Some(mm2) = MirrorMaker2::start(&text) else {
         return;
@@ -297,13 +299,15 @@ fn the_committed_mm2_properties_mirrors_between_two_kafka_clusters() {
     use rdkafka::producer::Producer as _;
     for i in 0..30 {
         let value = format!("event {i}");
-        producer
-            .send(
-                rdkafka::producer::BaseRecord::to("vecsync.deltas")
-                    .key(&value)
-                    .payload(&value),
-            )
-            .unwrap();
+        for topic in ["vecsync.deltas.local", "vecsync.deltas"] {
+            producer
+                .send(
+                    rdkafka::producer::BaseRecord::to(topic)
+                        .key(&value)
+                        .payload(&value),
+                )
+                .unwrap();
+        }
     }
     producer.flush(std::time::Duration::from_secs(30)).unwrap();
     // MirrorMaker 2 creates the mirror once it finds the topic.
@@ -324,4 +328,19 @@ fn the_committed_mm2_properties_mirrors_between_two_kafka_clusters() {
     let mut sent: Vec<String> = (0..30).map(|i| format!("event {i}")).collect();
     sent.sort();
     assert_eq!(values, sent);
+    // The local topic was there from the start, and written first: had it
+    // matched, its mirror would exist by now.
+    use rdkafka::consumer::Consumer as _;
+    let probe: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", west.brokers())
+        .create()
+        .unwrap();
+    let metadata = probe
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .unwrap();
+    let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+    assert!(
+        names.contains(&"us-east.vecsync.deltas") && !names.iter().any(|n| n.contains(".local")),
+        "{names:?}"
+    );
 }

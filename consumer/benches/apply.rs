@@ -40,6 +40,7 @@ fn apply_throughput(events: usize) -> f64 {
             distance: Distance::Cosine,
             encoding: Encoding::Sq8,
             codebook_file: None,
+            residency: Default::default(),
         },
     )]);
     let codebooks = HashMap::new();

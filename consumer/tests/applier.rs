@@ -25,6 +25,7 @@ fn collections(encoding: Encoding) -> HashMap<String, CollectionConfig> {
         distance: Distance::Dot,
         encoding,
         codebook_file: None,
+        residency: Default::default(),
     };
     HashMap::from([("docs".to_owned(), docs)])
 }

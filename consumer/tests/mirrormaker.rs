@@ -5,7 +5,9 @@
 //! region's worker replays its own topic and the mirror from its own
 //! cluster. Writes from both sides converge to equal digests, and a `pq`
 //! collection's codebook crosses on the mirrored codebook topic so the
-//! remote region can decode its events.
+//! remote region can decode its events. A collection with
+//! `residency = "local"` is replayed in its own region and never reaches
+//! the other cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rdkafka::ClientConfig;
@@ -42,18 +44,23 @@ fn upserts(region: u64, n: u64) -> Vec<Mutation> {
         .collect()
 }
 
-/// Waits until `topics` exist on the cluster at `brokers`.
-fn wait_topics(brokers: &str, topics: &[String], mm2: &MirrorMaker2) {
+/// The topics of the cluster at `brokers`; none when it does not answer.
+fn topic_names(brokers: &str) -> Vec<String> {
     let probe: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
+    probe
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until `topics` exist on the cluster at `brokers`.
+fn wait_topics(brokers: &str, topics: &[String], mm2: &MirrorMaker2) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let names: Vec<String> = probe
-            .fetch_metadata(None, Duration::from_secs(5))
-            .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
-            .unwrap_or_default();
+        let names = topic_names(brokers);
         if topics.iter().all(|t| names.contains(t)) {
             return;
         }
@@ -118,6 +125,10 @@ dimension = {DIM}
 distance = "dot"
 encoding = "pq"
 codebook_file = "{book}"
+[collections.private]
+dimension = {DIM}
+distance = "dot"
+residency = "local"
 "#,
             registry = registry.url(),
             store = dir.path().join(region).display(),
@@ -173,17 +184,19 @@ codebook_file = "{book}"
         stores.push(store);
     }
     // Both regions write, concurrently, to overlapping points; east also
-    // writes the PQ collection.
+    // writes the PQ collection and the one that stays in us-east.
     let (east_m, west_m) = (upserts(1, 300), upserts(2, 300));
     for (batch_e, batch_w) in east_m.chunks(50).zip(west_m.chunks(50)) {
-        let (ve, vw, vp) = tokio::join!(
+        let (ve, vw, vp, vl) = tokio::join!(
             east_pub.publish("docs", batch_e),
             west_pub.publish("docs", batch_w),
             east_pub.publish("pqdocs", batch_e),
+            east_pub.publish("private", batch_e),
         );
         ve.unwrap();
         vw.unwrap();
         vp.unwrap();
+        vl.unwrap();
     }
 
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -196,12 +209,13 @@ codebook_file = "{book}"
             digest(&stores[0], "pqdocs").await,
             digest(&stores[1], "pqdocs").await,
         );
-        if e == w && ep == wp && e.points > 10 && ep.points > 10 {
+        let local = digest(&stores[0], "private").await;
+        if e == w && ep == wp && e.points > 10 && ep.points > 10 && local.points == ep.points {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no convergence: docs {e} / {w}, pqdocs {ep} / {wp}\n{}",
+            "no convergence: docs {e} / {w}, pqdocs {ep} / {wp}, private {local}\n{}",
             mm2.log()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -219,5 +233,19 @@ codebook_file = "{book}"
         digest(&stores[0], "pqdocs").await,
         digest(&stores[1], "pqdocs").await
     );
+    // The local collection: replayed in us-east from its local topic, and
+    // not one record of it on eu-west's cluster, where the mirrors are.
+    assert_eq!(digest(&stores[1], "private").await.points, 0);
+    let local = east.kafka.local_topics().0;
+    assert_eq!(local, format!("{topic}.local"));
+    let west_topics = topic_names(&west_kafka.brokers());
+    assert!(
+        west_topics.contains(&format!("us-east.{topic}"))
+            && !west_topics
+                .iter()
+                .any(|t| t.starts_with(&format!("us-east.{local}"))),
+        "{west_topics:?}"
+    );
+    assert!(topic_names(&east_kafka.brokers()).contains(&local));
     drop(mm2);
 }

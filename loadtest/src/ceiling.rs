@@ -43,6 +43,7 @@ pub fn measure(scenario: &Scenario) -> anyhow::Result<Ceiling> {
             distance: Distance::Cosine,
             encoding: scenario.encoding,
             codebook_file: None,
+            residency: Default::default(),
         },
     )]);
     let n = scenario.ceiling_events;

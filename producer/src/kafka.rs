@@ -56,13 +56,30 @@ pub async fn ensure_topics(config: &RegionConfig, cluster: &Cluster) -> Result<(
         replication_factor: k.replication_factor,
         compacted,
     };
-    cluster
-        .create_topics(&[
-            topic(&k.topic, k.partitions, false),
-            topic(&k.codebook_topic, 1, true),
-        ])
-        .await?;
+    let names = delta_topics(config);
+    let topics: Vec<Topic> = names
+        .iter()
+        .flat_map(|(deltas, codebooks)| {
+            [
+                topic(deltas, k.partitions, false),
+                topic(codebooks, 1, true),
+            ]
+        })
+        .collect();
+    cluster.create_topics(&topics).await?;
     Ok(())
+}
+
+/// The delta topics the region's producers write, each with its codebook
+/// topic: `kafka.topic`, then the local topics when any collection has
+/// `residency = "local"`.
+pub fn delta_topics(config: &RegionConfig) -> Vec<(String, String)> {
+    let k = &config.kafka;
+    let mut topics = vec![(k.topic.clone(), k.codebook_topic.clone())];
+    if config.has_local_collections() {
+        topics.push(k.local_topics());
+    }
+    topics
 }
 
 /// The number of partitions `topic` has, from the broker's metadata. A

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, OnceCell};
 use tokio::task::JoinHandle;
 use vecsync_kafka::{Cluster, Fatal};
 use vecsync_schemas::avro::AvroRecord;
-use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::config::{RegionConfig, Residency};
 use vecsync_schemas::event::{Body, DeltaEvent, Heartbeat, Operation};
 use vecsync_schemas::hlc::{Hlc, HybridClock, SystemClock};
 use vecsync_schemas::payload::RESERVED_KEY;
@@ -85,9 +85,9 @@ pub struct Publisher {
 
 struct Inner {
     region: String,
-    topic: String,
-    codebook_topic: String,
-    partitions: u32,
+    /// The region's delta topic, then the local collections' topic when
+    /// any collection stays in the region.
+    topics: Vec<DeltaTopic>,
     cluster: Cluster,
     producer: kafka::KafkaProducer,
     /// The fatal errors the producer met outside any call.
@@ -109,10 +109,18 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("region", &self.region)
-            .field("topic", &self.topic)
-            .field("partitions", &self.partitions)
+            .field("topics", &self.topics)
             .finish_non_exhaustive()
     }
+}
+
+/// A delta topic the publisher writes, with the codebook topic that goes
+/// with it.
+#[derive(Debug)]
+struct DeltaTopic {
+    name: String,
+    codebook: String,
+    partitions: u32,
 }
 
 #[derive(Debug)]
@@ -120,6 +128,8 @@ struct Collection {
     dimension: usize,
     encoding: Encoding,
     codebook: Option<Codebook>,
+    /// Its topic in `Inner::topics`.
+    topic: usize,
 }
 
 #[derive(Debug)]
@@ -162,6 +172,7 @@ impl Publisher {
                     dimension: c.dimension as usize,
                     encoding: c.encoding,
                     codebook,
+                    topic: usize::from(c.residency == Residency::Local),
                 },
             );
         }
@@ -169,30 +180,40 @@ impl Publisher {
         let (producer, fatal) = kafka::producer(config, &cluster)?;
         if config.kafka.create_topics {
             kafka::ensure_topics(config, &cluster).await?;
-        } else {
-            let k = &config.kafka;
-            let pq = collections.values().any(|c| c.codebook.is_some());
-            let topics = [k.topic.as_str(), k.codebook_topic.as_str()];
-            cluster
-                .verify_topics(&topics[..if pq { 2 } else { 1 }])
-                .await?;
         }
-        let partitions = kafka::partition_count(
-            &producer,
-            &fatal,
-            &cluster,
-            &config.kafka.topic,
-            vecsync_kafka::ADMIN_TIMEOUT,
-        )
-        .await?;
-        if partitions != config.kafka.partitions {
-            tracing::warn!(
-                topic = config.kafka.topic,
+        let mut topics = Vec::new();
+        for (index, (name, codebook)) in kafka::delta_topics(config).into_iter().enumerate() {
+            if !config.kafka.create_topics {
+                let pq = collections
+                    .values()
+                    .any(|c| c.topic == index && c.codebook.is_some());
+                let names = [name.as_str(), codebook.as_str()];
+                cluster
+                    .verify_topics(&names[..if pq { 2 } else { 1 }])
+                    .await?;
+            }
+            let partitions = kafka::partition_count(
+                &producer,
+                &fatal,
+                &cluster,
+                &name,
+                vecsync_kafka::ADMIN_TIMEOUT,
+            )
+            .await?;
+            if partitions != config.kafka.partitions {
+                tracing::warn!(
+                    topic = name,
+                    partitions,
+                    configured = config.kafka.partitions,
+                    "the delta topic's partition count differs from kafka.partitions; \
+                     every region's topic needs the same count to co-partition"
+                );
+            }
+            topics.push(DeltaTopic {
+                name,
+                codebook,
                 partitions,
-                configured = config.kafka.partitions,
-                "the delta topic's partition count differs from kafka.partitions; \
-                 every region's topic needs the same count to co-partition"
-            );
+            });
         }
         let registry = Arc::new(RegistryClient::from_config(&config.registry)?);
         registry.check().await?;
@@ -208,9 +229,7 @@ impl Publisher {
             .map(|rate| TokenBucket::new(rate, p.rate_limit_burst.unwrap_or(rate)));
         let inner = Arc::new(Inner {
             region: config.region.clone(),
-            topic: config.kafka.topic.clone(),
-            codebook_topic: config.kafka.codebook_topic.clone(),
-            partitions,
+            topics,
             cluster,
             producer,
             fatal,
@@ -227,8 +246,7 @@ impl Publisher {
         let heartbeats = tokio::spawn(Arc::clone(&inner).heartbeat_loop());
         tracing::info!(
             region = inner.region,
-            topic = inner.topic,
-            partitions,
+            topics = ?inner.topics,
             "publisher connected"
         );
         Ok(Self { inner, heartbeats })
@@ -334,7 +352,7 @@ impl Publisher {
         if !outgoing.is_empty() {
             if let Some(cb) = &c.codebook {
                 cb.published
-                    .get_or_try_init(|| inner.publish_codebook(&cb.book))
+                    .get_or_try_init(|| inner.publish_codebook(&cb.book, &inner.topics[c.topic]))
                     .await?;
             }
             if let Some(rate) = &inner.rate {
@@ -343,7 +361,9 @@ impl Publisher {
             }
         }
         let started = Instant::now();
-        let (versions, bytes, deliveries) = inner.enqueue(outgoing, run).await?;
+        let (versions, bytes, deliveries) = inner
+            .enqueue(&inner.topics[c.topic].name, outgoing, run)
+            .await?;
         Ok(Pending {
             collection: collection.to_owned(),
             op_counts,
@@ -362,7 +382,7 @@ impl Publisher {
 
     /// Partitions of the delta topic, as the broker reported them.
     pub fn partitions(&self) -> u32 {
-        self.inner.partitions
+        self.inner.topics[0].partitions
     }
 
     /// The dimension and encoding of a configured collection.
@@ -382,7 +402,7 @@ impl Publisher {
             &inner.producer,
             &inner.fatal,
             &inner.cluster,
-            &inner.topic,
+            &inner.topics[0].name,
             timeout,
         )
         .await
@@ -491,6 +511,7 @@ impl Inner {
     /// future per event.
     async fn enqueue(
         &self,
+        topic: &str,
         outgoing: Vec<Outgoing>,
         run: Run<'_>,
     ) -> Result<(Vec<Hlc>, u64, Vec<DeliveryFuture>), ProducerError> {
@@ -545,7 +566,7 @@ impl Inner {
             buf.clear();
             self.encoder.encode_into(&event, &mut buf);
             bytes += buf.len() as u64;
-            let mut record = FutureRecord::to(&self.topic).key(&key).payload(&buf);
+            let mut record = FutureRecord::to(topic).key(&key).payload(&buf);
             if let Some(p) = partition {
                 record = record.partition(p);
             }
@@ -567,7 +588,7 @@ impl Inner {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e, _)) => {
+                Err((e, record)) => {
                     SendFailed {
                         failed: 1,
                         reason: error_label(&e),
@@ -575,24 +596,26 @@ impl Inner {
                     .emit(&e);
                     return Err(self
                         .cluster
-                        .error(&format!("failed to queue an event for {}", self.topic), e)
+                        .error(&format!("failed to queue an event for {}", record.topic), e)
                         .into());
                 }
             }
         }
     }
 
-    /// Writes a codebook to the codebook topic, keyed by its id, and waits
-    /// for the acknowledgement.
-    async fn publish_codebook(&self, book: &PqCodebook) -> Result<(), ProducerError> {
+    /// Writes a codebook to the codebook topic of `topic`, keyed by its id,
+    /// and waits for the acknowledgement.
+    async fn publish_codebook(
+        &self,
+        book: &PqCodebook,
+        topic: &DeltaTopic,
+    ) -> Result<(), ProducerError> {
         let Some(encoder) = &self.codebook_encoder else {
             unreachable!("an encoder is registered whenever a collection has a codebook")
         };
         let bytes = encoder.encode(book);
         let key = book.id().to_owned();
-        let record = FutureRecord::to(&self.codebook_topic)
-            .key(&key)
-            .payload(&bytes);
+        let record = FutureRecord::to(&topic.codebook).key(&key).payload(&bytes);
         let delivery = self.send(record).await?;
         await_deliveries(vec![delivery], &self.fatal).await?;
         CodebookPublished { id: book.id() }.emit();
@@ -611,25 +634,27 @@ impl Inner {
                 messages: self.producer.in_flight_count(),
             }
             .emit();
-            let outgoing = (0..self.partitions as i32)
-                .map(|p| Outgoing {
-                    key: format!("__heartbeat.{}.{p}", self.region),
-                    partition: Some(p),
-                    body: Body::Heartbeat(Heartbeat {
-                        interval_ms: self.heartbeat_interval_ms,
-                    }),
-                })
-                .collect();
-            let sent = match self.enqueue(outgoing, Run::New).await {
-                Ok((_, _, deliveries)) => await_deliveries(deliveries, &self.fatal).await,
-                Err(e) => Err(e),
-            };
-            match sent {
-                Ok(()) => HeartbeatsSent {
-                    partitions: self.partitions,
+            for topic in &self.topics {
+                let outgoing = (0..topic.partitions as i32)
+                    .map(|p| Outgoing {
+                        key: format!("__heartbeat.{}.{p}", self.region),
+                        partition: Some(p),
+                        body: Body::Heartbeat(Heartbeat {
+                            interval_ms: self.heartbeat_interval_ms,
+                        }),
+                    })
+                    .collect();
+                let sent = match self.enqueue(&topic.name, outgoing, Run::New).await {
+                    Ok((_, _, deliveries)) => await_deliveries(deliveries, &self.fatal).await,
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok(()) => HeartbeatsSent {
+                        partitions: topic.partitions,
+                    }
+                    .emit(),
+                    Err(e) => tracing::warn!(topic = topic.name, "heartbeat failed: {e}"),
                 }
-                .emit(),
-                Err(e) => tracing::warn!("heartbeat failed: {e}"),
             }
         }
     }

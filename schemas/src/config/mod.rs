@@ -184,7 +184,24 @@ impl RegionConfig {
                 }
             })
             .collect();
-        if !sources.iter().any(|s| s.region == self.region) {
+        // Local collections' events are on a topic of this cluster alone.
+        let (local, local_codebooks) = self.kafka.local_topics();
+        if self.has_local_collections() && !sources.iter().any(|s| s.topic == local) {
+            sources.push(SourceConfig {
+                security: self.kafka.security.clone(),
+                options: self.kafka.options.clone(),
+                ..SourceConfig::new(
+                    &self.region,
+                    Some(self.kafka.brokers.clone()),
+                    &local,
+                    &local_codebooks,
+                )
+            });
+        }
+        if !sources
+            .iter()
+            .any(|s| s.region == self.region && s.topic != local)
+        {
             sources.insert(
                 0,
                 SourceConfig {
@@ -200,6 +217,21 @@ impl RegionConfig {
             );
         }
         sources
+    }
+
+    /// Whether any collection has `residency = "local"`.
+    pub fn has_local_collections(&self) -> bool {
+        self.collections
+            .values()
+            .any(|c| c.residency == Residency::Local)
+    }
+
+    /// The delta and codebook topics a collection's events go to.
+    pub fn topics_of(&self, collection: &CollectionConfig) -> (String, String) {
+        match collection.residency {
+            Residency::Global => (self.kafka.topic.clone(), self.kafka.codebook_topic.clone()),
+            Residency::Local => self.kafka.local_topics(),
+        }
     }
 
     /// Checks fields against each other; no IO. Each problem names its field.
@@ -227,6 +259,19 @@ impl RegionConfig {
             k.topic != k.codebook_topic,
             "kafka.codebook_topic",
             "must differ from kafka.topic",
+        );
+        let (local, local_codebooks) = k.local_topics();
+        check(is_name(&local, 249), "kafka.local_topic", NAME_RULE);
+        check(
+            is_name(&local_codebooks, 249),
+            "kafka.local_codebook_topic",
+            NAME_RULE,
+        );
+        check(
+            ![&k.topic, &k.codebook_topic, &local_codebooks].contains(&&local)
+                && ![&k.topic, &k.codebook_topic].contains(&&local_codebooks),
+            "kafka.local_topic",
+            "the local topics must differ from each other and from kafka.topic and kafka.codebook_topic",
         );
         check(k.partitions >= 1, "kafka.partitions", "must be at least 1");
         check(

@@ -19,6 +19,14 @@ pub struct KafkaConfig {
     /// The compacted topic PQ codebooks travel on, keyed by codebook id.
     #[serde(default = "default_codebook_topic")]
     pub codebook_topic: String,
+    /// The delta topic of collections with `residency = "local"`, which no
+    /// MirrorMaker 2 flow may match; `<topic>.local` when unset.
+    #[serde(default)]
+    pub local_topic: Option<String>,
+    /// The codebook topic of local collections; `<codebook_topic>.local`
+    /// when unset.
+    #[serde(default)]
+    pub local_codebook_topic: Option<String>,
     /// Partitions of topics the producer creates. Every region's delta topic
     /// must have the same count so that they co-partition.
     #[serde(default = "default_partitions")]
@@ -42,6 +50,19 @@ pub struct KafkaConfig {
     /// win over vecsync's own.
     #[serde(default)]
     pub options: KafkaOptions,
+}
+
+impl KafkaConfig {
+    /// The delta and codebook topics of a collection that stays in the
+    /// region.
+    pub fn local_topics(&self) -> (String, String) {
+        let or_local =
+            |name: &Option<String>, of: &str| name.clone().unwrap_or_else(|| format!("{of}.local"));
+        (
+            or_local(&self.local_topic, &self.topic),
+            or_local(&self.local_codebook_topic, &self.codebook_topic),
+        )
+    }
 }
 
 /// How the clients of one Kafka cluster connect: TLS, SASL and the
@@ -850,6 +871,20 @@ pub struct CollectionConfig {
     /// PQ only: the codebook file (`vecsync produce train-codebook` writes one).
     #[serde(default)]
     pub codebook_file: Option<PathBuf>,
+    /// `global` (the default): replicated to every region. `local`: its
+    /// events (and codebook) go to `kafka.local_topic`, which MirrorMaker 2
+    /// does not mirror, so its vectors never leave the region.
+    #[serde(default)]
+    pub residency: Residency,
+}
+
+/// Where a collection's data may go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Residency {
+    #[default]
+    Global,
+    Local,
 }
 
 fn default_topic() -> String {

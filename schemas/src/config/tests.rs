@@ -171,6 +171,44 @@ fn a_source_replicates_the_collections_it_includes_or_does_not_exclude() {
 }
 
 #[test]
+fn a_local_collection_has_topics_no_mirror_matches_and_a_source_of_its_own() {
+    let global = parse(MINIMAL, &[]).unwrap();
+    assert!(!global.has_local_collections());
+    assert_eq!(global.sources().len(), 1, "no local topic to read");
+
+    let text = format!(
+        "{MINIMAL}\n[collections.private]\ndimension = 8\ndistance = \"dot\"\nresidency = \"local\"\n"
+    );
+    let c = parse(&text, &[]).unwrap();
+    assert_eq!(
+        c.topics_of(&c.collections["private"]),
+        (
+            "vecsync.deltas.local".into(),
+            "vecsync.codebooks.local".into()
+        )
+    );
+    assert_eq!(
+        c.topics_of(&c.collections["docs"]),
+        ("vecsync.deltas".into(), "vecsync.codebooks".into())
+    );
+    let topics: Vec<(String, String)> = c
+        .sources()
+        .into_iter()
+        .map(|s| (s.region, s.topic))
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            ("us-east".into(), "vecsync.deltas".into()),
+            ("us-east".into(), "vecsync.deltas.local".into())
+        ]
+    );
+
+    let clash = parse(&text, &[("VECSYNC__KAFKA__LOCAL_TOPIC", "vecsync.deltas")]).unwrap_err();
+    assert_eq!(problem_fields(&clash), ["kafka.local_topic"]);
+}
+
+#[test]
 fn a_region_replays_its_own_topic_and_the_sources_it_names() {
     let c = parse(MINIMAL, &[]).unwrap();
     assert_eq!(c.group_id(), "vecsync-us-east");
