@@ -7,7 +7,7 @@
 //! the ones an operator must fix.
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -325,6 +325,36 @@ impl Cluster {
                 None => self.error(&format!("failed to create topic {topic}"), e),
             }
         })
+    }
+
+    /// The topic's `retention.ms` as the cluster reports it; `None` when it
+    /// keeps records forever (`-1`).
+    pub async fn retention_ms(&self, topic: &str) -> Result<Option<u64>, ClientError> {
+        let admin = self.admin()?;
+        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+        let what = format!("failed to read the config of topic {topic}");
+        let answers = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+            .map_err(|e| self.error(&what, e))?;
+        let resource = answers
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.error(&what, KafkaError::AdminOpCreation("no answer".into())))?
+            .map_err(|code| self.error(&what, KafkaError::AdminOp(code)))?;
+        let value = resource
+            .get("retention.ms")
+            .and_then(|entry| entry.value.as_deref())
+            .ok_or_else(|| {
+                self.error(&what, KafkaError::AdminOpCreation("no retention.ms".into()))
+            })?;
+        let ms: i64 = value.parse().map_err(|_| {
+            self.error(
+                &what,
+                KafkaError::AdminOpCreation(format!("retention.ms = {value}")),
+            )
+        })?;
+        Ok(u64::try_from(ms).ok())
     }
 
     /// A Kafka error of this cluster, with what was being done.

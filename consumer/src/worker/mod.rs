@@ -68,6 +68,7 @@ use dead_letters::*;
 use expiry::*;
 use flush::*;
 use replay::*;
+pub use sources::short_retention;
 use sources::*;
 
 /// Why a worker stopped.
@@ -303,6 +304,11 @@ async fn work(
             cluster.verify().await?;
             verified.push(cluster.clone());
         }
+        warn_on_short_retention(
+            cluster.clone(),
+            source.topic.clone(),
+            config.consumer.tombstone_horizon_ms,
+        );
         let context = SourceContext {
             index,
             tx: tx.clone(),

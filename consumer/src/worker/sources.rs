@@ -217,6 +217,47 @@ pub(super) fn lost_to_retention(
         .collect()
 }
 
+/// What to tell an operator when a source topic deletes records sooner
+/// than the tombstone horizon: a region that falls that far behind (or
+/// joins later) loses writes, and a delete may be forgotten before every
+/// region has seen the writes it overrides. `None` when retention covers
+/// the horizon or keeps everything. Topic patterns are not checked.
+pub async fn short_retention(
+    cluster: &Cluster,
+    topic: &str,
+    horizon_ms: u64,
+) -> Result<Option<String>, vecsync_kafka::ClientError> {
+    if topic.starts_with('^') {
+        return Ok(None);
+    }
+    Ok(cluster
+        .retention_ms(topic)
+        .await?
+        .filter(|&retention| retention < horizon_ms)
+        .map(|retention| {
+            format!(
+                "source topic {topic} keeps records for {retention} ms (retention.ms), \
+                 less than consumer.tombstone_horizon_ms ({horizon_ms} ms): a worker stopped \
+                 longer than that, or a region joining later, misses writes; raise the \
+                 topic's retention.ms or seed from a snapshot"
+            )
+        }))
+}
+
+/// Logs [`short_retention`]'s warning for a source, off the start path.
+pub(super) fn warn_on_short_retention(cluster: Cluster, topic: String, horizon_ms: u64) {
+    tokio::spawn(async move {
+        match short_retention(&cluster, &topic, horizon_ms).await {
+            Ok(Some(warning)) => tracing::warn!(topic, "{warning}"),
+            Ok(None) => {}
+            Err(e) => tracing::info!(
+                topic,
+                "retention not checked: cannot read the topic config: {e}"
+            ),
+        }
+    });
+}
+
 pub(super) type SourceConsumer = StreamConsumer<SourceContext>;
 
 /// The consumer context of a source. In group mode it handles rebalances:
