@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +43,8 @@ pub struct LinkFaults {
 pub struct FaultProxy {
     addr: SocketAddr,
     faults: Arc<watch::Sender<LinkFaults>>,
+    /// Bytes carried toward the upstream, and toward the clients.
+    carried: [Arc<AtomicU64>; 2],
     task: JoinHandle<()>,
 }
 
@@ -55,6 +58,8 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let faults = Arc::new(watch::channel(LinkFaults::default()).0);
         let shared = faults.clone();
+        let carried: [Arc<AtomicU64>; 2] = Default::default();
+        let counters = carried.clone();
         let task = tokio::spawn(async move {
             let pacers = [
                 Pacer::new(Instant::now().into()),
@@ -64,13 +69,25 @@ impl FaultProxy {
             while let Ok((client, _)) = listener.accept().await {
                 let faults = shared.subscribe();
                 let pacers = pacers.clone();
+                let counters = counters.clone();
                 connections.spawn(async move {
-                    let _ = relay(client, upstream, faults, pacers).await;
+                    let _ = relay(client, upstream, faults, pacers, counters).await;
                 });
                 while connections.try_join_next().is_some() {}
             }
         });
-        Ok(Self { addr, faults, task })
+        Ok(Self {
+            addr,
+            faults,
+            carried,
+            task,
+        })
+    }
+
+    /// Bytes the link has carried from the upstream to its clients (for a
+    /// Kafka link, mostly fetched records).
+    pub fn bytes_to_clients(&self) -> u64 {
+        self.carried[1].load(Ordering::Relaxed)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -103,6 +120,7 @@ async fn relay(
     upstream: SocketAddr,
     mut faults: watch::Receiver<LinkFaults>,
     pacers: [Pacer; 2],
+    carried: [Arc<AtomicU64>; 2],
 ) -> io::Result<()> {
     // A new connection waits out a cut, unanswered.
     faults
@@ -115,9 +133,10 @@ async fn relay(
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let [up, down] = pacers;
+    let [carried_up, carried_down] = carried;
     tokio::select! {
-        r = pump(client_read, server_write, faults.clone(), up) => r,
-        r = pump(server_read, client_write, faults, down) => r,
+        r = pump(client_read, server_write, faults.clone(), up, carried_up) => r,
+        r = pump(server_read, client_write, faults, down, carried_down) => r,
     }
 }
 
@@ -128,6 +147,7 @@ async fn pump(
     mut to: OwnedWriteHalf,
     faults: watch::Receiver<LinkFaults>,
     pacer: Pacer,
+    carried: Arc<AtomicU64>,
 ) -> io::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let delays = faults.clone();
@@ -164,6 +184,7 @@ async fn pump(
                 tokio::time::sleep_until(send_at).await;
             }
             to.write_all(&data).await?;
+            carried.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         to.shutdown().await
     };

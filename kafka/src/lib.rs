@@ -6,6 +6,8 @@
 //! topics, and [`is_fatal`] sorts errors into the ones worth retrying and
 //! the ones an operator must fix.
 
+pub mod rate;
+
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;

@@ -30,7 +30,6 @@ pub mod kafka;
 pub mod metrics;
 pub mod partition;
 pub mod publisher;
-pub mod rate;
 
 pub use error::ProducerError;
 pub use publisher::{Mutation, Pending, Published, Publisher, Run};

@@ -5,7 +5,6 @@ use crate::kafka;
 use crate::metrics::{
     BatchSent, CodebookPublished, HeartbeatsSent, QueueDepth, QueueFull, Rejected, SendFailed,
 };
-use crate::rate::TokenBucket;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use std::collections::HashMap;
@@ -14,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OnceCell};
 use tokio::task::JoinHandle;
+use vecsync_kafka::rate::TokenBucket;
 use vecsync_kafka::{Cluster, Fatal};
 use vecsync_schemas::avro::AvroRecord;
 use vecsync_schemas::config::{RegionConfig, Residency};

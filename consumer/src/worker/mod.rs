@@ -46,6 +46,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+use vecsync_kafka::rate::TokenBucket;
 use vecsync_kafka::{Cluster, Topic, Watch};
 use vecsync_schemas::config::{Assignment, CollectionConfig, RegionConfig, SourceConfig};
 use vecsync_schemas::event::DeltaEvent;
@@ -333,6 +334,9 @@ async fn work(
             assign,
             tx.clone(),
             readiness.clone(),
+            source
+                .max_read_bytes_per_sec
+                .map(|cap| TokenBucket::new(cap, cap)),
         )));
         let books = codebook_consumer(config, source)?;
         tasks.0.push(tokio::spawn(read_codebooks(

@@ -9,12 +9,23 @@ pub(super) fn client(
     source: &SourceConfig,
 ) -> Result<ClientConfig, WorkerError> {
     let wait = config.kafka.fetch_wait_max_ms.to_string();
-    let ahead = config.consumer.fetch_queue_max_kbytes.to_string();
-    Ok(Cluster::of_source(config, source).client(&[
-        ("fetch.wait.max.ms", &wait),
+    let mut ahead = config.consumer.fetch_queue_max_kbytes;
+    // A capped source reads ahead about a second's worth, so that the link
+    // carries no more than the cap beyond one such burst.
+    if let Some(cap) = source.max_read_bytes_per_sec {
+        ahead = ahead.min((cap / 1024).max(1));
+    }
+    let ahead_bytes = (u64::from(ahead) * 1024).to_string();
+    let ahead = ahead.to_string();
+    let mut settings = vec![
+        ("fetch.wait.max.ms", wait.as_str()),
         // Bounds the read-ahead: librdkafka fetches up to 64 MB otherwise.
         ("queued.max.messages.kbytes", &ahead),
-    ])?)
+    ];
+    if source.max_read_bytes_per_sec.is_some() {
+        settings.push(("max.partition.fetch.bytes", &ahead_bytes));
+    }
+    Ok(Cluster::of_source(config, source).client(&settings)?)
 }
 
 /// The group consumer of one source: no auto-commit, range assignment so
@@ -397,6 +408,7 @@ pub(super) async fn forward(
     assign: Option<(String, u32, u32, u64)>,
     tx: mpsc::Sender<(usize, Incoming)>,
     readiness: Readiness,
+    rate: Option<TokenBucket>,
 ) {
     let fatal = consumer.context().watch.fatal.clone();
     let stop = |why: String| {
@@ -450,6 +462,12 @@ pub(super) async fn forward(
                 continue;
             }
         };
+        if let Some(bucket) = &rate {
+            let bytes = item.2.len() + item.3.as_ref().map_or(0, Vec::len);
+            bucket
+                .acquire(u32::try_from(bytes).unwrap_or(u32::MAX))
+                .await;
+        }
         if tx.send((index, Incoming::Record(item))).await.is_err() {
             return;
         }

@@ -500,6 +500,11 @@ impl RegionConfig {
                 &field("exclude_collections"),
                 "cannot be set together with collections: list what to replicate or what not to",
             );
+            check(
+                src.max_read_bytes_per_sec != Some(0),
+                &field("max_read_bytes_per_sec"),
+                "must be positive; leave it out for no limit",
+            );
             for name in &src.collections {
                 check(
                     self.collections.contains_key(name),

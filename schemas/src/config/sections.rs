@@ -610,6 +610,13 @@ pub struct SourceConfig {
     /// and counted the same way. Not together with `collections`.
     #[serde(default)]
     pub exclude_collections: Vec<String>,
+    /// Bytes of records per second this worker reads from the source at
+    /// most (a token bucket, a second's worth of burst); unlimited when
+    /// unset. For sources read across a link that user traffic shares: a
+    /// catch-up after a cut then drains the backlog at this rate instead of
+    /// saturating the link.
+    #[serde(default)]
+    pub max_read_bytes_per_sec: Option<u32>,
 }
 
 impl SourceConfig {
@@ -624,6 +631,7 @@ impl SourceConfig {
             options: KafkaOptions::default(),
             collections: Vec::new(),
             exclude_collections: Vec::new(),
+            max_read_bytes_per_sec: None,
         }
     }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-/// Allows `rate` events per second on average and `burst` at once.
+/// Allows `rate` tokens (events, bytes) per second on average and `burst`
+/// at once.
 #[derive(Debug)]
 pub struct TokenBucket {
     rate: f64,
