@@ -154,6 +154,19 @@ impl EventSkipped<'_> {
     }
 }
 
+/// A record of a source with `max_read_bytes_per_sec` that waited for the
+/// cap before it was read.
+pub(crate) struct ReadThrottled<'a> {
+    pub topic: &'a str,
+}
+
+impl ReadThrottled<'_> {
+    pub fn emit(&self) {
+        counter!("vecsync_consumer_read_throttled_total", "topic" => self.topic.to_owned())
+            .increment(1);
+    }
+}
+
 /// An event written to the dead-letter topic.
 pub(crate) struct DeadLettered {
     pub reason: &'static str,

@@ -73,6 +73,7 @@ async fn a_capped_source_drains_its_backlog_no_faster_than_the_cap() {
         west_pub.publish("docs", batch).await.unwrap();
     }
 
+    let metrics = vecsync_producer::metrics::prometheus();
     let store = store::open(&east.config.store).unwrap();
     let started = Instant::now();
     let worker = worker::spawn(east.config.clone(), store.clone());
@@ -88,6 +89,16 @@ async fn a_capped_source_drains_its_backlog_no_faster_than_the_cap() {
 
     // The records did cross the link: at least their vectors' bytes.
     assert!(carried > EVENTS * DIM as u64 * 4, "{carried} bytes carried");
+    // The waits show, for whoever wonders why the source is behind.
+    let throttled = format!(
+        "vecsync_consumer_read_throttled_total{{topic=\"{}\"}}",
+        west.kafka.topic
+    );
+    assert!(
+        metrics.render().contains(&throttled),
+        "{}",
+        metrics.render()
+    );
     let most = f64::from(CAP) * took + ALLOWANCE as f64;
     assert!(
         (carried as f64) <= most,

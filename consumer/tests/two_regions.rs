@@ -362,6 +362,7 @@ async fn a_source_replicates_only_the_collections_the_region_takes_from_it() {
     }
     let expected = Digest::of_records(&fold(all));
 
+    let metrics = metrics::prometheus();
     let store = store::open(&regions.east.config.store).unwrap();
     let worker = worker::spawn(regions.east.config.clone(), store.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -371,6 +372,9 @@ async fn a_source_replicates_only_the_collections_the_region_takes_from_it() {
     }
     let stats = worker.stop().await.unwrap();
     assert_eq!((stats.skipped, stats.dead_letters), (50, 0), "{stats:?}");
+    let series =
+        "vecsync_consumer_skipped_events_total{origin=\"eu-west\",collection=\"private\"} 50\n";
+    assert!(metrics.render().contains(series), "{}", metrics.render());
     let kept = tokio::task::spawn_blocking(move || Digest::of(store.as_ref(), "private"))
         .await
         .unwrap()

@@ -38,7 +38,8 @@ impl TokenBucket {
     /// than the burst take the whole bucket and go into debt, so a big batch
     /// still goes through at the configured average rate. Callers are served
     /// in order (the lock is fair).
-    pub async fn acquire(&self, n: u32) {
+    /// Returns whether it had to wait.
+    pub async fn acquire(&self, n: u32) -> bool {
         let mut state = self.state.lock().await;
         let now = Instant::now();
         let elapsed = now.duration_since(state.at).as_secs_f64();
@@ -49,7 +50,9 @@ impl TokenBucket {
             let wait = Duration::from_secs_f64(-state.tokens / self.rate);
             // Holding the lock while waiting keeps later callers behind this one.
             tokio::time::sleep(wait).await;
+            return true;
         }
+        false
     }
 }
 
@@ -61,10 +64,10 @@ mod tests {
     async fn waits_for_tokens_at_the_configured_rate() {
         let bucket = TokenBucket::new(100, 10);
         let start = Instant::now();
-        bucket.acquire(10).await;
+        assert!(!bucket.acquire(10).await, "the burst is free");
         assert_eq!(start.elapsed(), Duration::ZERO, "the burst is free");
         for _ in 0..50 {
-            bucket.acquire(1).await;
+            assert!(bucket.acquire(1).await, "an empty bucket waits");
         }
         // 50 more at 100/s: half a second of (virtual) time.
         let waited = start.elapsed().as_secs_f64();

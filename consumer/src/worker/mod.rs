@@ -27,7 +27,8 @@
 use crate::applier::Applier;
 use crate::freshness::{Progress, Watermarks};
 use crate::metrics::{
-    BatchApplied, DeadLettered, DeltasDropped, EventSkipped, Flushed, RecordsLost, ReorderState,
+    BatchApplied, DeadLettered, DeltasDropped, EventSkipped, Flushed, ReadThrottled, RecordsLost,
+    ReorderState,
 };
 use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};

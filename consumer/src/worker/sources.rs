@@ -464,9 +464,12 @@ pub(super) async fn forward(
         };
         if let Some(bucket) = &rate {
             let bytes = item.2.len() + item.3.as_ref().map_or(0, Vec::len);
-            bucket
+            if bucket
                 .acquire(u32::try_from(bytes).unwrap_or(u32::MAX))
-                .await;
+                .await
+            {
+                ReadThrottled { topic: &item.0.1 }.emit();
+            }
         }
         if tx.send((index, Incoming::Record(item))).await.is_err() {
             return;
