@@ -84,6 +84,11 @@ async fn a_capped_source_drains_its_backlog_no_faster_than_the_cap() {
     }
     let took = started.elapsed().as_secs_f64();
     let carried = link.faults().bytes_to_clients();
+    // For BENCHMARKS.md (run with --no-capture).
+    eprintln!(
+        "{carried} bytes crossed the link in {took:.1} s ({:.0} B/s, cap {CAP} B/s)",
+        carried as f64 / took
+    );
     let stats = worker.stop().await.unwrap();
     assert_eq!(stats.dead_letters, 0, "{stats:?}");
 
