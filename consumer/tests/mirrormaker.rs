@@ -10,8 +10,6 @@
 //! the other cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +17,7 @@ use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::{self, Store};
 use vecsync_consumer::worker;
 use vecsync_devkit::broker::unique_name;
-use vecsync_devkit::kafka::{Kafka, MirrorMaker2, Mm2Cluster, mm2_properties};
+use vecsync_devkit::kafka::{Kafka, MirrorMaker2, Mm2Cluster, mm2_properties, topic_names};
 use vecsync_devkit::registry::DevRegistry;
 use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::config::RegionConfig;
@@ -42,18 +40,6 @@ fn upserts(region: u64, n: u64) -> Vec<Mutation> {
             }
         })
         .collect()
-}
-
-/// The topics of the cluster at `brokers`; none when it does not answer.
-fn topic_names(brokers: &str) -> Vec<String> {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    probe
-        .fetch_metadata(None, Duration::from_secs(5))
-        .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
-        .unwrap_or_default()
 }
 
 /// Waits until `topics` exist on the cluster at `brokers`.

@@ -741,6 +741,19 @@ pub struct MirrorMaker2 {
     child: Option<Child>,
 }
 
+/// The topics of the cluster at `brokers`; none when it does not answer
+/// within 5 s.
+pub fn topic_names(brokers: &str) -> Vec<String> {
+    let probe: Result<BaseConsumer, _> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create();
+    probe
+        .ok()
+        .and_then(|p| p.fetch_metadata(None, Duration::from_secs(5)).ok())
+        .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
+        .unwrap_or_default()
+}
+
 /// Properties for tests: every flow between `clusters` that `flows` names
 /// (`(source, target)` aliases), mirroring the topics matched by `topics`,
 /// replication factors of 1, one-second heartbeats and checkpoints, and

@@ -56,7 +56,7 @@ pub async fn ensure_topics(config: &RegionConfig, cluster: &Cluster) -> Result<(
         replication_factor: k.replication_factor,
         compacted,
     };
-    let names = delta_topics(config);
+    let names = config.delta_topics();
     let topics: Vec<Topic> = names
         .iter()
         .flat_map(|(deltas, codebooks)| {
@@ -68,18 +68,6 @@ pub async fn ensure_topics(config: &RegionConfig, cluster: &Cluster) -> Result<(
         .collect();
     cluster.create_topics(&topics).await?;
     Ok(())
-}
-
-/// The delta topics the region's producers write, each with its codebook
-/// topic: `kafka.topic`, then the local topics when any collection has
-/// `residency = "local"`.
-pub fn delta_topics(config: &RegionConfig) -> Vec<(String, String)> {
-    let k = &config.kafka;
-    let mut topics = vec![(k.topic.clone(), k.codebook_topic.clone())];
-    if config.has_local_collections() {
-        topics.push(k.local_topics());
-    }
-    topics
 }
 
 /// The number of partitions `topic` has, from the broker's metadata. A

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use vecsync_kafka::rate::TokenBucket;
 use vecsync_kafka::{Cluster, Fatal};
 use vecsync_schemas::avro::AvroRecord;
-use vecsync_schemas::config::{RegionConfig, Residency};
+use vecsync_schemas::config::RegionConfig;
 use vecsync_schemas::event::{Body, DeltaEvent, Heartbeat, Operation};
 use vecsync_schemas::hlc::{Hlc, HybridClock, SystemClock};
 use vecsync_schemas::payload::RESERVED_KEY;
@@ -157,8 +157,10 @@ impl Publisher {
             return Err(ProducerError::Config(problems.join("; ")));
         }
         crate::metrics::init_error_counters();
+        let delta_topics = config.delta_topics();
         let mut collections = HashMap::new();
         for (name, c) in &config.collections {
+            let (topic, _) = config.topics_of(c);
             let codebook = match &c.codebook_file {
                 Some(path) => Some(Codebook {
                     book: load_codebook(path, name, c.dimension as usize)?,
@@ -172,7 +174,11 @@ impl Publisher {
                     dimension: c.dimension as usize,
                     encoding: c.encoding,
                     codebook,
-                    topic: usize::from(c.residency == Residency::Local),
+                    // `topics_of` names one of `delta_topics`.
+                    topic: delta_topics
+                        .iter()
+                        .position(|(t, _)| *t == topic)
+                        .unwrap_or_default(),
                 },
             );
         }
@@ -182,7 +188,7 @@ impl Publisher {
             kafka::ensure_topics(config, &cluster).await?;
         }
         let mut topics = Vec::new();
-        for (index, (name, codebook)) in kafka::delta_topics(config).into_iter().enumerate() {
+        for (index, (name, codebook)) in delta_topics.into_iter().enumerate() {
             if !config.kafka.create_topics {
                 let pq = collections
                     .values()

@@ -216,16 +216,19 @@ impl<'a> Replay<'a> {
         let now = SystemClock.now_ms();
         let source = &self.sink.sources[index];
         let origin = &source.region;
-        let skipped = event.target().filter(|(c, _)| !source.replicates(c));
-        if let Some((collection, _)) = skipped {
-            EventSkipped { origin, collection }.emit();
-            self.stats.skipped += 1;
-        }
-        let skipped = skipped.is_some();
         // A heartbeat, or an event of a collection this region does not
         // replicate from the source: nothing to apply, but its timestamp
         // moves the watermark on.
-        let released = if event.target().is_none() || skipped {
+        let nothing_to_apply = match event.target() {
+            None => true,
+            Some((collection, _)) if !source.replicates(collection) => {
+                EventSkipped { origin, collection }.emit();
+                self.stats.skipped += 1;
+                true
+            }
+            Some(_) => false,
+        };
+        let released = if nothing_to_apply {
             self.tracking.offsets.done(&partition, offset);
             self.tracking.progress.seen(&partition, origin, &event.hlc);
             self.reorder.heartbeat(partition, event.hlc, now)

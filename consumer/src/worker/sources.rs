@@ -9,21 +9,24 @@ pub(super) fn client(
     source: &SourceConfig,
 ) -> Result<ClientConfig, WorkerError> {
     let wait = config.kafka.fetch_wait_max_ms.to_string();
-    let mut ahead = config.consumer.fetch_queue_max_kbytes;
     // A capped source reads ahead about a second's worth, so that the link
     // carries no more than the cap beyond one such burst.
-    if let Some(cap) = source.max_read_bytes_per_sec {
-        ahead = ahead.min((cap / 1024).max(1));
-    }
-    let ahead_bytes = (u64::from(ahead) * 1024).to_string();
+    let cap = source.max_read_bytes_per_sec;
+    let ahead = cap.map_or(config.consumer.fetch_queue_max_kbytes, |cap| {
+        config
+            .consumer
+            .fetch_queue_max_kbytes
+            .min((cap / 1024).max(1))
+    });
+    let fetch_bytes = cap.map(|_| (u64::from(ahead) * 1024).to_string());
     let ahead = ahead.to_string();
     let mut settings = vec![
         ("fetch.wait.max.ms", wait.as_str()),
         // Bounds the read-ahead: librdkafka fetches up to 64 MB otherwise.
         ("queued.max.messages.kbytes", &ahead),
     ];
-    if source.max_read_bytes_per_sec.is_some() {
-        settings.push(("max.partition.fetch.bytes", &ahead_bytes));
+    if let Some(bytes) = &fetch_bytes {
+        settings.push(("max.partition.fetch.bytes", bytes));
     }
     Ok(Cluster::of_source(config, source).client(&settings)?)
 }

@@ -226,6 +226,17 @@ impl RegionConfig {
             .any(|c| c.residency == Residency::Local)
     }
 
+    /// The delta topics the region's producers write, each with its
+    /// codebook topic: `kafka.topic`, then the local topics when any
+    /// collection has `residency = "local"`.
+    pub fn delta_topics(&self) -> Vec<(String, String)> {
+        let mut topics = vec![(self.kafka.topic.clone(), self.kafka.codebook_topic.clone())];
+        if self.has_local_collections() {
+            topics.push(self.kafka.local_topics());
+        }
+        topics
+    }
+
     /// The delta and codebook topics a collection's events go to.
     pub fn topics_of(&self, collection: &CollectionConfig) -> (String, String) {
         match collection.residency {
