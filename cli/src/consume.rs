@@ -36,9 +36,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })?;
     let watermarks = Watermarks::new();
     let readiness = Readiness::new();
+    let access = vecsync_consumer::api::StoreAccess {
+        store: store.clone(),
+        config: std::sync::Arc::new(config.clone()),
+        watermarks: watermarks.clone(),
+    };
     let api = vecsync_consumer::api::router(watermarks.clone(), readiness.clone(), move || {
         metrics.render()
-    });
+    })
+    .merge(vecsync_consumer::api::store_routes(access));
     let tls = vecsync_serve::Tls::of(config.consumer.tls.as_ref(), "consumer.tls")?;
     tracing::info!(listen = %config.consumer.listen, tls = tls.is_some(), "consumer API listening");
     let server = tokio::spawn(vecsync_serve::serve(

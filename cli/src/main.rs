@@ -7,6 +7,7 @@ mod lag;
 mod loadtest;
 mod produce;
 mod registry;
+mod snapshot;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -43,6 +44,9 @@ enum Command {
     /// An open-loop load across regions in one process: replication
     /// latency per region pair, throughput, bytes on the wire, completeness.
     Loadtest(loadtest::Args),
+    /// Take a snapshot of a running region's store, or seed a new region
+    /// from one.
+    Snapshot(snapshot::Args),
     /// Export consumer lag, MirrorMaker 2 lag and cluster reachability to
     /// Prometheus (the lag exporter).
     Lag(lag::Args),
@@ -69,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Consume(args) => consume::run(args).await,
         Command::Inspect(args) => inspect::run(args),
         Command::Lag(args) => lag::run(args).await,
+        Command::Snapshot(args) => snapshot::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Loadtest(args) => loadtest::run(args).await,
     }

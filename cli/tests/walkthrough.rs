@@ -2,7 +2,7 @@
 //! `<!-- walkthrough -->` markers, in order, by bash, in a directory holding
 //! a copy of `examples/local/`, with this build's `vecsync` on the PATH
 //! and Kafka's jars in `VECSYNC_KAFKA_LIBS`. Both regions end up fresh with each other's writes and holding
-//! the same points.
+//! the same points, and so does a copy of one restored from its snapshot.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -96,9 +96,15 @@ fn the_readme_walkthrough_works_as_written() {
     assert!(status.success(), "{status}:\n{stdout}\n{stderr}");
 
     assert_eq!(stdout.matches("\"fresh\":true").count(), 2, "{stdout}");
+    // Both regions, then the copy of us-east restored from its snapshot.
     let digests: Vec<&str> = stdout.lines().filter(|l| l.contains(" points, ")).collect();
-    assert_eq!(digests.len(), 2, "{stdout}");
+    assert_eq!(digests.len(), 3, "{stdout}");
     assert_eq!(digests[0], digests[1], "the regions differ:\n{stdout}");
+    assert_eq!(
+        digests[0], digests[2],
+        "the restored copy differs:\n{stdout}"
+    );
+    assert!(stdout.contains("restored "), "{stdout}");
     assert!(digests[0].starts_with("2 points, "), "{stdout}");
     assert_eq!(
         stdout.matches("\"de\"").count(),

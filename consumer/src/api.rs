@@ -13,15 +13,25 @@
 //! - `after=V1,V2`: versions as writes returned them
 //!   (`1795298965179.0@us-east`); fresh once each is applied, waiting up
 //!   to `wait_ms` as above: read-your-writes across regions.
+//!
+//! [`store_routes`] adds what needs the store: `GET /v1/snapshot`, a
+//! snapshot of the store ([`crate::snapshot`]) streamed as it is read.
 
 use crate::freshness::{Ask, Freshness, Watermarks};
 use crate::ready::Readiness;
+use crate::snapshot;
+use crate::store::Store;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use vecsync_schemas::config::RegionConfig;
 use vecsync_schemas::hlc::{SystemClock, WallClock};
 
 /// Default and longest wait for catch-up.
@@ -106,4 +116,89 @@ async fn freshness(
         })
         .await;
     Ok(Json(answer))
+}
+
+/// What the routes that read the store need: the store, the region's
+/// config and the worker's watermarks.
+#[derive(Debug, Clone)]
+pub struct StoreAccess {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<RegionConfig>,
+    pub watermarks: Watermarks,
+}
+
+/// The routes that read the store: `GET /v1/snapshot`.
+pub fn store_routes(access: StoreAccess) -> Router {
+    Router::new()
+        .route("/v1/snapshot", get(snapshot))
+        .with_state(access)
+}
+
+/// Bytes of snapshot sent at a time.
+const SNAPSHOT_CHUNK: usize = 256 << 10;
+
+/// Streams a snapshot of the store. Its header (watermarks first) is made
+/// before the store is read; a failure part way ends the body early, and
+/// the missing last line tells the reader.
+async fn snapshot(State(access): State<StoreAccess>) -> Response {
+    let header = snapshot::Header::new(
+        &access.config,
+        SystemClock.now_ms(),
+        &access.watermarks.current(),
+        access.watermarks.committed(),
+    );
+    let (tx, rx) = mpsc::channel(4);
+    let store = access.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(SNAPSHOT_CHUNK),
+        };
+        let started = std::time::Instant::now();
+        match snapshot::write(store.as_ref(), &header, &mut out) {
+            Ok(points) => tracing::info!(
+                points,
+                took_ms = started.elapsed().as_millis() as u64,
+                "snapshot sent"
+            ),
+            Err(e) => {
+                tracing::warn!("snapshot cut short: {e}");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
+/// A writer that sends what it is given in chunks down a channel.
+struct Chunks {
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= SNAPSHOT_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK));
+        self.tx.blocking_send(Ok(chunk.into())).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away")
+        })
+    }
 }

@@ -112,6 +112,8 @@ pub struct Watermarks {
     /// The partitions this worker reads, as `topic/partition`: with
     /// several workers per region, each answers for its own.
     covers: Arc<Mutex<BTreeSet<String>>>,
+    /// The offset last committed per partition (`topic/partition`).
+    committed: Arc<Mutex<BTreeMap<String, i64>>>,
 }
 
 impl Default for Watermarks {
@@ -119,6 +121,7 @@ impl Default for Watermarks {
         Self {
             tx: Arc::new(watch::channel(BTreeMap::new()).0),
             covers: Arc::default(),
+            committed: Arc::default(),
         }
     }
 }
@@ -173,11 +176,23 @@ impl Watermarks {
 
     /// The worker no longer reads `partition` of `topic`.
     pub fn uncover(&self, topic: &str, partition: i32) {
-        self.covered().remove(&format!("{topic}/{partition}"));
+        let key = format!("{topic}/{partition}");
+        self.covered().remove(&key);
+        lock(&self.committed).remove(&key);
+    }
+
+    /// The worker committed `offset` for `partition` of `topic`.
+    pub fn committed_to(&self, topic: &str, partition: i32, offset: i64) {
+        lock(&self.committed).insert(format!("{topic}/{partition}"), offset);
+    }
+
+    /// The offsets last committed, per partition (`topic/partition`).
+    pub fn committed(&self) -> BTreeMap<String, i64> {
+        lock(&self.committed).clone()
     }
 
     fn covered(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-        self.covers.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.covers)
     }
 
     /// The watermarks now.
@@ -217,6 +232,10 @@ impl Watermarks {
             let _ = tokio::time::timeout_at(step.min(deadline), rx.changed()).await;
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a freshness question asks.

@@ -8,6 +8,7 @@
 //! - [`digest`]: the order-independent state digest that proves two regions equal;
 //! - [`store`]: the stores applied state lives in;
 //! - [`offsets`]: which offsets may be committed;
+//! - [`snapshot`]: snapshots of a store, to seed a region that joins late;
 //! - [`worker`]: the loop from sources to store to commit.
 
 pub mod api;
@@ -21,5 +22,6 @@ mod metrics;
 pub mod offsets;
 pub mod ready;
 pub mod reorder;
+pub mod snapshot;
 pub mod store;
 pub mod worker;

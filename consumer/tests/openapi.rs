@@ -24,10 +24,38 @@ const TOKEN: &str = "schemathesis-t0ken";
 
 /// Serves `router` on a free port; its base URL.
 async fn serve(router: axum::Router) -> String {
+    serve_stoppable(router).await.0
+}
+
+/// Like [`serve`], with the server's task, to stop it (and drop what its
+/// routes hold, such as a store) before the test's directories go.
+async fn serve_stoppable(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    base
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (base, task)
+}
+
+/// The worker's routes, the store's included, over `store`.
+fn worker_api(
+    config: &vecsync_schemas::config::RegionConfig,
+    store: Arc<dyn Store>,
+    watermarks: Watermarks,
+    readiness: Readiness,
+) -> axum::Router {
+    let access = api::StoreAccess {
+        store,
+        config: Arc::new(config.clone()),
+        watermarks: watermarks.clone(),
+    };
+    api::router(watermarks, readiness, String::new).merge(api::store_routes(access))
+}
+
+async fn stop(task: tokio::task::JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
 }
 
 /// A region with its ingest API served; the API's base URL.
@@ -63,15 +91,15 @@ async fn every_listener_serves_the_document_of_its_routes() {
     .await
     .unwrap();
 
-    let router = api::router(Watermarks::new(), Readiness::new(), String::new);
-    openapi::check(
-        &serve(router).await,
-        api::OPENAPI,
-        &[include_str!("../src/api.rs")],
-        &[],
-    )
-    .await
-    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EdgeStore::open(dir.path()).unwrap());
+    store.ensure_collection("docs", 4, Distance::Dot).unwrap();
+    let router = worker_api(&region.config, store, Watermarks::new(), Readiness::new());
+    let (base, server) = serve_stoppable(router).await;
+    openapi::check(&base, api::OPENAPI, &[include_str!("../src/api.rs")], &[])
+        .await
+        .unwrap();
+    stop(server).await;
 
     let config = region.config.clone();
     let exporter = tokio::task::spawn_blocking(move || lag::spawn(&config))
@@ -177,11 +205,12 @@ async fn schemathesis_finds_no_server_error_in_the_ingest_and_freshness_apis() {
     // The producer creates the topics the worker then reads.
     let base = ingest(&region).await;
     let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&region.config.store.path).unwrap());
-    let running = worker::spawn(region.config.clone(), store);
-    let freshness = serve(api::router(
+    let running = worker::spawn(region.config.clone(), store.clone());
+    let (freshness, server) = serve_stoppable(worker_api(
+        &region.config,
+        store,
         running.watermarks().clone(),
         running.readiness().clone(),
-        String::new,
     ))
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -212,4 +241,5 @@ async fn schemathesis_finds_no_server_error_in_the_ingest_and_freshness_apis() {
     .unwrap();
     let stats = running.stop().await.unwrap();
     assert_eq!(stats.dead_letters, 0, "{stats:?}");
+    stop(server).await;
 }

@@ -148,7 +148,8 @@ impl TestRegion {
         Some(region)
     }
 
-    async fn start_on(broker: Broker, dimension: u32, encoding: &str, extra: &str) -> Self {
+    /// Like [`TestRegion::start`], on `broker`.
+    pub async fn start_on(broker: Broker, dimension: u32, encoding: &str, extra: &str) -> Self {
         let registry = DevRegistry::in_memory()
             .spawn("127.0.0.1:0")
             .await

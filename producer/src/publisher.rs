@@ -572,7 +572,12 @@ impl Inner {
             buf.clear();
             self.encoder.encode_into(&event, &mut buf);
             bytes += buf.len() as u64;
-            let mut record = FutureRecord::to(topic).key(&key).payload(&buf);
+            // The record's timestamp is the event's: a region seeded from
+            // a snapshot finds where to read from by time (offsetsForTimes).
+            let mut record = FutureRecord::to(topic)
+                .key(&key)
+                .payload(&buf)
+                .timestamp(hlc.wall_ms as i64);
             if let Some(p) = partition {
                 record = record.partition(p);
             }

@@ -76,6 +76,7 @@ impl Replay<'_> {
             &self.sink.consumers,
             &mut self.tracking.offsets,
             CommitMode::Sync,
+            &self.watermarks,
         )
     }
 
@@ -210,6 +211,7 @@ impl Replay<'_> {
             &self.sink.consumers,
             &mut self.tracking.offsets,
             CommitMode::Async,
+            &self.watermarks,
         )?;
         self.batch_done();
         Ok(())

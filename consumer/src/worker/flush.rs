@@ -98,14 +98,17 @@ impl Sink {
     }
 }
 
-/// Commits what the offsets allow, per source consumer.
+/// Commits what the offsets allow, per source consumer, and tells
+/// `watermarks` what it committed.
 pub(super) fn commit(
     consumers: &[Arc<SourceConsumer>],
     offsets: &mut Offsets,
     mode: CommitMode,
+    watermarks: &Watermarks,
 ) -> Result<(), WorkerError> {
     let mut lists: HashMap<usize, TopicPartitionList> = HashMap::new();
     for ((source, topic, partition), offset) in offsets.to_commit() {
+        watermarks.committed_to(&topic, partition, offset);
         let list = lists.entry(source).or_default();
         list.add_partition_offset(&topic, partition, Offset::Offset(offset))
             .map_err(kafka("failed to build the commit"))?;

@@ -256,6 +256,7 @@ impl<'a> Replay<'a> {
                 &self.sink.consumers,
                 &mut self.tracking.offsets,
                 CommitMode::Async,
+                &self.watermarks,
             )?;
         }
         let now = SystemClock.now_ms();

@@ -114,10 +114,8 @@ pub(super) async fn assign_static(
             // retention removed records the group had not read.
             let mut starts = Vec::new();
             for e in committed.elements() {
-                if let Offset::Offset(_) = e.offset() {
-                    let (low, _) = c.fetch_watermarks(&t, e.partition(), Duration::from_secs(5))?;
-                    starts.push((e.partition(), low));
-                }
+                let (low, _) = c.fetch_watermarks(&t, e.partition(), Duration::from_secs(5))?;
+                starts.push((e.partition(), low));
             }
             Ok::<_, rdkafka::error::KafkaError>(Some((committed, starts)))
         })
@@ -137,7 +135,8 @@ pub(super) async fn assign_static(
                         lost,
                         "records this region never applied were deleted from the source \
                          (retention) before the worker read them; the region misses those \
-                         writes and needs re-bootstrapping from another region"
+                         writes: seed it from a snapshot of another region \
+                         (vecsync snapshot)"
                     );
                 }
                 match consumer.assign(&start) {
@@ -217,16 +216,18 @@ pub(super) fn every_assigned(
 
 /// Partitions whose committed offset lies before the start of their log:
 /// (partition, committed offset, records lost). `resumed` holds (topic,
-/// partition, committed offset); `starts` each partition's first offset.
+/// partition, committed offset); `starts` each partition's first offset. A
+/// partition the group never committed counts from offset 0: a region
+/// joining late has lost whatever its log no longer starts with.
 pub(super) fn lost_to_retention(
     resumed: &[(String, i32, i64)],
     starts: &[(i32, i64)],
 ) -> Vec<(i32, i64, u64)> {
-    resumed
+    starts
         .iter()
-        .filter_map(|(_, partition, committed)| {
-            let (_, low) = starts.iter().find(|(p, _)| p == partition)?;
-            (low > committed).then(|| (*partition, *committed, (low - committed) as u64))
+        .filter_map(|&(partition, low)| {
+            let committed = resumed.iter().find(|r| r.1 == partition).map_or(0, |r| r.2);
+            (low > committed).then(|| (partition, committed, (low - committed) as u64))
         })
         .collect()
 }
@@ -499,5 +500,10 @@ mod tests {
         let starts = [(0, 350), (1, 500), (2, 0)];
         assert_eq!(lost_to_retention(&resumed, &starts), [(0, 100, 250)]);
         assert!(lost_to_retention(&resumed, &[]).is_empty());
+        // Partition 3 was never read by the group, and its log starts at 70.
+        assert_eq!(
+            lost_to_retention(&resumed, &[(3, 70), (4, 0)]),
+            [(3, 0, 70)]
+        );
     }
 }
