@@ -14,25 +14,36 @@
 //!   (`1795298965179.0@us-east`); fresh once each is applied, waiting up
 //!   to `wait_ms` as above: read-your-writes across regions.
 //!
-//! [`store_routes`] adds what needs the store: `GET /v1/snapshot`, a
-//! snapshot of the store ([`crate::snapshot`]) streamed as it is read.
+//! [`store_routes`] adds what needs the store:
+//!
+//! - `GET /v1/snapshot`, a snapshot of the store ([`crate::snapshot`])
+//!   streamed as it is read;
+//! - `POST /v1/collections/{collection}/points/search`, Qdrant's search
+//!   ([`crate::search::SearchBody`]) answered from the region's store once
+//!   it is fresh enough: `X-Required-Freshness: 100ms` waits until every
+//!   origin is applied to within 100 ms, `X-Required-Version: V1,V2` until
+//!   those writes are applied, each up to `wait_ms` (default 5,000). The
+//!   answer says `Stale-Result: true` when that did not happen in time, and
+//!   gives each origin's applied watermark in `Applied-Watermark`.
 
 use crate::freshness::{Ask, Freshness, Watermarks};
 use crate::ready::Readiness;
+use crate::search::{ScoredPoint, SearchBody};
 use crate::snapshot;
+use crate::store::Search;
 use crate::store::Store;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use vecsync_schemas::config::RegionConfig;
-use vecsync_schemas::hlc::{SystemClock, WallClock};
+use vecsync_schemas::config::{Distance, RegionConfig};
+use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
 
 /// Default and longest wait for catch-up.
 const DEFAULT_WAIT_MS: u64 = 5_000;
@@ -127,11 +138,157 @@ pub struct StoreAccess {
     pub watermarks: Watermarks,
 }
 
-/// The routes that read the store: `GET /v1/snapshot`.
+/// The routes that read the store: `GET /v1/snapshot` and `POST
+/// /v1/collections/{collection}/points/search`.
 pub fn store_routes(access: StoreAccess) -> Router {
     Router::new()
         .route("/v1/snapshot", get(snapshot))
+        .route("/v1/collections/{collection}/points/search", post(search))
         .with_state(access)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    wait_ms: Option<u64>,
+}
+
+type Refusal = (StatusCode, String);
+
+fn bad(message: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, message.into())
+}
+
+/// What the search headers ask of the store's freshness; `None` when they
+/// ask nothing.
+fn required(headers: &HeaderMap) -> Result<Option<Ask>, Refusal> {
+    let text = |name: &str| -> Result<Option<&str>, Refusal> {
+        headers
+            .get(name)
+            .map(|v| v.to_str().map_err(|_| bad(format!("{name}: not text"))))
+            .transpose()
+    };
+    let max_staleness_ms = text("x-required-freshness")?
+        .map(|v| duration_ms(v).map_err(|e| bad(format!("X-Required-Freshness: {e}"))))
+        .transpose()?;
+    let after = text("x-required-version")?
+        .map(|v| {
+            v.split(',')
+                .map(|one| one.trim().parse::<Hlc>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("X-Required-Version: {e}")))
+        })
+        .transpose()?
+        .unwrap_or_default();
+    if max_staleness_ms.is_none() && after.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Ask {
+        origins: Vec::new(),
+        max_staleness_ms,
+        after,
+    }))
+}
+
+/// `100ms`, `2s`, `1.5s` or a number of milliseconds.
+fn duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1.0)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 && n * scale < 1e15 => Ok((n * scale).round() as u64),
+        _ => Err(format!(
+            "{text:?} is not a duration such as 100ms, 2s or 250"
+        )),
+    }
+}
+
+/// Searches the store, after waiting for the freshness the headers ask.
+async fn search(
+    State(access): State<StoreAccess>,
+    Path(collection): Path<String>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Json<SearchBody>, JsonRejection>,
+) -> Result<Response, Refusal> {
+    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+    let Some(config) = access.config.collections.get(&collection) else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!(
+                "region {} has no collection {collection:?}",
+                access.config.region
+            ),
+        ));
+    };
+    let Json(body) = body.map_err(|e| match e {
+        JsonRejection::MissingJsonContentType(e) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, e.body_text())
+        }
+        e => bad(e.body_text()),
+    })?;
+    body.check(config.dimension as usize).map_err(bad)?;
+    let ask = required(&headers)?;
+    let wait_ms = match &ask {
+        Some(_) => q.wait_ms.unwrap_or(DEFAULT_WAIT_MS),
+        None => 0,
+    };
+    if wait_ms > MAX_WAIT_MS {
+        return Err(bad(format!(
+            "wait_ms: at most {MAX_WAIT_MS}, got {wait_ms}"
+        )));
+    }
+    let freshness = access
+        .watermarks
+        .freshness(
+            ask.as_ref().unwrap_or(&Ask::default()),
+            Duration::from_millis(wait_ms),
+            || SystemClock.now_ms(),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let vector = match config.distance {
+        Distance::Cosine => crate::apply::unit(body.vector),
+        _ => body.vector,
+    };
+    let request = Search {
+        vector,
+        limit: body.limit,
+        with_payload: body.with_payload,
+        filter: body.filter,
+    };
+    let store = access.store.clone();
+    let hits = tokio::task::spawn_blocking(move || store.search_points(&collection, &request))
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let result: Vec<ScoredPoint> = hits.into_iter().map(ScoredPoint::from).collect();
+    let stale = ask.is_some() && !freshness.fresh;
+    let marks: Vec<String> = freshness
+        .origins
+        .iter()
+        .map(|o| format!("{}={}", o.origin, o.applied_up_to))
+        .collect();
+    let mut response = Json(serde_json::json!({
+        "result": result,
+        "status": "ok",
+        "time": started.elapsed().as_secs_f64(),
+    }))
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "stale-result",
+        HeaderValue::from_static(if stale { "true" } else { "false" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&marks.join(", ")) {
+        headers.insert("applied-watermark", v);
+    }
+    Ok(response)
 }
 
 /// Bytes of snapshot sent at a time.

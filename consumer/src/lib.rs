@@ -22,6 +22,7 @@ mod metrics;
 pub mod offsets;
 pub mod ready;
 pub mod reorder;
+pub mod search;
 pub mod snapshot;
 pub mod store;
 pub mod worker;

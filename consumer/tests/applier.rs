@@ -348,6 +348,13 @@ impl Store for Observed {
     fn count(&self, c: &str) -> Result<usize, StoreError> {
         self.inner.count(c)
     }
+    fn search_points(
+        &self,
+        c: &str,
+        search: &vecsync_consumer::store::Search,
+    ) -> Result<Vec<vecsync_consumer::store::Hit>, StoreError> {
+        self.inner.search_points(c, search)
+    }
     fn scan_page(
         &self,
         c: &str,

@@ -96,7 +96,7 @@ async fn every_listener_serves_the_document_of_its_routes() {
     store.ensure_collection("docs", 4, Distance::Dot).unwrap();
     let router = worker_api(&region.config, store, Watermarks::new(), Readiness::new());
     let (base, server) = serve_stoppable(router).await;
-    openapi::check(&base, api::OPENAPI, &[include_str!("../src/api.rs")], &[])
+    openapi::check(&base, api::OPENAPI, &[include_str!("../src/api.rs")], &docs)
         .await
         .unwrap();
     stop(server).await;
@@ -228,7 +228,8 @@ async fn schemathesis_finds_no_server_error_in_the_ingest_and_freshness_apis() {
     // A request that asks for catch-up waits `wait_ms` for it: kept short,
     // so that the time goes into many requests (its bounds have tests of
     // their own).
-    let freshness_config = "[parameters]\n\"query.wait_ms\" = \"20\"\n";
+    let freshness_config =
+        "[parameters]\n\"query.wait_ms\" = \"20\"\n\"path.collection\" = \"docs\"\n";
     let (ingest_dir, freshness_dir) = (dir.path().join("ingest"), dir.path().join("freshness"));
     for d in [&ingest_dir, &freshness_dir] {
         std::fs::create_dir_all(d).unwrap();

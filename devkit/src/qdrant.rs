@@ -310,6 +310,58 @@ fn with_vectors(selector: Option<&grpc::WithVectorsSelector>) -> Result<bool, St
     }
 }
 
+/// A search filter in the engine's terms: `must`, `should` and
+/// `must_not` of field conditions with a `match` (a keyword, an integer, a
+/// boolean, any or except of keywords or integers) or a `range`, as
+/// vecsync's search sends them. Anything else is refused.
+fn edge_filter(filter: Option<grpc::Filter>) -> Result<Option<qdrant_edge::Filter>, Status> {
+    use grpc::condition::ConditionOneOf;
+    use grpc::r#match::MatchValue;
+    use serde_json::{Value, json};
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    if filter.min_should.is_some() {
+        return Err(unsupported("min_should"));
+    }
+    let condition = |c: grpc::Condition| -> Result<Value, Status> {
+        let Some(ConditionOneOf::Field(field)) = c.condition_one_of else {
+            return Err(unsupported("a condition other than on a field"));
+        };
+        let key = field.key;
+        if let Some(range) = field.range {
+            return Ok(json!({"key": key, "range": {
+                "gt": range.gt, "gte": range.gte, "lt": range.lt, "lte": range.lte
+            }}));
+        }
+        let matched = match field.r#match.and_then(|m| m.match_value) {
+            Some(MatchValue::Keyword(k)) => json!({"value": k}),
+            Some(MatchValue::Integer(i)) => json!({"value": i}),
+            Some(MatchValue::Boolean(b)) => json!({"value": b}),
+            Some(MatchValue::Keywords(l)) => json!({"any": l.strings}),
+            Some(MatchValue::Integers(l)) => json!({"any": l.integers}),
+            Some(MatchValue::ExceptKeywords(l)) => json!({"except": l.strings}),
+            Some(MatchValue::ExceptIntegers(l)) => json!({"except": l.integers}),
+            _ => return Err(unsupported("this kind of match")),
+        };
+        Ok(json!({"key": key, "match": matched}))
+    };
+    let clause = |list: Vec<grpc::Condition>| -> Result<Value, Status> {
+        list.into_iter()
+            .map(condition)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::from)
+    };
+    let filter = json!({
+        "must": clause(filter.must)?,
+        "should": clause(filter.should)?,
+        "must_not": clause(filter.must_not)?,
+    });
+    serde_json::from_value(filter)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("filter: {e}")))
+}
+
 fn no_filter(filter: Option<&grpc::Filter>) -> Result<(), Status> {
     match filter {
         None => Ok(()),
@@ -777,8 +829,8 @@ impl Points for Engine {
         &self,
         request: Request<SearchPoints>,
     ) -> Result<Response<SearchResponse>, Status> {
-        let request = request.into_inner();
-        no_filter(request.filter.as_ref())?;
+        let mut request = request.into_inner();
+        let filter = edge_filter(request.filter.take())?;
         if request
             .vector_name
             .as_deref()
@@ -788,7 +840,7 @@ impl Points for Engine {
         }
         let search = SearchRequest {
             query: QueryEnum::from(request.vector),
-            filter: None,
+            filter,
             params: None,
             limit: request.limit as usize,
             offset: request.offset.unwrap_or(0) as usize,

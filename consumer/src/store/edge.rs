@@ -13,14 +13,18 @@
 //! [`WalLimits::reclaim_bytes`] is closed, its log removed but for what
 //! numbers the next write, and the shard loaded again.
 
-use super::{Known, Page, Part, Store, StoreError, engine_distance, stored_record, tombstones_of};
+use super::{
+    Hit, Known, Page, Part, Search, Store, StoreError, engine_distance, stored_record,
+    tombstones_of,
+};
 use crate::apply::{Payload, Record, unseen};
 use crate::bookkeeping;
 use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
-    EdgeVectorParamsBuilder, PointId as EdgePointId, PointInsertOperations, PointOperations,
-    PointStruct, QueryEnum, Record as EdgeRecord, ScrollRequest, SearchRequest, UpdateOperation,
-    VectorInternal, VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
+    EdgeVectorParamsBuilder, Filter, PointId as EdgePointId, PointInsertOperations,
+    PointOperations, PointStruct, QueryEnum, Record as EdgeRecord, ScrollRequest, SearchRequest,
+    UpdateOperation, VectorInternal, VectorStructInternal, WalOptions, WithPayloadInterface,
+    WithVector,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -297,23 +301,16 @@ impl EdgeStore {
         vector: Vec<f32>,
         limit: usize,
     ) -> Result<Vec<(PointId, f32)>, StoreError> {
-        let request = SearchRequest {
-            query: QueryEnum::from(vector),
-            filter: None,
-            params: None,
+        let search = Search {
+            vector,
             limit,
-            offset: 0,
-            with_payload: Some(WithPayloadInterface::Bool(false)),
-            with_vector: Some(WithVector::Bool(false)),
-            score_threshold: None,
+            with_payload: false,
+            filter: None,
         };
-        let hits = self.collection(collection)?.live.with(collection, |s| {
-            s.search(request)
-                .map_err(|e| StoreError::engine(collection, e.to_string()))
-        })?;
-        Ok(hits
+        Ok(self
+            .search_points(collection, &search)?
             .into_iter()
-            .map(|hit| (edge_point_id(hit.id), hit.score))
+            .map(|hit| (hit.id, hit.score))
             .collect())
     }
 
@@ -473,6 +470,40 @@ impl Store for EdgeStore {
             c.tombstones.flush(name, self.wal.reclaim_bytes)?;
         }
         Ok(())
+    }
+
+    fn search_points(&self, collection: &str, search: &Search) -> Result<Vec<Hit>, StoreError> {
+        let filter = search
+            .filter
+            .as_ref()
+            .map(|f| {
+                serde_json::to_value(f)
+                    .and_then(serde_json::from_value::<Filter>)
+                    .map_err(|e| StoreError::engine(collection, format!("filter: {e}")))
+            })
+            .transpose()?;
+        let request = SearchRequest {
+            query: QueryEnum::from(search.vector.clone()),
+            filter,
+            params: None,
+            limit: search.limit,
+            offset: 0,
+            with_payload: Some(WithPayloadInterface::Bool(search.with_payload)),
+            with_vector: Some(WithVector::Bool(false)),
+            score_threshold: None,
+        };
+        let hits = self.collection(collection)?.live.with(collection, |s| {
+            s.search(request)
+                .map_err(|e| StoreError::engine(collection, e.to_string()))
+        })?;
+        Ok(hits
+            .into_iter()
+            .map(|hit| Hit {
+                id: edge_point_id(hit.id),
+                score: hit.score,
+                payload: hit.payload.map(|p| p.0),
+            })
+            .collect())
     }
 
     fn count(&self, collection: &str) -> Result<usize, StoreError> {

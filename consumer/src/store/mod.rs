@@ -114,6 +114,26 @@ pub enum Known {
     Chained,
 }
 
+/// A nearest-neighbour search of a collection's live points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Search {
+    /// The query, as the collection keeps vectors (a unit vector for a
+    /// cosine collection).
+    pub vector: Vec<f32>,
+    pub limit: usize,
+    pub with_payload: bool,
+    pub filter: Option<crate::search::Filter>,
+}
+
+/// One point a search found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: PointId,
+    pub score: f32,
+    /// With the bookkeeping, when asked for.
+    pub payload: Option<Payload>,
+}
+
 /// A region's vector store. Every call is synchronous and may block on
 /// disk or network: call it off the async executor.
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -170,6 +190,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Live points in a collection (tombstones not counted).
     fn count(&self, collection: &str) -> Result<usize, StoreError>;
+
+    /// The live points nearest to `search.vector` by the collection's
+    /// distance that pass its filter, best first, with their scores.
+    fn search_points(&self, collection: &str, search: &Search) -> Result<Vec<Hit>, StoreError>;
 
     /// Up to `limit` records of one part in id order, from the id `from`
     /// on (from the first without). Without `with_vectors`, live records

@@ -13,8 +13,11 @@
 //! The clients run on a small runtime of their own, so calls block the
 //! calling thread and never the worker's executor.
 
-use super::{Page, Part, Store, StoreError, engine_distance, stored_record, tombstones_of};
+use super::{
+    Hit, Page, Part, Search, Store, StoreError, engine_distance, stored_record, tombstones_of,
+};
 use crate::apply::{Payload, Record};
+use crate::search;
 use qdrant_client::qdrant::collections_client::CollectionsClient;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::points_client::PointsClient;
@@ -23,12 +26,12 @@ use qdrant_client::qdrant::vector_output::Vector as OutputVector;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
 use qdrant_client::qdrant::vectors_output::VectorsOptions;
 use qdrant_client::qdrant::{
-    BinaryQuantizationBuilder, CollectionExistsRequest, CountPointsBuilder,
-    CreateCollectionBuilder, DeletePointsBuilder, Distance as QdrantDistance,
+    BinaryQuantizationBuilder, CollectionExistsRequest, Condition, CountPointsBuilder,
+    CreateCollectionBuilder, DeletePointsBuilder, Distance as QdrantDistance, Filter,
     GetCollectionInfoRequest, GetPointsBuilder, HealthCheckRequest, HnswConfigDiffBuilder,
-    PointId as QdrantPointId, PointStruct, PointsIdsList, ReadConsistencyType, RetrievedPoint,
-    ScalarQuantizationBuilder, ScrollPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
-    read_consistency,
+    PointId as QdrantPointId, PointStruct, PointsIdsList, Range, ReadConsistencyType,
+    RetrievedPoint, ScalarQuantizationBuilder, ScrollPointsBuilder, SearchPointsBuilder,
+    UpsertPointsBuilder, VectorParamsBuilder, read_consistency,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -356,6 +359,39 @@ impl Store for ServerStore {
         .map(drop)
     }
 
+    fn search_points(&self, collection: &str, search: &Search) -> Result<Vec<Hit>, StoreError> {
+        let request =
+            SearchPointsBuilder::new(collection, search.vector.clone(), search.limit as u64)
+                .with_payload(search.with_payload)
+                .read_consistency(every_copy());
+        let request = match &search.filter {
+            Some(f) => request.filter(grpc_filter(f)),
+            None => request,
+        };
+        // The search call, not the newer query one: every Qdrant 1.x
+        // server answers it, devkit's endpoint included.
+        #[allow(deprecated)]
+        let found = self.call(collection, |c| async move {
+            Ok(c.points().search(request.build()).await?.into_inner())
+        })?;
+        found
+            .result
+            .into_iter()
+            .map(|hit| {
+                Ok(Hit {
+                    id: point_id(collection, hit.id.as_ref())?,
+                    score: hit.score,
+                    payload: search.with_payload.then(|| {
+                        hit.payload
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_json()))
+                            .collect()
+                    }),
+                })
+            })
+            .collect()
+    }
+
     fn count(&self, collection: &str) -> Result<usize, StoreError> {
         let request = CountPointsBuilder::new(collection).exact(true);
         let count = self.call(collection, |c| async move {
@@ -500,6 +536,68 @@ fn failed_handshake(status: &tonic::Status) -> bool {
         source = e.source();
     }
     false
+}
+
+/// A search filter in the server's terms.
+fn grpc_filter(f: &search::Filter) -> Filter {
+    let conditions = |list: &[search::Condition]| -> Vec<Condition> {
+        list.iter().map(grpc_condition).collect()
+    };
+    Filter {
+        must: conditions(&f.must),
+        should: conditions(&f.should),
+        must_not: conditions(&f.must_not),
+        min_should: None,
+    }
+}
+
+/// A condition [`search::Filter::check`] took, in the server's terms.
+fn grpc_condition(c: &search::Condition) -> Condition {
+    use qdrant_client::qdrant::r#match::MatchValue;
+    use qdrant_client::qdrant::{RepeatedIntegers, RepeatedStrings};
+    use serde_json::Value;
+    let strings = |l: &[Value]| RepeatedStrings {
+        strings: l
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+    };
+    let integers = |l: &[Value]| RepeatedIntegers {
+        integers: l.iter().filter_map(Value::as_i64).collect(),
+    };
+    let all_strings = |l: &[Value]| l.iter().all(Value::is_string);
+    match (&c.matches, &c.range) {
+        (Some(m), _) => Condition::matches(
+            c.key.clone(),
+            match m {
+                search::Match::Value { value } => match value {
+                    Value::String(s) => MatchValue::Keyword(s.clone()),
+                    Value::Bool(b) => MatchValue::Boolean(*b),
+                    other => MatchValue::Integer(other.as_i64().unwrap_or_default()),
+                },
+                search::Match::Any { any } if all_strings(any) => {
+                    MatchValue::Keywords(strings(any))
+                }
+                search::Match::Any { any } => MatchValue::Integers(integers(any)),
+                search::Match::Except { except } if all_strings(except) => {
+                    MatchValue::ExceptKeywords(strings(except))
+                }
+                search::Match::Except { except } => MatchValue::ExceptIntegers(integers(except)),
+            },
+        ),
+        (None, range) => {
+            let r = range.clone().unwrap_or_default();
+            Condition::range(
+                c.key.clone(),
+                Range {
+                    lt: r.lt,
+                    gt: r.gt,
+                    gte: r.gte,
+                    lte: r.lte,
+                },
+            )
+        }
+    }
 }
 
 /// The server collection that holds one part of `collection`.
