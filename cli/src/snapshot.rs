@@ -223,3 +223,36 @@ fn restore(config: &Path, path: &Path, margin_ms: u64) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_workers_lower_the_watermarks_and_the_rest_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.snapshot");
+        let header = serde_json::json!({
+            "vecsync_snapshot": snapshot::FORMAT, "region": "us-east", "taken_at_ms": 1,
+            "watermarks": {"us-east": "500.0@us-east", "eu-west": "900.0@eu-west", "ap-south": "70.0@ap-south"},
+            "committed": {}, "collections": []
+        });
+        let rest = "{\"end\":{\"points\":0}}\n";
+        std::fs::write(&path, format!("{header}\n{rest}")).unwrap();
+        let others = BTreeMap::from([
+            ("us-east".to_owned(), "400.0@us-east".parse().unwrap()),
+            ("eu-west".to_owned(), "950.0@eu-west".parse().unwrap()),
+        ]);
+        let lowered = finish(&path, Some(others)).unwrap();
+        // us-east lowered, eu-west kept, ap-south unknown to another worker.
+        let expected = BTreeMap::from([
+            ("eu-west".to_owned(), "900.0@eu-west".to_owned()),
+            ("us-east".to_owned(), "400.0@us-east".to_owned()),
+        ]);
+        assert_eq!(lowered.watermarks, expected);
+        let written = std::fs::read_to_string(&path).unwrap();
+        let mut reader = written.as_bytes();
+        assert_eq!(snapshot::read_header(&mut reader).unwrap(), lowered);
+        assert_eq!(std::str::from_utf8(reader).unwrap(), rest);
+    }
+}

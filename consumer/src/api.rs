@@ -30,8 +30,7 @@ use crate::freshness::{Ask, Freshness, Watermarks};
 use crate::ready::Readiness;
 use crate::search::{ScoredPoint, SearchBody};
 use crate::snapshot;
-use crate::store::Search;
-use crate::store::Store;
+use crate::store::{Search, Store};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -88,21 +87,36 @@ async fn ready(readiness: Readiness) -> (StatusCode, String) {
     }
 }
 
+/// A refused request: its status and why, in words.
+type Refusal = (StatusCode, String);
+
+fn bad(message: impl Into<String>) -> Refusal {
+    (StatusCode::BAD_REQUEST, message.into())
+}
+
+/// How long to wait for catch-up: `given` (by default 5,000 ms, at most
+/// 60,000) when something was asked of the freshness, else not at all.
+fn wait_ms(asked: bool, given: Option<u64>) -> Result<u64, Refusal> {
+    let wait_ms = if asked {
+        given.unwrap_or(DEFAULT_WAIT_MS)
+    } else {
+        0
+    };
+    if wait_ms > MAX_WAIT_MS {
+        return Err(bad(format!(
+            "wait_ms: at most {MAX_WAIT_MS}, got {wait_ms}"
+        )));
+    }
+    Ok(wait_ms)
+}
+
 async fn freshness(
     State(watermarks): State<Watermarks>,
     query: Result<Query<FreshnessQuery>, QueryRejection>,
-) -> Result<Json<Freshness>, (StatusCode, String)> {
-    let Query(q) = query.map_err(|e| (StatusCode::BAD_REQUEST, e.body_text()))?;
-    let wait_ms = match (q.max_staleness_ms, &q.after) {
-        (None, None) => 0,
-        _ => q.wait_ms.unwrap_or(DEFAULT_WAIT_MS),
-    };
-    if wait_ms > MAX_WAIT_MS {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            format!("wait_ms: at most {MAX_WAIT_MS}, got {wait_ms}"),
-        ));
-    }
+) -> Result<Json<Freshness>, Refusal> {
+    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+    let asked = q.max_staleness_ms.is_some() || q.after.is_some();
+    let wait_ms = wait_ms(asked, q.wait_ms)?;
     let list = |v: &Option<String>| -> Vec<String> {
         v.iter()
             .flat_map(|o| o.split(','))
@@ -115,7 +129,7 @@ async fn freshness(
         .iter()
         .map(|v| v.parse())
         .collect::<Result<Vec<_>, String>>()
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("after: {e}")))?;
+        .map_err(|e| bad(format!("after: {e}")))?;
     let ask = Ask {
         origins: list(&q.origins),
         max_staleness_ms: q.max_staleness_ms,
@@ -151,12 +165,6 @@ pub fn store_routes(access: StoreAccess) -> Router {
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
     wait_ms: Option<u64>,
-}
-
-type Refusal = (StatusCode, String);
-
-fn bad(message: impl Into<String>) -> Refusal {
-    (StatusCode::BAD_REQUEST, message.into())
 }
 
 /// What the search headers ask of the store's freshness; `None` when they
@@ -234,15 +242,7 @@ async fn search(
     })?;
     body.check(config.dimension as usize).map_err(bad)?;
     let ask = required(&headers)?;
-    let wait_ms = match &ask {
-        Some(_) => q.wait_ms.unwrap_or(DEFAULT_WAIT_MS),
-        None => 0,
-    };
-    if wait_ms > MAX_WAIT_MS {
-        return Err(bad(format!(
-            "wait_ms: at most {MAX_WAIT_MS}, got {wait_ms}"
-        )));
-    }
+    let wait_ms = wait_ms(ask.is_some(), q.wait_ms)?;
     let freshness = access
         .watermarks
         .freshness(
