@@ -211,11 +211,7 @@ pub fn delta_json(collection: &str, id: &PointId, version: &Hlc, delta: &Change)
     let mut entry = change(version, delta);
     if let Value::Object(fields) = &mut entry {
         fields.insert("collection".into(), json!(collection));
-        let id = match id {
-            PointId::Num(n) => json!(n),
-            PointId::Uuid(_) => json!(id.to_string()),
-        };
-        fields.insert("id".into(), id);
+        fields.insert("id".into(), id.to_json());
     }
     entry
 }

@@ -171,12 +171,8 @@ pub struct ScoredPoint {
 
 impl From<Hit> for ScoredPoint {
     fn from(hit: Hit) -> Self {
-        let id = match hit.id {
-            vecsync_schemas::event::PointId::Num(n) => Value::from(n),
-            vecsync_schemas::event::PointId::Uuid(u) => Value::from(u.hyphenated().to_string()),
-        };
         Self {
-            id,
+            id: hit.id.to_json(),
             score: hit.score,
             payload: hit.payload.map(|mut p| {
                 p.remove(KEY);

@@ -299,10 +299,9 @@ pub fn load(
     let mut text = String::new();
     for number in 2u64.. {
         text.clear();
+        let seen = loaded.points + loaded.skipped.values().sum::<u64>();
         if input.read_line(&mut text)? == 0 {
-            return Err(SnapshotError::Truncated {
-                points: loaded.points + loaded.skipped.values().sum::<u64>(),
-            });
+            return Err(SnapshotError::Truncated { points: seen });
         }
         let malformed = |reason: String| SnapshotError::Malformed {
             line: number,
@@ -311,7 +310,6 @@ pub fn load(
         let line: Line = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
         let (collection, id, vector, payload) = match line {
             Line::End { points } => {
-                let seen = loaded.points + loaded.skipped.values().sum::<u64>();
                 if points != seen {
                     return Err(malformed(format!(
                         "the snapshot says {points} records, {seen} came"

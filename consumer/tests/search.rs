@@ -7,7 +7,6 @@
 
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
 use vecsync_consumer::api::{StoreAccess, store_routes};
 use vecsync_consumer::apply::unit;
 use vecsync_consumer::search::{ScoredPoint, SearchBody};
@@ -181,7 +180,6 @@ async fn search_answers_fresh_or_says_stale(backend: StoreBackend) {
         let (url, late) = (url.clone(), late.clone());
         async move { ask(&url, &late, &[("x-required-version", &ahead)]).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publisher.publish("docs", &[point(999)]).await.unwrap();
     let answer = waiting.await.unwrap();
     assert_eq!(answer.stale.as_deref(), Some("false"), "{}", answer.body);

@@ -31,7 +31,6 @@ use serde_json::{Value, json};
 use std::future::Future;
 use std::sync::Arc;
 use vecsync_schemas::config::{IngestConfig, IngestToken, SecretError};
-use vecsync_schemas::event::PointId;
 use vecsync_schemas::mutation::{BodyError, IngestRoute};
 
 /// The bearer tokens a request may carry, each with what it may write;
@@ -222,7 +221,7 @@ async fn handle(
         let versions: Vec<Value> = mutations
             .iter()
             .zip(versions)
-            .map(|(m, v)| json!({ "id": id_json(m.id()), "version": v.to_string() }))
+            .map(|(m, v)| json!({ "id": m.id().to_json(), "version": v.to_string() }))
             .collect();
         Ok(axum::Json(json!({ "versions": versions })))
     }
@@ -288,13 +287,6 @@ fn authorize(app: &AppState, headers: &HeaderMap, collection: &str) -> Result<()
 /// not reveal how much of a guessed token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn id_json(id: PointId) -> Value {
-    match id {
-        PointId::Num(n) => json!(n),
-        PointId::Uuid(u) => json!(u.hyphenated().to_string()),
-    }
 }
 
 async fn ready(State(app): State<Shared>) -> Response {

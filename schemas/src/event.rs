@@ -22,6 +22,14 @@ impl PointId {
     pub fn key(&self) -> String {
         self.to_string()
     }
+
+    /// The id as Qdrant's JSON writes it: a number, or a UUID string.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            PointId::Num(n) => serde_json::Value::from(*n),
+            PointId::Uuid(u) => serde_json::Value::from(u.hyphenated().to_string()),
+        }
+    }
 }
 
 impl fmt::Display for PointId {
