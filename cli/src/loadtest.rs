@@ -32,7 +32,8 @@ pub struct Args {
     #[arg(long)]
     encoding: Option<Encoding>,
     /// Each region's cluster: mock (in-process), tansu, or kafka (Apache
-    /// Kafka with MirrorMaker 2 between regions; needs Java and the jars).
+    /// Kafka with MirrorMaker 2 between regions, unless the scenario says
+    /// `mirrored = false`; needs Java and the jars).
     #[arg(long)]
     broker: Option<ClusterKind>,
     /// Also measure recall@10 in the remote region for each encoding, on

@@ -8,9 +8,9 @@
 //! connects them in production: every flow reads the origin's cluster
 //! across a [`WanLink`] (whose faults can be set) and writes
 //! `<origin>.<topic>` on the region's own cluster, where its worker reads.
-//! On Apache Kafka ([`ClusterKind::Kafka`], always mirrored) that is real
-//! MirrorMaker 2, one process per region running the flows into it, each
-//! origin's broker serving a listener per link. On tansu it is devkit's
+//! On Apache Kafka ([`ClusterKind::Kafka`]) that is real MirrorMaker 2,
+//! one process per region running the flows into it, each origin's broker
+//! serving a listener per link. On tansu it is devkit's
 //! copier, one per flow. The mock cluster is never mirrored: it answers a
 //! fetch with one record batch per partition, which a link's round trip
 //! turns into a ceiling of a few dozen events per second.
@@ -81,8 +81,8 @@ pub enum ClusterKind {
     /// A tansu broker (`memory://`) per region, with devkit's copiers
     /// between them when mirrored.
     Tansu,
-    /// An Apache Kafka broker per region, always with MirrorMaker 2
-    /// between them.
+    /// An Apache Kafka broker per region, with MirrorMaker 2 between them
+    /// when mirrored.
     Kafka,
 }
 
@@ -181,7 +181,7 @@ pub(crate) async fn start_clusters(
         ClusterKind::Kafka => {
             // The links come first: each broker advertises them.
             let mut listeners = vec![Vec::new(); regions];
-            for pair in pairs() {
+            for pair in pairs().filter(|_| linked) {
                 let port = free_port()?;
                 let link = WanLink::to_listener(port).await?;
                 listeners[pair.0].push(LinkListener {
@@ -329,7 +329,7 @@ impl Bed {
             .context("cannot start the development registry")?;
         let names = &NAMES[..spec.regions.min(NAMES.len())];
         let kind = spec.clusters.effective(spec.mirrored);
-        let mirrored = spec.mirrored || kind == ClusterKind::Kafka;
+        let mirrored = spec.mirrored;
         let (clusters, mut flows) = start_clusters(kind, names.len(), mirrored).await?;
         for (cluster, name) in clusters.iter().zip(names) {
             let mut topics = vec![
@@ -357,7 +357,8 @@ impl Bed {
         }
         let brokers: Vec<String> = clusters.iter().map(Cluster::brokers).collect();
         let mirror_makers = match kind {
-            ClusterKind::Kafka => start_mirror_makers(names, &brokers, &flows)?,
+            ClusterKind::Kafka if mirrored => start_mirror_makers(names, &brokers, &flows)?,
+            ClusterKind::Kafka => Vec::new(),
             _ => {
                 start_copiers(names, &brokers, &mut flows).await?;
                 Vec::new()

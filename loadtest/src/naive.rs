@@ -157,29 +157,40 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
             let (store, applied, lags, stop) =
                 (store.clone(), applied.clone(), lags.clone(), stop.clone());
             consumers.spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(Ok(m)) =
-                        tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
-                    else {
-                        continue;
-                    };
-                    let point: Point = serde_json::from_slice(m.payload().unwrap_or_default())?;
-                    let payload = match point.payload {
-                        serde_json::Value::Object(map) => map,
-                        _ => serde_json::Map::new(),
-                    };
-                    store.upsert(
-                        COLLECTION,
-                        Part::Live,
-                        vec![(PointId::Num(point.id), point.vector, payload)],
-                    )?;
-                    let lag_ms = SystemClock.now_ms().saturating_sub(point.sent_ms);
-                    if let Ok(mut h) = lags.lock() {
-                        h.saturating_record((lag_ms * 1000).max(1));
+                let consumed = async {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(Ok(m)) =
+                            tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
+                        else {
+                            continue;
+                        };
+                        let point: Point = serde_json::from_slice(m.payload().unwrap_or_default())?;
+                        let payload = match point.payload {
+                            serde_json::Value::Object(map) => map,
+                            _ => serde_json::Map::new(),
+                        };
+                        // The write blocks; the links' proxies run on this
+                        // runtime and must go on meanwhile.
+                        tokio::task::block_in_place(|| {
+                            store.upsert(
+                                COLLECTION,
+                                Part::Live,
+                                vec![(PointId::Num(point.id), point.vector, payload)],
+                            )
+                        })?;
+                        let lag_ms = SystemClock.now_ms().saturating_sub(point.sent_ms);
+                        if let Ok(mut h) = lags.lock() {
+                            h.saturating_record((lag_ms * 1000).max(1));
+                        }
+                        applied.fetch_add(1, Ordering::Relaxed);
                     }
-                    applied.fetch_add(1, Ordering::Relaxed);
+                    anyhow::Ok(())
                 }
-                anyhow::Ok(())
+                .await;
+                // Closing a consumer waits for its broker, reached across a
+                // link through this runtime: it must not hold a runtime thread.
+                tokio::task::spawn_blocking(move || drop(consumer)).await?;
+                consumed
             });
         }
     }
@@ -256,6 +267,7 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
     while !producers.is_empty() {
         tokio::select! {
             Some(done) = producers.join_next() => produced += done??,
+            Some(done) = consumers.join_next() => stopped_early(done)?,
             _ = lines.tick() => progress(&format!(
                 "t={:.0}s replicated {}",
                 started.elapsed().as_secs_f64(),
@@ -270,6 +282,9 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
     let deadline = load_end + Duration::from_secs(drain_timeout_s);
     while applied.load(Ordering::Relaxed) < wanted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(done) = consumers.try_join_next() {
+            stopped_early(done)?;
+        }
         if last_line.elapsed() >= Duration::from_secs(1) {
             last_line = Instant::now();
             progress(&format!(
@@ -319,6 +334,12 @@ pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result
         drain_s: (done - load_end).as_secs_f64(),
         complete: replicated >= wanted,
     })
+}
+
+/// A consumer that stopped before the run ended: its error, or one.
+fn stopped_early(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    joined??;
+    anyhow::bail!("a consumer stopped before the run ended")
 }
 
 /// A delivery's outcome as an error, if it failed.

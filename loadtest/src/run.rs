@@ -65,8 +65,10 @@ pub struct Scenario {
     pub pause_for_s: u64,
     /// Regions are connected as MirrorMaker 2 connects them: each flow
     /// reads the origin's cluster across a WAN link. Implied by the link
-    /// settings below and by `broker = "kafka"`.
-    pub mirrored: bool,
+    /// settings below; with `broker = "kafka"` unless set to `false`, when
+    /// every worker reads the other regions' brokers directly, as the
+    /// naive pipeline does.
+    pub mirrored: Option<bool>,
     /// Each region's cluster: `"mock"`, librdkafka's in-process mock
     /// cluster, which keeps at most 5 MB per partition (tansu when
     /// mirrored); `"tansu"`, a tansu broker, with devkit's copiers between
@@ -107,7 +109,7 @@ impl Default for Scenario {
             pause_region: 1,
             pause_at_s: 0,
             pause_for_s: 0,
-            mirrored: false,
+            mirrored: None,
             broker: ClusterKind::Mock,
             link_delay_ms: 0,
             link_bytes_per_s: 0,
@@ -173,16 +175,21 @@ impl Scenario {
             self.pause_for_s == 0 || self.cut_for_s == 0,
             "pause_for_s, cut_for_s: one fault at a time",
         );
+        check(
+            self.mirrored != Some(false) || !self.linked(),
+            "mirrored: links (link_delay_ms, link_bytes_per_s, cut_for_s) need mirrored regions",
+        );
         p
+    }
+
+    /// Whether any link setting is made.
+    fn linked(&self) -> bool {
+        self.link_delay_ms > 0 || self.link_bytes_per_s > 0 || self.cut_for_s > 0
     }
 
     /// Regions connected by MirrorMaker 2 or copiers across links.
     pub fn is_mirrored(&self) -> bool {
-        self.mirrored
-            || self.broker == ClusterKind::Kafka
-            || self.link_delay_ms > 0
-            || self.link_bytes_per_s > 0
-            || self.cut_for_s > 0
+        self.mirrored.unwrap_or(self.broker == ClusterKind::Kafka) || self.linked()
     }
 
     /// What each region's cluster runs on.
@@ -685,4 +692,48 @@ fn peak_rss_mb(pid: &str) -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_regions_are_mirrored_unless_told_not_to_and_links_need_mirroring() {
+        let kafka = Scenario {
+            broker: ClusterKind::Kafka,
+            ..Scenario::default()
+        };
+        assert!(kafka.is_mirrored());
+        assert_eq!(kafka.clusters(), ClusterKind::Kafka);
+        let direct = Scenario {
+            mirrored: Some(false),
+            ..kafka.clone()
+        };
+        assert!(!direct.is_mirrored());
+        assert!(direct.problems().is_empty(), "{:?}", direct.problems());
+        assert!(
+            direct
+                .links_described()
+                .contains("reading the other clusters directly")
+        );
+
+        // Unset on the mock cluster: mirrored only when a link is asked for,
+        // which then runs on tansu.
+        assert!(!Scenario::default().is_mirrored());
+        let delayed = Scenario {
+            link_delay_ms: 80,
+            ..Scenario::default()
+        };
+        assert!(delayed.is_mirrored());
+        assert_eq!(delayed.clusters(), ClusterKind::Tansu);
+
+        let contradicted = Scenario {
+            mirrored: Some(false),
+            ..delayed
+        };
+        let problems = contradicted.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("mirrored:"), "{problems:?}");
+    }
 }
