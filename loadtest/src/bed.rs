@@ -10,10 +10,10 @@
 //! `<origin>.<topic>` on the region's own cluster, where its worker reads.
 //! On Apache Kafka ([`ClusterKind::Kafka`]) that is real MirrorMaker 2,
 //! one process per region running the flows into it, each origin's broker
-//! serving a listener per link. On tansu it is devkit's
-//! copier, one per flow. The mock cluster is never mirrored: it answers a
-//! fetch with one record batch per partition, which a link's round trip
-//! turns into a ceiling of a few dozen events per second.
+//! serving a listener per link. On tansu it is devkit's copier, one per
+//! flow. The mock cluster is never mirrored: it answers a fetch with one
+//! record batch per partition, which a link's round trip turns into a
+//! ceiling of a few dozen events per second.
 
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
