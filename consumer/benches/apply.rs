@@ -3,7 +3,9 @@
 //! 1. Apply: decoded 768-d sq8 upserts applied to the embedded store
 //!    (qdrant-edge) in batches, each batch read, applied, written and flushed
 //!    as the worker does.
-//! 2. Catch-up: a backlog of delta events on a local tansu broker replayed by
+//! 2. Flush: the time a flush takes after a batch of 100 to one collection,
+//!    alone and beside 9 collections nobody writes to.
+//! 3. Catch-up: a backlog of delta events on a local tansu broker replayed by
 //!    a worker from scratch (decode, reorder, apply, flush, commit) until the
 //!    store holds every point.
 //!
@@ -27,13 +29,9 @@ use vecsync_schemas::vector::Encoding;
 const DIM: usize = 768;
 const BATCH: usize = 1_000;
 
-fn apply_throughput(events: usize) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EdgeStore::open(dir.path()).unwrap();
-    store
-        .ensure_collection("docs", DIM, Distance::Cosine)
-        .unwrap();
-    let collections = HashMap::from([(
+/// The collection written, as the worker configures it.
+fn docs() -> HashMap<String, CollectionConfig> {
+    HashMap::from([(
         "docs".to_owned(),
         CollectionConfig {
             dimension: DIM as u32,
@@ -42,8 +40,24 @@ fn apply_throughput(events: usize) -> f64 {
             codebook_file: None,
             residency: Default::default(),
         },
-    )]);
-    let codebooks = HashMap::new();
+    )])
+}
+
+/// A store holding `docs` and `idle` more collections.
+fn store_with(idle: usize) -> (tempfile::TempDir, EdgeStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::open(dir.path()).unwrap();
+    for name in std::iter::once("docs".to_owned()).chain((0..idle).map(|i| format!("idle{i}"))) {
+        store
+            .ensure_collection(&name, DIM, Distance::Cosine)
+            .unwrap();
+    }
+    (dir, store)
+}
+
+fn apply_throughput(events: usize) -> f64 {
+    let (_dir, store) = store_with(0);
+    let (collections, codebooks) = (docs(), HashMap::new());
     let all: Vec<DeltaEvent> = (0..events as u64)
         .map(|i| upsert(i, DIM, Encoding::Sq8))
         .collect();
@@ -54,6 +68,24 @@ fn apply_throughput(events: usize) -> f64 {
         store.flush().unwrap();
     }
     events as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The mean flush after each of 50 batches of 100 upserts to one
+/// collection, with `idle` more collections in the store.
+fn flush_beside_idle(idle: usize) -> Duration {
+    let (_dir, store) = store_with(idle);
+    store.flush().unwrap();
+    let (collections, codebooks) = (docs(), HashMap::new());
+    let applier = Applier::new(&store, &collections, &codebooks);
+    let all: Vec<DeltaEvent> = (0..5_000).map(|i| upsert(i, DIM, Encoding::Sq8)).collect();
+    let mut flushing = Duration::ZERO;
+    for batch in all.chunks(100) {
+        applier.apply_batch(batch).unwrap();
+        let started = Instant::now();
+        store.flush().unwrap();
+        flushing += started.elapsed();
+    }
+    flushing / 50
 }
 
 async fn catch_up(backlog: usize) -> (f64, Duration) {
@@ -111,6 +143,12 @@ async fn main() {
     println!(
         "apply into qdrant-edge, 768-d sq8, batches of {BATCH}: {apply_events} events, {rate:.0} events/s"
     );
+    for idle in [0, 9] {
+        println!(
+            "flush after a batch of 100, beside {idle} idle collections: {:.1} ms",
+            flush_beside_idle(idle).as_secs_f64() * 1e3
+        );
+    }
     let (rate, elapsed) = catch_up(backlog).await;
     println!(
         "catch-up of a {backlog}-event backlog from tansu: {:.1} s, {rate:.0} events/s",
