@@ -4,6 +4,8 @@
 //! `.ci/run` installs tansu. A test whose broker is missing fails, unless
 //! the user opts out with `VECSYNC_SKIP_MISSING=1` (see [`skip_without`]).
 
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -168,9 +170,9 @@ impl Tansu {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
+        let brokers = self.brokers();
         let child = self.child.insert(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        wait_listening("tansu", child, addr, &self.log)
+        wait_metadata("tansu", child, &brokers, &self.log)
     }
 }
 
@@ -217,6 +219,44 @@ pub(crate) fn wait_listening(
     Ok(())
 }
 
+/// Waits up to 60 s for a started broker to answer metadata with itself
+/// in it; fails early when it exits. Listening is not enough: a broker
+/// may listen before it answers, or a port it was restarted on may have
+/// gone to another program meanwhile.
+pub(crate) fn wait_metadata(
+    name: &str,
+    child: &mut Child,
+    brokers: &str,
+    log: &Path,
+) -> io::Result<()> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "0")
+        .create()
+        .map_err(io::Error::other)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Err(io::Error::other(format!(
+                "{name} exited with {status}; see {}",
+                log.display()
+            )));
+        }
+        if let Ok(m) = probe.fetch_metadata(None, Duration::from_millis(500))
+            && !m.brokers().is_empty()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "{name} did not answer metadata on {brokers} within 60 s; see {}",
+                log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.stop();
@@ -259,9 +299,8 @@ pub fn read_topic(
     timeout: Duration,
     keep: impl Fn(&ReadRecord) -> bool,
 ) -> Result<Vec<ReadRecord>, String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Headers;
-    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    use rdkafka::{Message, Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique_name("vecsync-read"))

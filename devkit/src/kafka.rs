@@ -13,7 +13,7 @@
 //! them with `mvn dependency:copy-dependencies`. Without them a test fails,
 //! unless the user opts out (see [`crate::broker::skip_without`]).
 
-use crate::broker::{free_port, skip_without};
+use crate::broker::{free_port, skip_without, wait_metadata};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -656,37 +656,6 @@ pub(crate) fn run_tool(program: &str, args: &[&str]) -> io::Result<()> {
         args.first().unwrap_or(&""),
         String::from_utf8_lossy(&out.stderr)
     )))
-}
-
-/// Waits up to 60 s for a started broker to answer metadata with itself
-/// in it; fails early when it exits.
-fn wait_metadata(name: &str, child: &mut Child, brokers: &str, log: &Path) -> io::Result<()> {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("log_level", "0")
-        .create()
-        .map_err(io::Error::other)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Err(io::Error::other(format!(
-                "{name} exited with {status}; see {}",
-                log.display()
-            )));
-        }
-        if let Ok(m) = probe.fetch_metadata(None, Duration::from_millis(500))
-            && !m.brokers().is_empty()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(io::Error::other(format!(
-                "{name} did not answer metadata on {brokers} within 60 s; see {}",
-                log.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A cluster id for `kafka-storage format`: 16 bytes, base64url without

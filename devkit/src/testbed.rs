@@ -5,6 +5,7 @@
 use crate::broker::{ReadRecord, Storage, Tansu, read_topic, unique_name};
 use crate::kafka::Kafka;
 use crate::registry::{DevRegistry, RunningRegistry};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use vecsync_schemas::config::RegionConfig;
@@ -48,6 +49,14 @@ impl Broker {
         match self {
             Self::Tansu(t) => t.stop(),
             Self::Kafka(k) => k.kill(),
+        }
+    }
+
+    /// The broker's own log.
+    pub fn log_path(&self) -> PathBuf {
+        match self {
+            Self::Tansu(t) => t.log_path().to_owned(),
+            Self::Kafka(k) => k.log_path(),
         }
     }
 
@@ -214,7 +223,16 @@ impl TestRegion {
         tokio::task::spawn_blocking(move || read_topic(&brokers, &topic, wanted, timeout, keep))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-            .unwrap_or_else(|e| panic!("failed to read the topic back: {e}"))
+            .unwrap_or_else(|e| {
+                let log = self.broker.log_path();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                panic!(
+                    "failed to read the topic back: {e}; the end of the broker's log ({}):\n{}",
+                    log.display(),
+                    lines[lines.len().saturating_sub(30)..].join("\n")
+                )
+            })
     }
 
     /// Decodes delta-topic records through the region's registry.
