@@ -9,7 +9,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vecsync_consumer::apply::{self, Change, Record};
+use vecsync_consumer::apply::{self, Change, Record, State};
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::{self, Store};
@@ -334,10 +334,24 @@ fn differences_in(store: &dyn Store, records: &HashMap<PointId, Record>) -> (Str
                 .map(str::to_owned)
         })
         .collect();
+    // Points live in the store that the writes leave deleted: a read shows
+    // a point held in both parts as its newer record, so only a scan of
+    // the live part finds them.
+    let mut undead = Vec::new();
+    store
+        .scan("docs", &mut |id, now| {
+            let want = records.get(&id).map(|r| r.current().0);
+            if want.is_none_or(|w| matches!(w.state, State::Deleted)) {
+                undead.push(format!("{id}: live at {}", now.version));
+            }
+        })
+        .unwrap();
     let summary = format!(
-        "{} points differ, e.g. {:?}",
+        "{} points differ, e.g. {:?}; {} points are live that the writes delete, e.g. {:?}",
         diffs.len(),
-        &diffs[..diffs.len().min(8)]
+        &diffs[..diffs.len().min(8)],
+        undead.len(),
+        &undead[..undead.len().min(8)]
     );
     (summary, wanted)
 }

@@ -9,7 +9,7 @@
 //! waiting, to be applied once it has.
 
 use crate::apply::{Change, Effect, Record, apply, unit};
-use crate::store::{Known, Store, StoreError};
+use crate::store::{Held, Known, Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use vecsync_schemas::config::{CollectionConfig, Distance};
 use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
@@ -107,8 +107,12 @@ impl<'a> Applier<'a> {
             }
         }
         for (collection, changes) in by_collection {
-            let mut held = self.held(collection, &changes)?;
-            let mut dirty = HashSet::new();
+            // A point held in both parts is written again even if its event
+            // changes nothing: that write removes the stale half.
+            let Held {
+                records: mut held,
+                split: mut dirty,
+            } = self.held(collection, &changes)?;
             for (at, id, event, change) in changes {
                 let orphaned = match (change.base(), held.get(&id)) {
                     (None, Some(r)) => r.orphaned_by(&event.hlc) as u64,
@@ -158,31 +162,34 @@ impl<'a> Applier<'a> {
         &self,
         collection: &str,
         changes: &[(usize, PointId, &DeltaEvent, Change)],
-    ) -> Result<HashMap<PointId, Record>, StoreError> {
+    ) -> Result<Held, StoreError> {
         let mut ids: Vec<PointId> = changes.iter().map(|(_, id, _, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
         let Some(known) = self.store.known(collection, &ids) else {
-            return self.store.read(collection, &ids);
+            return self.store.read_held(collection, &ids);
         };
         let deltas: HashSet<PointId> = changes
             .iter()
             .filter(|(_, _, _, change)| change.base().is_some())
             .map(|(_, id, _, _)| *id)
             .collect();
-        let (mut to_read, mut held) = (Vec::new(), HashMap::new());
+        let (mut to_read, mut simple) = (Vec::new(), Vec::new());
         for (id, known) in ids.into_iter().zip(known) {
             match known {
                 Known::Absent if !deltas.contains(&id) => {}
                 Known::Simple { version, live } if !deltas.contains(&id) => {
-                    held.insert(id, Record::versioned(version, live));
+                    simple.push((id, Record::versioned(version, live)));
                 }
                 _ => to_read.push(id),
             }
         }
-        if !to_read.is_empty() {
-            held.extend(self.store.read(collection, &to_read)?);
-        }
+        let mut held = if to_read.is_empty() {
+            Held::default()
+        } else {
+            self.store.read_held(collection, &to_read)?
+        };
+        held.records.extend(simple);
         Ok(held)
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vecsync_consumer::applier::{Applier, DeadReason};
 use vecsync_consumer::apply::{Payload as Fields, Record};
+use vecsync_consumer::bookkeeping;
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::store::{Known, Page, Part, Store, StoreError};
@@ -448,4 +449,83 @@ fn the_version_index_skips_reads_and_changes_nothing() {
     let reopened = store(dirs[0].path());
     assert_eq!(reopened.known("docs", &ids).unwrap(), before);
     assert!(before.iter().any(|k| matches!(k, Known::Simple { .. })));
+}
+
+/// A write that moves a point between the parts is two engine writes, and
+/// the background flush may run between them: killed after that flush, a
+/// worker restarts with the point in both parts and replays the write's
+/// event, whose offset it never committed. The replay finishes the move,
+/// although the event changes nothing: a deleted point does not stay
+/// searchable, a revived one keeps no tombstone. With and without the
+/// version index, and with the index rebuilt from disk as after a restart.
+#[test]
+fn a_move_between_the_parts_cut_short_is_finished_by_its_replay() {
+    let (codebooks, collections) = (HashMap::new(), collections(Encoding::Sq8));
+    let (deleted, revived) = (1, 2);
+    let at = |ms: u64, body: Body| DeltaEvent {
+        hlc: Hlc::new(1_000 + ms, 0, "us-east"),
+        body,
+    };
+    let delete = |id: u64| {
+        Body::Delete(Delete {
+            collection: "docs".into(),
+            id: PointId::Num(id),
+        })
+    };
+    let write = |id: u64| upsert(id, DIM, Encoding::Sq8).body;
+    // Point 1: written, then deleted. Point 2: deleted, then written again.
+    let (deleting, reviving) = (at(20, delete(deleted)), at(20, write(revived)));
+    let before = [at(10, write(deleted)), at(10, delete(revived))];
+    let done = {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for batch in [&before[..], &[deleting.clone(), reviving.clone()]] {
+            Applier::new(&s, &collections, &codebooks)
+                .apply_batch(batch)
+                .unwrap();
+        }
+        records(&s)
+    };
+    for index in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        Applier::new(&s, &collections, &codebooks)
+            .apply_batch(&before)
+            .unwrap();
+        // The first half of each move, as the flush found it: the
+        // tombstone of the delete written, the point not yet removed; the
+        // revived point written, its tombstone not yet removed.
+        let half = |event: &DeltaEvent, part: Part| {
+            let other = tempfile::tempdir().unwrap();
+            let o = store(other.path());
+            Applier::new(&o, &collections, &codebooks)
+                .apply_batch(std::slice::from_ref(event))
+                .unwrap();
+            let (id, record) =
+                o.get("docs", part, &[event.target().unwrap().1]).unwrap()[0].clone();
+            let (content, book) = bookkeeping::encode(&record);
+            let (vector, mut payload) =
+                content.map_or((vec![0.0], Fields::new()), |c| (c.vector, c.payload));
+            payload.insert(bookkeeping::KEY.into(), book);
+            s.upsert("docs", part, vec![(id, vector, payload)]).unwrap();
+        };
+        half(&deleting, Part::Tombstones);
+        half(&reviving, Part::Live);
+        s.flush().unwrap();
+        drop(s);
+        let restarted = Observed {
+            inner: store(dir.path()),
+            index,
+            read: AtomicUsize::new(0),
+        };
+        let both = [deleted, revived].map(PointId::Num);
+        let split = restarted.read_held("docs", &both).unwrap().split;
+        assert_eq!(split.len(), 2, "both points are in both parts");
+        let outcome = Applier::new(&restarted, &collections, &codebooks)
+            .apply_batch(&[deleting.clone(), reviving.clone()])
+            .unwrap();
+        assert_eq!(outcome.unchanged, 2, "the replayed events change nothing");
+        assert_eq!(records(&restarted), done, "index {index}");
+        assert_eq!(restarted.count("docs").unwrap(), 1);
+    }
 }

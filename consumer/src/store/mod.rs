@@ -15,7 +15,7 @@ pub mod server;
 
 use crate::apply::{Change, Content, Payload, Record, Versioned, unseen};
 use crate::bookkeeping::{self, KEY};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use vecsync_schemas::config::{Distance, StoreBackend, StoreConfig};
 use vecsync_schemas::event::PointId;
@@ -93,6 +93,14 @@ impl Default for Pass {
     fn default() -> Self {
         Pass::Tombstones(None)
     }
+}
+
+/// What [`Store::read_held`] found.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub records: HashMap<PointId, Record>,
+    /// The points found in both parts, which must be written again.
+    pub split: HashSet<PointId>,
 }
 
 /// One page of records of a part, and the id the next page starts at
@@ -229,18 +237,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// The records of `ids` (live or tombstone) that the store holds, in one
-    /// read per part. A point found in both (a write cut short between the
-    /// parts) reads as its tombstone; replaying its event sets it right.
+    /// read per part. A point found in both reads as the newer of its two
+    /// records ([`Store::read_held`]).
     fn read(
         &self,
         collection: &str,
         ids: &[PointId],
     ) -> Result<HashMap<PointId, Record>, StoreError> {
-        let mut out = HashMap::with_capacity(ids.len());
-        for part in [Part::Live, Part::Tombstones] {
-            out.extend(self.get(collection, part, ids)?);
+        Ok(self.read_held(collection, ids)?.records)
+    }
+
+    /// [`Store::read`], and which points were found in both parts: a write
+    /// moving a point between the parts that a crash cut short, after a
+    /// flush that ran between its halves had made the first one durable.
+    /// Such a point reads as the newer of its two records; the next write
+    /// of its record, whatever its event changes, removes the other.
+    fn read_held(&self, collection: &str, ids: &[PointId]) -> Result<Held, StoreError> {
+        let mut held = Held {
+            records: self.get(collection, Part::Live, ids)?.into_iter().collect(),
+            split: HashSet::new(),
+        };
+        for (id, tombstone) in self.get(collection, Part::Tombstones, ids)? {
+            if let Some(live) = held.records.get(&id) {
+                held.split.insert(id);
+                if live.current().0.version > tombstone.current().0.version {
+                    continue;
+                }
+            }
+            held.records.insert(id, tombstone);
         }
-        Ok(out)
+        Ok(held)
     }
 
     /// Writes records: live ones to the collection (and out of the
