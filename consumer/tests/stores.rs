@@ -11,18 +11,22 @@ use qdrant_client::qdrant::{
 };
 use serde_json::json;
 use std::collections::HashMap;
-use vecsync_consumer::apply::{Change, Effect, Record, State, apply};
+use vecsync_consumer::applier::Applier;
+use vecsync_consumer::apply::{Change, Effect, Payload, Record, State, apply};
+use vecsync_consumer::bookkeeping;
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::{EdgeStore, WalLimits};
 use vecsync_consumer::store::server::ServerStore;
-use vecsync_consumer::store::{Expired, Pass, Store, StoreError};
+use vecsync_consumer::store::{Expired, Part, Pass, Store, StoreError};
 use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::tls::TestCerts;
 use vecsync_schemas::config::{
-    Distance, ServerCollectionConfig, ServerQuantization, StoreBackend, StoreConfig,
+    CollectionConfig, Distance, ServerCollectionConfig, ServerQuantization, StoreBackend,
+    StoreConfig,
 };
-use vecsync_schemas::event::PointId;
+use vecsync_schemas::event::{Body, Delete, DeltaEvent, PointId};
 use vecsync_schemas::hlc::Hlc;
+use vecsync_schemas::vector::Encoding;
 
 fn h(ms: u64) -> Hlc {
     Hlc::new(ms, 0, "us-east")
@@ -646,4 +650,60 @@ fn edge_the_write_ahead_log_stays_within_its_limit_and_loses_nothing() {
     let store = open();
     store.open_collection("docs").unwrap();
     assert_eq!(Digest::of(&store, "docs").unwrap(), digest);
+}
+
+#[test]
+fn edge_a_point_left_in_both_parts_is_set_right_by_its_replay() {
+    a_point_left_in_both_parts_is_set_right_by_its_replay(StoreBackend::Edge);
+}
+
+#[test]
+fn server_a_point_left_in_both_parts_is_set_right_by_its_replay() {
+    a_point_left_in_both_parts_is_set_right_by_its_replay(StoreBackend::Qdrant);
+}
+
+/// A worker killed between the two writes of a delete (its tombstone
+/// written, the point not yet removed) replays the delete, which changes
+/// nothing; the applier still removes the live half.
+fn a_point_left_in_both_parts_is_set_right_by_its_replay(backend: StoreBackend) {
+    let mut harness = Harness::new(backend);
+    let store = harness.open();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    let id = PointId::Num(1);
+    apply_batch(store.as_ref(), vec![(id, h(10), upsert(1))]);
+    let (tombstone, _) = apply(None, h(20), Change::Delete);
+    let (_, book) = bookkeeping::encode(&tombstone.unwrap());
+    let payload = Payload::from_iter([(bookkeeping::KEY.to_owned(), book)]);
+    store
+        .upsert("docs", Part::Tombstones, vec![(id, vec![0.0], payload)])
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+
+    let store = harness.open();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    assert_eq!(store.read_held("docs", &[id]).unwrap().split.len(), 1);
+    let docs = CollectionConfig {
+        dimension: 3,
+        distance: Distance::Dot,
+        encoding: Encoding::F32,
+        codebook_file: None,
+        residency: Default::default(),
+    };
+    let collections = HashMap::from([("docs".to_owned(), docs)]);
+    let replayed = DeltaEvent {
+        hlc: h(20),
+        body: Body::Delete(Delete {
+            collection: "docs".into(),
+            id,
+        }),
+    };
+    let outcome = Applier::new(store.as_ref(), &collections, &HashMap::new())
+        .apply_batch(&[replayed])
+        .unwrap();
+    assert_eq!(outcome.unchanged, 1, "the replayed delete changes nothing");
+    assert_eq!(store.count("docs").unwrap(), 0, "the point is gone");
+    let held = store.read_held("docs", &[id]).unwrap();
+    assert!(held.split.is_empty());
+    assert_eq!(held.records[&id].current().0.state, State::Deleted);
 }
