@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vecsync_consumer::applier::{Applier, DeadReason};
 use vecsync_consumer::apply::{Payload as Fields, Record};
-use vecsync_consumer::bookkeeping;
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::EdgeStore;
-use vecsync_consumer::store::{Known, Page, Part, Store, StoreError};
+use vecsync_consumer::store::{Known, Page, Part, Store, StoreError, placed};
 use vecsync_schemas::config::{CollectionConfig, Distance};
 use vecsync_schemas::event::{Body, Delete, DeltaEvent, PayloadPatch, PointId, Upsert, VectorData};
 use vecsync_schemas::hlc::Hlc;
@@ -495,22 +494,18 @@ fn a_move_between_the_parts_cut_short_is_finished_by_its_replay() {
         // The first half of each move, as the flush found it: the
         // tombstone of the delete written, the point not yet removed; the
         // revived point written, its tombstone not yet removed.
-        let half = |event: &DeltaEvent, part: Part| {
+        let half = |event: &DeltaEvent| {
             let other = tempfile::tempdir().unwrap();
             let o = store(other.path());
             Applier::new(&o, &collections, &codebooks)
                 .apply_batch(std::slice::from_ref(event))
                 .unwrap();
-            let (id, record) =
-                o.get("docs", part, &[event.target().unwrap().1]).unwrap()[0].clone();
-            let (content, book) = bookkeeping::encode(&record);
-            let (vector, mut payload) =
-                content.map_or((vec![0.0], Fields::new()), |c| (c.vector, c.payload));
-            payload.insert(bookkeeping::KEY.into(), book);
+            let id = event.target().unwrap().1;
+            let (part, vector, payload) = placed(&o.read("docs", &[id]).unwrap()[&id]);
             s.upsert("docs", part, vec![(id, vector, payload)]).unwrap();
         };
-        half(&deleting, Part::Tombstones);
-        half(&reviving, Part::Live);
+        half(&deleting);
+        half(&reviving);
         s.flush().unwrap();
         drop(s);
         let restarted = Observed {

@@ -12,12 +12,11 @@ use qdrant_client::qdrant::{
 use serde_json::json;
 use std::collections::HashMap;
 use vecsync_consumer::applier::Applier;
-use vecsync_consumer::apply::{Change, Effect, Payload, Record, State, apply};
-use vecsync_consumer::bookkeeping;
+use vecsync_consumer::apply::{Change, Effect, Record, State, apply};
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::{EdgeStore, WalLimits};
 use vecsync_consumer::store::server::ServerStore;
-use vecsync_consumer::store::{Expired, Part, Pass, Store, StoreError};
+use vecsync_consumer::store::{Expired, Pass, Store, StoreError, placed};
 use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::tls::TestCerts;
 use vecsync_schemas::config::{
@@ -672,10 +671,9 @@ fn a_point_left_in_both_parts_is_set_right_by_its_replay(backend: StoreBackend) 
     let id = PointId::Num(1);
     apply_batch(store.as_ref(), vec![(id, h(10), upsert(1))]);
     let (tombstone, _) = apply(None, h(20), Change::Delete);
-    let (_, book) = bookkeeping::encode(&tombstone.unwrap());
-    let payload = Payload::from_iter([(bookkeeping::KEY.to_owned(), book)]);
+    let (part, vector, payload) = placed(&tombstone.unwrap());
     store
-        .upsert("docs", Part::Tombstones, vec![(id, vec![0.0], payload)])
+        .upsert("docs", part, vec![(id, vector, payload)])
         .unwrap();
     store.flush().unwrap();
     drop(store);

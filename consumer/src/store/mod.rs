@@ -274,10 +274,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn write(&self, collection: &str, records: &[(PointId, Record)]) -> Result<(), StoreError> {
         let (mut live, mut dead) = (Vec::new(), Vec::new());
         for (id, record) in records {
-            match stored_point(record) {
-                (Some(vector), payload) => live.push((*id, vector, payload)),
-                // Tombstones carry a one-dimensional placeholder vector.
-                (None, payload) => dead.push((*id, vec![0.0f32], payload)),
+            let (part, vector, payload) = placed(record);
+            match part {
+                Part::Live => live.push((*id, vector, payload)),
+                Part::Tombstones => dead.push((*id, vector, payload)),
             }
         }
         for (points, into, out_of) in [
@@ -428,6 +428,16 @@ pub(crate) fn stored_point(record: &Record) -> (Option<Vec<f32>>, Payload) {
             (Some(vector), payload)
         }
         None => (None, Payload::from_iter([(KEY.to_owned(), book)])),
+    }
+}
+
+/// Where [`Store::write`] puts a record, and as what: the part, the
+/// vector (tombstones carry a one-dimensional placeholder) and the payload
+/// with the bookkeeping.
+pub fn placed(record: &Record) -> (Part, Vec<f32>, Payload) {
+    match stored_point(record) {
+        (Some(vector), payload) => (Part::Live, vector, payload),
+        (None, payload) => (Part::Tombstones, vec![0.0], payload),
     }
 }
 
