@@ -16,7 +16,7 @@ use vecsync_consumer::apply::{Change, Effect, Record, State, apply};
 use vecsync_consumer::digest::Digest;
 use vecsync_consumer::store::edge::{EdgeStore, WalLimits};
 use vecsync_consumer::store::server::ServerStore;
-use vecsync_consumer::store::{Expired, Pass, Store, StoreError, placed};
+use vecsync_consumer::store::{Expired, Part, Pass, Store, StoreError, placed};
 use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::tls::TestCerts;
 use vecsync_schemas::config::{
@@ -550,31 +550,51 @@ fn a_server_over_tls_is_reached_through_its_ca_file() {
 }
 
 /// qdrant-edge's flush panics when a write holds its WAL lock; the store
-/// keeps the two apart, so threads may write and flush at once.
+/// keeps the two apart shard by shard, so threads may write to both parts,
+/// read, search and flush at once.
 #[test]
-fn edge_writes_and_flushes_from_two_threads_do_not_collide() {
+fn edge_writes_reads_and_flushes_from_several_threads_do_not_collide() {
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(EdgeStore::open(dir.path()).unwrap());
+    let store = &EdgeStore::open(dir.path()).unwrap();
     store.ensure_collection("docs", 8, Distance::Dot).unwrap();
-    let flusher = {
-        let store = store.clone();
-        std::thread::spawn(move || {
+    let writes = 3_000u64;
+    std::thread::scope(|threads| {
+        let flusher = threads.spawn(|| {
             for _ in 0..300 {
                 store.flush().unwrap();
             }
-        })
-    };
-    for i in 0..3_000u64 {
-        store
-            .upsert(
-                "docs",
-                vecsync_consumer::store::Part::Live,
-                vec![(PointId::Num(i), vec![1.0; 8], serde_json::Map::new())],
-            )
-            .unwrap();
-    }
-    flusher.join().expect("a flush panicked");
-    assert_eq!(store.count("docs").unwrap(), 3_000);
+        });
+        let reader = threads.spawn(|| {
+            for i in 0..300 {
+                store.get("docs", Part::Live, &[PointId::Num(i)]).unwrap();
+                store.search("docs", vec![1.0; 8], 5).unwrap();
+            }
+        });
+        for part in [Part::Live, Part::Tombstones] {
+            threads.spawn(move || {
+                // The tombstones' shard holds one-dimensional vectors.
+                let dimension = if part == Part::Live { 8 } else { 1 };
+                for i in 0..writes {
+                    let point = (
+                        PointId::Num(i),
+                        vec![1.0; dimension],
+                        serde_json::Map::new(),
+                    );
+                    store.upsert("docs", part, vec![point]).unwrap();
+                }
+            });
+        }
+        flusher.join().expect("a flush panicked");
+        reader.join().expect("a read panicked");
+    });
+    store.flush().unwrap();
+    assert_eq!(store.count("docs").unwrap(), writes as usize);
+    let tombstones = store.get(
+        "docs",
+        Part::Tombstones,
+        &(0..writes).map(PointId::Num).collect::<Vec<_>>(),
+    );
+    assert_eq!(tombstones.unwrap().len(), writes as usize);
 }
 
 /// qdrant-edge never trims its write-ahead log; the store lets the log go

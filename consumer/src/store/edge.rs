@@ -72,6 +72,11 @@ const WAL_DIR: &str = "wal";
 struct Shard {
     path: PathBuf,
     engine: RwLock<Option<EdgeShard>>,
+    /// Held by writes and flushes: qdrant-edge's flush panics when it finds
+    /// the log's lock held by a write, so the two never overlap. Reads and
+    /// searches need neither and go on while the shard flushes, as do
+    /// writes to the collection's other shard.
+    writing: Mutex<()>,
 }
 
 impl Shard {
@@ -79,7 +84,18 @@ impl Shard {
         Self {
             path,
             engine: RwLock::new(Some(engine)),
+            writing: Mutex::new(()),
         }
+    }
+
+    /// Runs the write `f` on the engine, never during a flush.
+    fn write(
+        &self,
+        collection: &str,
+        f: impl FnOnce(&EdgeShard) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.with(collection, f)
     }
 
     /// Runs `f` on the engine.
@@ -108,15 +124,17 @@ impl Shard {
     /// `reclaim_bytes` in closed segments, closes it, removes all of the
     /// log but what numbers the next write, and loads it again.
     fn flush(&self, collection: &str, reclaim_bytes: u64) -> Result<(), StoreError> {
-        let mut engine = self.engine.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(engine) = engine.as_ref() {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.with(collection, |engine| {
             engine.flush();
-        }
+            Ok(())
+        })?;
         let mut closed = closed_segments(&self.path.join(WAL_DIR));
         let held: u64 = closed.iter().map(|(_, _, len)| len).sum();
-        if engine.is_some() && held <= reclaim_bytes {
+        if held <= reclaim_bytes {
             return Ok(());
         }
+        let mut engine = self.engine.write().unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
         // Dropping the engine flushes it again and closes its log (a
         // segment it closes on the way is not in `closed`, so it stays).
@@ -259,9 +277,6 @@ impl Collection {
 pub struct EdgeStore {
     root: PathBuf,
     collections: RwLock<HashMap<String, Arc<Collection>>>,
-    /// Held by writes and flushes: qdrant-edge's flush panics when it finds
-    /// the WAL lock held by a write, so the two never overlap.
-    writing: Mutex<()>,
     wal: WalLimits,
 }
 
@@ -281,7 +296,6 @@ impl EdgeStore {
         Ok(Self {
             root: root.to_owned(),
             collections: RwLock::new(HashMap::new()),
-            writing: Mutex::new(()),
             wal: WalLimits::default(),
         })
     }
@@ -406,7 +420,6 @@ impl Store for EdgeStore {
         points: Vec<(PointId, Vec<f32>, Payload)>,
     ) -> Result<(), StoreError> {
         let shards = self.collection(collection)?;
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mut index = shards.index();
         if let Some(entries) = index.as_mut() {
             for (id, _, payload) in &points {
@@ -419,7 +432,7 @@ impl Store for EdgeStore {
                 PointStruct::new(edge_id(&id), vector, Value::Object(payload)).into()
             })
             .collect();
-        shards.part(part).with(collection, |s| {
+        shards.part(part).write(collection, |s| {
             s.update(UpdateOperation::PointOperation(
                 PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
             ))
@@ -429,7 +442,6 @@ impl Store for EdgeStore {
 
     fn delete(&self, collection: &str, part: Part, ids: &[PointId]) -> Result<(), StoreError> {
         let shards = self.collection(collection)?;
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mut index = shards.index();
         // Only what the shard holds: a write moving a point between the
         // shards deletes it from the other one, which mostly has none.
@@ -444,7 +456,7 @@ impl Store for EdgeStore {
         if ids.is_empty() {
             return Ok(());
         }
-        shards.part(part).with(collection, |s| {
+        shards.part(part).write(collection, |s| {
             s.update(UpdateOperation::PointOperation(
                 PointOperations::DeletePoints { ids },
             ))
@@ -463,8 +475,10 @@ impl Store for EdgeStore {
         )
     }
 
+    /// Flushes each shard on its own, the collection before its
+    /// tombstones (the reverse of [`Store::write`]'s order): writes to the
+    /// other shard, reads and searches go on meanwhile.
     fn flush(&self) -> Result<(), StoreError> {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         for (name, c) in self.read_lock().iter() {
             c.live.flush(name, self.wal.reclaim_bytes)?;
             c.tombstones.flush(name, self.wal.reclaim_bytes)?;

@@ -271,6 +271,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Writes records: live ones to the collection (and out of the
     /// tombstones), deleted ones the other way round.
+    ///
+    /// A point moving between the parts is written to its new part before
+    /// it leaves the old one, so a crash between the two leaves it in both
+    /// (which its replay sets right), never in neither. The tombstones are
+    /// written first and the collection after, the reverse of the order the
+    /// embedded store flushes them in, so that a batch which meets a flush
+    /// waits for one part's flush, not both.
     fn write(&self, collection: &str, records: &[(PointId, Record)]) -> Result<(), StoreError> {
         let (mut live, mut dead) = (Vec::new(), Vec::new());
         for (id, record) in records {
@@ -280,16 +287,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
                 Part::Tombstones => dead.push((*id, vector, payload)),
             }
         }
-        for (points, into, out_of) in [
-            (live, Part::Live, Part::Tombstones),
-            (dead, Part::Tombstones, Part::Live),
-        ] {
-            if points.is_empty() {
-                continue;
-            }
-            let ids: Vec<PointId> = points.iter().map(|(id, _, _)| *id).collect();
-            self.upsert(collection, into, points)?;
-            self.delete(collection, out_of, &ids)?;
+        let ids = |points: &[(PointId, Vec<f32>, Payload)]| -> Vec<PointId> {
+            points.iter().map(|(id, _, _)| *id).collect()
+        };
+        let (live_ids, dead_ids) = (ids(&live), ids(&dead));
+        if !dead.is_empty() {
+            self.upsert(collection, Part::Tombstones, dead)?;
+        }
+        if !live.is_empty() {
+            self.upsert(collection, Part::Live, live)?;
+        }
+        if !dead_ids.is_empty() {
+            self.delete(collection, Part::Live, &dead_ids)?;
+        }
+        if !live_ids.is_empty() {
+            self.delete(collection, Part::Tombstones, &live_ids)?;
         }
         Ok(())
     }
