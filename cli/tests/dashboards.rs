@@ -230,7 +230,6 @@ heartbeat_interval_ms = 500
 listen = "127.0.0.1:{ingest}"
 [consumer]
 listen = "127.0.0.1:{consumer}"
-batch_max_wait_ms = 10
 dead_letter_topic = "{topic}.dead"
 [store]
 path = "{store}"

@@ -21,7 +21,7 @@ const EVENTS: u64 = 20_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_broker_loses_no_acknowledged_write() {
-    let extra = "[producer]\nheartbeat_interval_ms = 200\n[consumer]\nbatch_max_wait_ms = 10";
+    let extra = "[producer]\nheartbeat_interval_ms = 200";
     let Some(mut region) = TestRegion::start_kafka(DIM as u32, "f32", extra).await else {
         return;
     };

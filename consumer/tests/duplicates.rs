@@ -48,7 +48,7 @@ async fn run_until(config: &RegionConfig, store: &Arc<dyn Store>, events: u64) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_offsets_consumed_twice_change_nothing() {
-    let extra = "[consumer]\nbatch_max_wait_ms = 10\nidle_after_ms = 500";
+    let extra = "[consumer]\nidle_after_ms = 500";
     let Some(mut region) = TestRegion::start(DIM as u32, "f32", extra).await else {
         return;
     };

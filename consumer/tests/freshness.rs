@@ -58,7 +58,7 @@ async fn ask(base: &str, query: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freshness_answers_fresh_waited_and_stale() {
-    let extra = "[producer]\nheartbeat_interval_ms = 100\n[consumer]\nbatch_max_wait_ms = 10";
+    let extra = "[producer]\nheartbeat_interval_ms = 100";
     let Some(mut region) = TestRegion::start(8, "f32", extra).await else {
         return;
     };

@@ -95,7 +95,6 @@ url = "{registry}"
 heartbeat_interval_ms = 200
 [consumer]
 idle_after_ms = 3000
-batch_max_wait_ms = 10
 [[consumer.sources]]
 region = "{other}"
 topic = "{other}.{topic}"

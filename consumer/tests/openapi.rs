@@ -68,7 +68,7 @@ async fn ingest(region: &TestRegion) -> String {
 async fn region() -> Option<TestRegion> {
     let extra = format!(
         "[ingest]\nbearer_token = \"{TOKEN}\"\n\
-         [producer]\nheartbeat_interval_ms = 100\n[consumer]\nbatch_max_wait_ms = 10"
+         [producer]\nheartbeat_interval_ms = 100"
     );
     let mut region = TestRegion::start(4, "f32", &extra).await?;
     region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;

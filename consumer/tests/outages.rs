@@ -117,9 +117,7 @@ async fn count_in(store: &Arc<dyn Store>, collection: &'static str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qdrant_server_outage_pauses_the_worker_and_loses_nothing() {
-    let Some(mut region) =
-        TestRegion::start(DIM as u32, "f32", "[consumer]\nbatch_max_wait_ms = 10").await
-    else {
+    let Some(mut region) = TestRegion::start(DIM as u32, "f32", "").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ async fn count(store: &Arc<dyn Store>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capped_source_drains_its_backlog_no_faster_than_the_cap() {
-    let extra = "[producer]\nheartbeat_interval_ms = 200\n[consumer]\nidle_after_ms = 2000\nbatch_max_wait_ms = 10";
+    let extra = "[producer]\nheartbeat_interval_ms = 200\n[consumer]\nidle_after_ms = 2000";
     let Some(mut east) = TestRegion::start(DIM as u32, "f32", extra).await else {
         return;
     };

@@ -101,7 +101,7 @@ async fn the_search_answers_fresh_or_says_stale_in_a_qdrant_server() {
 }
 
 async fn search_answers_fresh_or_says_stale(backend: StoreBackend) {
-    let extra = "[producer]\nheartbeat_interval_ms = 100\n[consumer]\nbatch_max_wait_ms = 10";
+    let extra = "[producer]\nheartbeat_interval_ms = 100";
     let Some(mut region) = TestRegion::start(DIM as u32, "f32", extra).await else {
         return;
     };

@@ -118,7 +118,7 @@ async fn a_region_joining_late_restores_a_snapshot_and_converges() {
         return;
     };
     let extra = "[producer]\nheartbeat_interval_ms = 200\ncompression = \"none\"\n\
-                 [consumer]\nidle_after_ms = 2000\nbatch_max_wait_ms = 10";
+                 [consumer]\nidle_after_ms = 2000";
     let east = TestRegion::start_on(Broker::Kafka(kafka), DIM as u32, "f32", extra).await;
     let dir = tempfile::tempdir().unwrap();
     let brokers = east.config.kafka.brokers.clone();

@@ -93,7 +93,7 @@ struct TwoRegions {
 
 impl TwoRegions {
     async fn start() -> Option<Self> {
-        let extra = "[producer]\nheartbeat_interval_ms = 200\n[consumer]\nidle_after_ms = 2000\nbatch_max_wait_ms = 10";
+        let extra = "[producer]\nheartbeat_interval_ms = 200\n[consumer]\nidle_after_ms = 2000";
         let mut east = TestRegion::start(DIM as u32, "f32", extra).await?;
         let west_broker = Tansu::start()?;
         east.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;

@@ -399,7 +399,6 @@ url = "{registry}"
 linger_ms = 5
 heartbeat_interval_ms = {heartbeat}
 [consumer]
-batch_max_wait_ms = 10
 batch_max_events = {batch}
 flush_interval_ms = {flush}
 dead_letter_topic = "{DEAD_LETTERS}"

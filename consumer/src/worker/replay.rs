@@ -1,8 +1,12 @@
 //! The worker's loop: records from the sources are decoded and merged in
 //! HLC order through the reorder buffer; what it releases is applied in
-//! batches; ticks move the flush, the watermarks and expiry on.
+//! batches, the next one filling while one is applied; ticks move the
+//! flush, the watermarks and expiry on.
 
 use super::*;
+
+/// How often the loop moves the flush, the watermarks and expiry on.
+const TICK: Duration = Duration::from_millis(10);
 
 /// Everything the loop keeps between two steps.
 pub(super) struct Replay<'a> {
@@ -25,7 +29,8 @@ pub(super) struct Replay<'a> {
     /// uncommitted, so nothing is lost to a restart either).
     pub(super) waiting: Vec<Held>,
     pub(super) stats: Stats,
-    pub(super) last_batch: Instant,
+    /// Since when `pending` has held something.
+    pub(super) pending_since: Option<Instant>,
     pub(super) last_expiry: Instant,
     pub(super) expiry: Option<ExpiryRound>,
     /// The reorder counters as last reported to the metrics.
@@ -72,7 +77,7 @@ impl<'a> Replay<'a> {
             applying: None,
             waiting: Vec::new(),
             stats: Stats::default(),
-            last_batch: Instant::now(),
+            pending_since: None,
             last_expiry: Instant::now(),
             expiry: None,
             reported: crate::reorder::Counters::default(),
@@ -87,8 +92,8 @@ impl<'a> Replay<'a> {
         mut books: mpsc::Receiver<PqCodebook>,
     ) -> Result<Stats, WorkerError> {
         let c = self.consumer;
-        let batch_wait = Duration::from_millis(c.batch_max_wait_ms.max(1));
-        let mut ticker = tokio::time::interval(batch_wait);
+        let linger = Duration::from_millis(c.batch_max_wait_ms);
+        let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = self.stopping.clone();
         let mut full = false;
@@ -105,6 +110,18 @@ impl<'a> Replay<'a> {
                 );
             }
             full = !room;
+            // A batch starts as soon as the store is free, or, with a
+            // linger, once its first event has waited that long or it is
+            // full. What arrives while it is applied forms the next.
+            let full_batch = self.pending.len() >= c.batch_max_events;
+            let start_at = self
+                .pending_since
+                .filter(|_| self.applying.is_none())
+                .map(|since| if full_batch { since } else { since + linger });
+            if start_at.is_some_and(|at| at <= Instant::now()) {
+                self.start_batch();
+                continue;
+            }
             tokio::select! {
                 biased;
                 () = stopping.asked() => break,
@@ -115,11 +132,10 @@ impl<'a> Replay<'a> {
                     self.incoming(index, incoming).await?;
                 }
                 _ = ticker.tick() => self.tick().await?,
+                () = sleep_until(start_at), if start_at.is_some() => {}
             }
-            let due =
-                self.pending.len() >= c.batch_max_events || self.last_batch.elapsed() >= batch_wait;
-            if due && !self.pending.is_empty() && self.applying.is_none() {
-                self.start_batch();
+            if self.pending_since.is_none() && !self.pending.is_empty() {
+                self.pending_since = Some(Instant::now());
             }
         }
         // Drain: everything the buffer holds goes to the store, then a
@@ -290,7 +306,6 @@ impl<'a> Replay<'a> {
     /// After a batch: the watermarks and the buffer's state go out.
     pub(super) fn batch_done(&mut self) {
         self.watermarks.publish(self.tracking.progress.watermarks());
-        self.last_batch = Instant::now();
         let counters = self.reorder.counters();
         ReorderState {
             buffered: self.reorder.len(),
@@ -302,5 +317,13 @@ impl<'a> Replay<'a> {
         }
         .emit();
         self.reported = counters;
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -516,8 +516,11 @@ pub struct ConsumerConfig {
     /// Events applied to the store in one batch, at most.
     #[serde(default = "default_batch_max_events")]
     pub batch_max_events: usize,
-    /// Longest wait to fill a batch.
-    #[serde(default = "default_batch_max_wait_ms")]
+    /// How long a batch lingers for more events once the store is free.
+    /// 0 (the default) starts it at once: the next batch fills while one
+    /// is applied, so batches grow with the load by themselves. A linger
+    /// trades latency for fewer, larger store requests.
+    #[serde(default)]
     pub batch_max_wait_ms: u64,
     /// Applied events are searchable at once; the store is flushed (made
     /// durable) at most this often, and offsets are committed only after
@@ -980,9 +983,6 @@ fn default_codebook_wait_max_events() -> usize {
     10_000
 }
 
-fn default_batch_max_wait_ms() -> u64 {
-    20
-}
 fn default_reorder_max_events() -> usize {
     100_000
 }
