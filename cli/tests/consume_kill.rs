@@ -143,6 +143,7 @@ async fn killed_at_random(mut region: TestRegion) {
         for name in [
             "vecsync_consumer_events_total{origin=\"",
             "vecsync_consumer_batch_apply_seconds",
+            "vecsync_consumer_event_wait_seconds",
             "vecsync_consumer_uncommitted_records",
         ] {
             assert!(metrics.contains(name), "{name} missing from:\n{metrics}");

@@ -4,7 +4,7 @@
 use crate::reorder::Counters;
 use metrics::{counter, gauge, histogram};
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vecsync_schemas::hlc::Hlc;
 
 /// End-to-end replication lag of one event that changed the store: apply
@@ -68,6 +68,22 @@ impl BatchApplied<'_> {
         }
         histogram!("vecsync_consumer_batch_events").record(self.events as f64);
         histogram!("vecsync_consumer_batch_apply_seconds").record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// A batch starts: how long each of its events waited since its record was
+/// read (the reorder buffer's hold for order, a codebook, and the store).
+pub(crate) struct EventsWaited<I> {
+    pub read_at: I,
+    pub until: Instant,
+}
+
+impl<I: Iterator<Item = Instant>> EventsWaited<I> {
+    pub fn emit(self) {
+        let waited = histogram!("vecsync_consumer_event_wait_seconds");
+        for at in self.read_at {
+            waited.record(self.until.saturating_duration_since(at).as_secs_f64());
+        }
     }
 }
 

@@ -94,10 +94,16 @@ impl Replay<'_> {
         batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
         let (events, records): (Vec<DeltaEvent>, Vec<Raw>) =
             batch.into_iter().map(|h| (h.event, h.raw)).unzip();
+        let started = Instant::now();
+        EventsWaited {
+            read_at: records.iter().map(|r| r.read_at),
+            until: started,
+        }
+        .emit();
         self.applying = Some(self.spawn_apply(Batch {
             events,
             records,
-            started: Instant::now(),
+            started,
             delay: Duration::from_millis(100),
         }));
     }

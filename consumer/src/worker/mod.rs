@@ -27,8 +27,8 @@
 use crate::applier::Applier;
 use crate::freshness::{Progress, Watermarks};
 use crate::metrics::{
-    BatchApplied, DeadLettered, DeltasDropped, EventSkipped, Flushed, ReadThrottled, RecordsLost,
-    ReorderState,
+    BatchApplied, DeadLettered, DeltasDropped, EventSkipped, EventsWaited, Flushed, ReadThrottled,
+    RecordsLost, ReorderState,
 };
 use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
@@ -196,6 +196,8 @@ struct Raw {
     offset: i64,
     key: Option<Vec<u8>>,
     bytes: Vec<u8>,
+    /// When the worker read it.
+    read_at: Instant,
 }
 
 impl Held {

@@ -256,6 +256,7 @@ impl<'a> Replay<'a> {
                 offset,
                 key,
                 bytes,
+                read_at: Instant::now(),
             };
             let held = Held { raw, event };
             let size = held.size();
