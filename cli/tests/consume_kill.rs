@@ -143,7 +143,8 @@ async fn killed_at_random(mut region: TestRegion) {
         for name in [
             "vecsync_consumer_events_total{origin=\"",
             "vecsync_consumer_batch_apply_seconds",
-            "vecsync_consumer_event_wait_seconds",
+            "vecsync_consumer_order_wait_seconds",
+            "vecsync_consumer_store_wait_seconds",
             "vecsync_consumer_uncommitted_records",
         ] {
             assert!(metrics.contains(name), "{name} missing from:\n{metrics}");

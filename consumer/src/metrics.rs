@@ -71,17 +71,29 @@ impl BatchApplied<'_> {
     }
 }
 
-/// A batch starts: how long each of its events waited since its record was
-/// read (the reorder buffer's hold for order, a codebook, and the store).
+/// What events wait for in the worker.
+pub(crate) enum Waited {
+    /// From the read until the reorder buffer releases them.
+    ForOrder,
+    /// From the release until their batch starts: for the store to be
+    /// free, or for a PQ codebook.
+    ForStore,
+}
+
+/// Events leave a wait: how long each spent in it.
 pub(crate) struct EventsWaited<I> {
-    pub read_at: I,
+    pub stage: Waited,
+    pub since: I,
     pub until: Instant,
 }
 
 impl<I: Iterator<Item = Instant>> EventsWaited<I> {
     pub fn emit(self) {
-        let waited = histogram!("vecsync_consumer_event_wait_seconds");
-        for at in self.read_at {
+        let waited = histogram!(match self.stage {
+            Waited::ForOrder => "vecsync_consumer_order_wait_seconds",
+            Waited::ForStore => "vecsync_consumer_store_wait_seconds",
+        });
+        for at in self.since {
             waited.record(self.until.saturating_duration_since(at).as_secs_f64());
         }
     }

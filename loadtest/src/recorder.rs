@@ -94,9 +94,10 @@ pub fn new_lag_histogram() -> Hdr<u64> {
 }
 
 /// The stage histograms kept: (metric, seconds rather than a count).
-pub const STAGES: [(&str, bool); 5] = [
+pub const STAGES: [(&str, bool); 6] = [
     ("vecsync_producer_batch_ack_seconds", true),
-    ("vecsync_consumer_event_wait_seconds", true),
+    ("vecsync_consumer_order_wait_seconds", true),
+    ("vecsync_consumer_store_wait_seconds", true),
     ("vecsync_consumer_batch_events", false),
     ("vecsync_consumer_batch_apply_seconds", true),
     ("vecsync_consumer_flush_seconds", true),

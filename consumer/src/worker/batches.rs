@@ -59,8 +59,8 @@ impl Replay<'_> {
     /// Applies everything held, the reorder buffer included, and commits
     /// synchronously: before a stop, or before partitions are revoked.
     pub(super) async fn drain(&mut self) -> Result<(), WorkerError> {
-        self.pending
-            .extend(self.reorder.drain().into_iter().map(|(_, h)| h));
+        let held = self.reorder.drain();
+        self.release(held);
         loop {
             if self.applying.is_none() {
                 if self.pending.is_empty() {
@@ -96,7 +96,8 @@ impl Replay<'_> {
             batch.into_iter().map(|h| (h.event, h.raw)).unzip();
         let started = Instant::now();
         EventsWaited {
-            read_at: records.iter().map(|r| r.read_at),
+            stage: Waited::ForStore,
+            since: records.iter().map(|r| r.released_at),
             until: started,
         }
         .emit();

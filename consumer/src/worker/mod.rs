@@ -28,7 +28,7 @@ use crate::applier::Applier;
 use crate::freshness::{Progress, Watermarks};
 use crate::metrics::{
     BatchApplied, DeadLettered, DeltasDropped, EventSkipped, EventsWaited, Flushed, ReadThrottled,
-    RecordsLost, ReorderState,
+    RecordsLost, ReorderState, Waited,
 };
 use crate::metrics::{ReplicationLag, WatermarkState};
 use crate::offsets::{Offsets, Partition};
@@ -198,6 +198,8 @@ struct Raw {
     bytes: Vec<u8>,
     /// When the worker read it.
     read_at: Instant,
+    /// When the reorder buffer released it.
+    released_at: Instant,
 }
 
 impl Held {

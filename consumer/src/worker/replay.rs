@@ -195,6 +195,7 @@ impl<'a> Replay<'a> {
     /// event to the reorder buffer.
     async fn record(&mut self, index: usize, received: Received) -> Result<(), WorkerError> {
         let (partition, offset, bytes, key) = received;
+        let read_at = Instant::now();
         self.tracking.offsets.received(&partition, offset);
         let event = loop {
             match self.decoder.decode(&bytes).await {
@@ -256,13 +257,14 @@ impl<'a> Replay<'a> {
                 offset,
                 key,
                 bytes,
-                read_at: Instant::now(),
+                read_at,
+                released_at: read_at,
             };
             let held = Held { raw, event };
             let size = held.size();
             self.reorder.push_sized(partition, hlc, held, size, now)
         };
-        self.pending.extend(released.into_iter().map(|(_, h)| h));
+        self.release(released);
         Ok(())
     }
 
@@ -277,8 +279,8 @@ impl<'a> Replay<'a> {
             )?;
         }
         let now = SystemClock.now_ms();
-        self.pending
-            .extend(self.reorder.tick(now).into_iter().map(|(_, h)| h));
+        let released = self.reorder.tick(now);
+        self.release(released);
         let marks = self.tracking.progress.watermarks();
         WatermarkState {
             region: self.region,
@@ -302,6 +304,24 @@ impl<'a> Replay<'a> {
             self.last_expiry = Instant::now();
         }
         Ok(())
+    }
+
+    /// What the reorder buffer released joins the next batch.
+    pub(super) fn release(&mut self, released: Vec<(Hlc, Held)>) {
+        if released.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        EventsWaited {
+            stage: Waited::ForOrder,
+            since: released.iter().map(|(_, h)| h.raw.read_at),
+            until: now,
+        }
+        .emit();
+        self.pending.extend(released.into_iter().map(|(_, mut h)| {
+            h.raw.released_at = now;
+            h
+        }));
     }
 
     /// After a batch: the watermarks and the buffer's state go out.
