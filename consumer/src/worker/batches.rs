@@ -88,9 +88,6 @@ impl Replay<'_> {
         self.tracking.behind = self.pending.len() >= max;
         let rest = self.pending.split_off(self.pending.len().min(max));
         let mut batch = std::mem::replace(&mut self.pending, rest);
-        if self.pending.is_empty() {
-            self.pending_since = None;
-        }
         batch.sort_by(|a, b| a.event.hlc.cmp(&b.event.hlc));
         let (events, records): (Vec<DeltaEvent>, Vec<Raw>) =
             batch.into_iter().map(|h| (h.event, h.raw)).unzip();

@@ -29,8 +29,6 @@ pub(super) struct Replay<'a> {
     /// uncommitted, so nothing is lost to a restart either).
     pub(super) waiting: Vec<Held>,
     pub(super) stats: Stats,
-    /// Since when `pending` has held something.
-    pub(super) pending_since: Option<Instant>,
     pub(super) last_expiry: Instant,
     pub(super) expiry: Option<ExpiryRound>,
     /// The reorder counters as last reported to the metrics.
@@ -77,7 +75,6 @@ impl<'a> Replay<'a> {
             applying: None,
             waiting: Vec::new(),
             stats: Stats::default(),
-            pending_since: None,
             last_expiry: Instant::now(),
             expiry: None,
             reported: crate::reorder::Counters::default(),
@@ -111,13 +108,19 @@ impl<'a> Replay<'a> {
             }
             full = !room;
             // A batch starts as soon as the store is free, or, with a
-            // linger, once its first event has waited that long or it is
-            // full. What arrives while it is applied forms the next.
-            let full_batch = self.pending.len() >= c.batch_max_events;
+            // linger, once its first event has waited that long since its
+            // release or it is full. What arrives while it is applied
+            // forms the next.
+            let wait = if self.pending.len() >= c.batch_max_events {
+                Duration::ZERO
+            } else {
+                linger
+            };
             let start_at = self
-                .pending_since
+                .pending
+                .first()
                 .filter(|_| self.applying.is_none())
-                .map(|since| if full_batch { since } else { since + linger });
+                .map(|h| h.raw.released_at + wait);
             if start_at.is_some_and(|at| at <= Instant::now()) {
                 self.start_batch();
                 continue;
@@ -133,9 +136,6 @@ impl<'a> Replay<'a> {
                 }
                 _ = ticker.tick() => self.tick().await?,
                 () = sleep_until(start_at), if start_at.is_some() => {}
-            }
-            if self.pending_since.is_none() && !self.pending.is_empty() {
-                self.pending_since = Some(Instant::now());
             }
         }
         // Drain: everything the buffer holds goes to the store, then a
