@@ -597,6 +597,58 @@ fn edge_writes_reads_and_flushes_from_several_threads_do_not_collide() {
     assert_eq!(tombstones.unwrap().len(), writes as usize);
 }
 
+/// A flush syncs every file of every segment of a shard it flushes; one
+/// with no write since the last flush (the tombstones' while nothing is
+/// deleted) is left as it is, and one with a write is flushed.
+#[test]
+fn edge_a_flush_leaves_a_shard_with_no_new_writes_untouched() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::open(dir.path()).unwrap();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    // Each file of a shard, with its inode and last change: the engine's
+    // flush writes some of them anew.
+    let files = |shard: &str| -> Vec<(std::path::PathBuf, u64, i64, i64)> {
+        let mut found = Vec::new();
+        let mut dirs = vec![dir.path().join(shard)];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::metadata(&path).unwrap();
+                if meta.is_dir() {
+                    dirs.push(path);
+                } else {
+                    found.push((path, meta.ino(), meta.mtime(), meta.mtime_nsec()));
+                }
+            }
+        }
+        found.sort();
+        found
+    };
+    let upserts = |ids: std::ops::Range<u64>| {
+        ids.map(|i| (PointId::Num(i), h(10 + i), upsert(i)))
+            .collect()
+    };
+    apply_batch(&store, upserts(0..10));
+    store.flush().unwrap();
+
+    apply_batch(&store, upserts(10..20));
+    let (live, tombstones) = (files("docs"), files("docs.tombstones"));
+    store.flush().unwrap();
+    assert_ne!(files("docs"), live, "the written shard was not flushed");
+    assert_eq!(files("docs.tombstones"), tombstones);
+
+    let live = files("docs");
+    store.flush().unwrap();
+    assert_eq!(files("docs"), live, "nothing was written since");
+
+    let deletes = (0..5).map(|i| (PointId::Num(i), h(100 + i), Change::Delete));
+    apply_batch(&store, deletes.collect());
+    let tombstones = files("docs.tombstones");
+    store.flush().unwrap();
+    assert_ne!(files("docs.tombstones"), tombstones);
+}
+
 /// qdrant-edge never trims its write-ahead log; the store lets the log go
 /// after a flush once it passes its limit, and loses nothing doing so.
 #[test]

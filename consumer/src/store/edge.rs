@@ -72,11 +72,14 @@ const WAL_DIR: &str = "wal";
 struct Shard {
     path: PathBuf,
     engine: RwLock<Option<EdgeShard>>,
+    /// Whether the shard holds writes no flush has made durable yet: the
+    /// engine's flush syncs every file of every segment even when there
+    /// are none (a collection's tombstones while nothing is deleted).
     /// Held by writes and flushes: qdrant-edge's flush panics when it finds
     /// the log's lock held by a write, so the two never overlap. Reads and
     /// searches need neither and go on while the shard flushes, as do
     /// writes to the collection's other shard.
-    writing: Mutex<()>,
+    unflushed: Mutex<bool>,
 }
 
 impl Shard {
@@ -84,7 +87,7 @@ impl Shard {
         Self {
             path,
             engine: RwLock::new(Some(engine)),
-            writing: Mutex::new(()),
+            unflushed: Mutex::new(false),
         }
     }
 
@@ -94,7 +97,10 @@ impl Shard {
         collection: &str,
         f: impl FnOnce(&EdgeShard) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unflushed = self.unflushed.lock().unwrap_or_else(|e| e.into_inner());
+        // Set before the write: one that fails part way may still have
+        // changed what the engine holds.
+        *unflushed = true;
         self.with(collection, f)
     }
 
@@ -120,15 +126,20 @@ impl Shard {
         }
     }
 
-    /// Flushes the engine; then, when its log holds more than
+    /// Flushes the engine, unless nothing was written to it since its last
+    /// flush; then, when its log holds more than
     /// `reclaim_bytes` in closed segments, closes it, removes all of the
     /// log but what numbers the next write, and loads it again.
     fn flush(&self, collection: &str, reclaim_bytes: u64) -> Result<(), StoreError> {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unflushed = self.unflushed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*unflushed {
+            return Ok(());
+        }
         self.with(collection, |engine| {
             engine.flush();
             Ok(())
         })?;
+        *unflushed = false;
         let mut closed = closed_segments(&self.path.join(WAL_DIR));
         let held: u64 = closed.iter().map(|(_, _, len)| len).sum();
         if held <= reclaim_bytes {
