@@ -100,7 +100,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Encoding::Sq4,
             Encoding::Binary,
         ];
-        report.recall = vecsync_loadtest::recall::recall(&encodings, 200, &book).await?;
+        report.recall = vecsync_loadtest::recall::recall(
+            &encodings,
+            200,
+            report.scenario.vector_datatype,
+            &book,
+        )
+        .await?;
     }
     std::fs::write(
         args.report.join("report.json"),

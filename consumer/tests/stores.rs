@@ -7,7 +7,7 @@
 
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
 use qdrant_client::qdrant::{
-    CreateCollectionBuilder, Distance as QdrantDistance, VectorParamsBuilder,
+    CreateCollectionBuilder, Datatype, Distance as QdrantDistance, VectorParamsBuilder,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::tls::TestCerts;
 use vecsync_schemas::config::{
     CollectionConfig, Distance, ServerCollectionConfig, ServerQuantization, StoreBackend,
-    StoreConfig,
+    StoreConfig, VectorDatatype,
 };
 use vecsync_schemas::event::{Body, Delete, DeltaEvent, PointId};
 use vecsync_schemas::hlc::Hlc;
@@ -58,8 +58,14 @@ impl Harness {
     }
 
     fn open(&mut self) -> Box<dyn Store> {
+        self.open_with(VectorDatatype::default())
+    }
+
+    /// Opens the store creating collections that keep vectors as `datatype`.
+    fn open_with(&mut self, datatype: VectorDatatype) -> Box<dyn Store> {
         let Some((runtime, endpoint)) = &mut self.server else {
-            return Box::new(EdgeStore::open(self.dir.path()).unwrap());
+            let store = EdgeStore::open(self.dir.path()).unwrap();
+            return Box::new(store.with_vector_datatype(datatype));
         };
         if let Some(running) = endpoint.take() {
             runtime.block_on(running.stop());
@@ -67,7 +73,10 @@ impl Harness {
         let running = runtime
             .block_on(QdrantEndpoint::start(self.dir.path(), "127.0.0.1:0", None))
             .unwrap();
-        let config = server_config(running.url());
+        let config = StoreConfig {
+            vector_datatype: datatype,
+            ..server_config(running.url())
+        };
         *endpoint = Some(running);
         Box::new(ServerStore::connect(&config).unwrap())
     }
@@ -192,6 +201,50 @@ fn records_survive_a_reopen_and_tombstones_refuse_older_upserts(backend: StoreBa
 }
 
 #[test]
+fn edge_vectors_are_kept_as_the_configured_datatype() {
+    vectors_are_kept_as_the_configured_datatype(StoreBackend::Edge);
+}
+
+#[test]
+fn server_vectors_are_kept_as_the_configured_datatype() {
+    vectors_are_kept_as_the_configured_datatype(StoreBackend::Qdrant);
+}
+
+/// `float16` rounds each component to half precision, `float32` keeps it;
+/// a collection that exists keeps its datatype whatever the config says.
+fn vectors_are_kept_as_the_configured_datatype(backend: StoreBackend) {
+    // A float32 between two float16s, 1 and 1 + 1/1024, nearer 1.
+    let x = 1.0 + 1.0 / 4096.0;
+    let first_component = |store: &dyn Store, id: u64| -> f32 {
+        let change = Change::Upsert {
+            vector: vec![x, 0.5, -1.0],
+            payload: None,
+        };
+        apply_batch(store, vec![(PointId::Num(id), h(10 + id), change)]);
+        let held = store.read("docs", &[PointId::Num(id)]).unwrap();
+        let State::Live(live) = &held[&PointId::Num(id)].current().0.state else {
+            panic!("{id} is live")
+        };
+        live.vector[0]
+    };
+    for (datatype, kept) in [(VectorDatatype::Float32, x), (VectorDatatype::Float16, 1.0)] {
+        let mut harness = Harness::new(backend);
+        let store = harness.open_with(datatype);
+        store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+        assert_eq!(first_component(&*store, 1), kept, "{datatype:?}");
+        drop(store);
+
+        let other = match datatype {
+            VectorDatatype::Float32 => VectorDatatype::Float16,
+            VectorDatatype::Float16 => VectorDatatype::Float32,
+        };
+        let store = harness.open_with(other);
+        store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+        assert_eq!(first_component(&*store, 2), kept, "{datatype:?}, reopened");
+    }
+}
+
+#[test]
 fn edge_a_collection_of_another_shape_is_refused() {
     a_collection_of_another_shape_is_refused(StoreBackend::Edge);
 }
@@ -267,6 +320,7 @@ fn a_collection_is_created_with_its_configured_server_settings() {
         quantization: Some(ServerQuantization::Scalar),
     };
     config.collections.insert("docs".into(), settings);
+    config.vector_datatype = VectorDatatype::Float16;
     let store = ServerStore::connect(&config).unwrap();
     store
         .ensure_collection("docs", 3, Distance::Cosine)
@@ -292,6 +346,7 @@ fn a_collection_is_created_with_its_configured_server_settings() {
         panic!("{params:?}")
     };
     assert_eq!(vectors.on_disk, Some(true));
+    assert_eq!(vectors.datatype, Some(Datatype::Float16 as i32));
     let hnsw = live.hnsw_config.unwrap();
     assert_eq!((hnsw.m, hnsw.ef_construct), (Some(32), Some(200)));
     assert!(live.quantization_config.is_some());

@@ -29,7 +29,7 @@ use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
     PointId as EdgePointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
     Record as EdgeRecord, ScrollRequest, SearchRequest, UpdateOperation, VectorInternal,
-    VectorStructInternal, WithPayloadInterface, WithVector,
+    VectorStorageDatatype, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -424,6 +424,27 @@ fn grpc_distance(d: qdrant_edge::Distance) -> grpc::Distance {
     }
 }
 
+/// How Qdrant keeps a collection's vectors, from the gRPC datatype (the
+/// server's default, float32, where unset).
+fn edge_datatype(d: Option<i32>) -> Result<VectorStorageDatatype, Status> {
+    use VectorStorageDatatype as E;
+    match d.map(grpc::Datatype::try_from) {
+        None | Some(Ok(grpc::Datatype::Default | grpc::Datatype::Float32)) => Ok(E::Float32),
+        Some(Ok(grpc::Datatype::Float16)) => Ok(E::Float16),
+        Some(Ok(grpc::Datatype::Uint8)) => Ok(E::Uint8),
+        _ => Err(Status::invalid_argument(format!("unknown datatype {d:?}"))),
+    }
+}
+
+fn grpc_datatype(d: Option<VectorStorageDatatype>) -> grpc::Datatype {
+    use VectorStorageDatatype as E;
+    match d.unwrap_or_default() {
+        E::Float16 => grpc::Datatype::Float16,
+        E::Uint8 => grpc::Datatype::Uint8,
+        _ => grpc::Datatype::Float32,
+    }
+}
+
 fn upsert_op(points: Vec<qdrant_edge::PointStructPersisted>) -> UpdateOperation {
     UpdateOperation::PointOperation(PointOperations::UpsertPoints(
         PointInsertOperations::PointsList(points),
@@ -470,6 +491,7 @@ impl Collections for Engine {
                 size: p.size as u64,
                 distance: grpc_distance(p.distance) as i32,
                 on_disk,
+                datatype: Some(grpc_datatype(p.datatype) as i32),
                 ..Default::default()
             })),
         });
@@ -534,6 +556,7 @@ impl Collections for Engine {
             None => return Err(Status::invalid_argument("vectors_config is required")),
         };
         let distance = edge_distance(params.distance)?;
+        let datatype = edge_datatype(params.datatype)?;
         let path = self.root.join(&name);
         let mut shards = self.shards.write().unwrap_or_else(|e| e.into_inner());
         if shards.contains_key(&name) {
@@ -544,7 +567,9 @@ impl Collections for Engine {
         let config = EdgeConfigBuilder::new()
             .vector(
                 DEFAULT_VECTOR_NAME,
-                EdgeVectorParamsBuilder::new(params.size as usize, distance).build(),
+                EdgeVectorParamsBuilder::new(params.size as usize, distance)
+                    .datatype(datatype)
+                    .build(),
             )
             .build();
         std::fs::create_dir_all(&path).map_err(|e| Status::internal(e.to_string()))?;

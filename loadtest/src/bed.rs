@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use vecsync_consumer::digest::Digest;
-use vecsync_consumer::store::edge::{EdgeStore, WalLimits};
+use vecsync_consumer::store::edge::EdgeStore;
 use vecsync_consumer::worker::{self, RunningWorker};
 use vecsync_devkit::broker::{Tansu, free_port};
 use vecsync_devkit::kafka::{Kafka, LinkListener, MirrorMaker2, Mm2Cluster, mm2_properties};
@@ -31,7 +31,7 @@ use vecsync_devkit::mirror::{Mirror, MirrorSpec};
 use vecsync_devkit::proxy::{LinkFaults, WanLink};
 use vecsync_devkit::registry::{DevRegistry, RunningRegistry};
 use vecsync_producer::Publisher;
-use vecsync_schemas::config::RegionConfig;
+use vecsync_schemas::config::{RegionConfig, VectorDatatype};
 use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
 use vecsync_schemas::mm2::HEARTBEATS_TOPIC;
 use vecsync_schemas::vector::Encoding;
@@ -63,6 +63,8 @@ pub struct BedSpec {
     pub batch_max_events: usize,
     /// How often the workers flush their stores.
     pub flush_interval_ms: u64,
+    /// How the stores keep vectors.
+    pub vector_datatype: VectorDatatype,
     /// Regions are connected by MirrorMaker 2 (or copiers) over WAN
     /// links, instead of each worker reading the other clusters directly.
     pub mirrored: bool,
@@ -405,6 +407,7 @@ dead_letter_topic = "{DEAD_LETTERS}"
 {sources}
 [store]
 path = "{store}"
+vector_datatype = "{datatype}"
 [collections.{COLLECTION}]
 dimension = {dimension}
 distance = "cosine"
@@ -417,15 +420,14 @@ encoding = "{encoding}"
                 batch = spec.batch_max_events,
                 flush = spec.flush_interval_ms,
                 store = dir.path().join(name).display(),
+                datatype = spec.vector_datatype,
                 dimension = spec.dimension,
                 encoding = spec.encoding,
             );
             // `VECSYNC__*` overrides apply to every region, as they do to
             // the components run on their own.
             let config = RegionConfig::parse(&text, name, std::env::vars())?;
-            let store = Arc::new(
-                EdgeStore::open(&config.store.path)?.with_wal_limits(WalLimits::of(&config.store)),
-            );
+            let store = Arc::new(EdgeStore::configured(&config.store)?);
             let publisher = Arc::new(
                 Publisher::connect(&config)
                     .await

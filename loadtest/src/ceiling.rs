@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use vecsync_consumer::applier::Applier;
 use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
-use vecsync_schemas::config::{CollectionConfig, Distance};
+use vecsync_schemas::config::{CollectionConfig, Distance, VectorDatatype};
 use vecsync_schemas::event::DeltaEvent;
 use vecsync_schemas::testing::upsert;
 
@@ -68,7 +68,8 @@ pub fn measure(scenario: &Scenario) -> anyhow::Result<Ceiling> {
             .zip(&events)
             .map(|(dir, events)| {
                 let collections = &collections;
-                scope.spawn(move || apply_all(dir.path(), collections, events, batch))
+                let datatype = scenario.vector_datatype;
+                scope.spawn(move || apply_all(dir.path(), datatype, collections, events, batch))
             })
             .collect();
         runs.into_iter()
@@ -84,11 +85,12 @@ pub fn measure(scenario: &Scenario) -> anyhow::Result<Ceiling> {
 
 fn apply_all(
     dir: &std::path::Path,
+    datatype: VectorDatatype,
     collections: &HashMap<String, CollectionConfig>,
     events: &[DeltaEvent],
     batch: usize,
 ) -> anyhow::Result<()> {
-    let store = EdgeStore::open(dir)?;
+    let store = EdgeStore::open(dir)?.with_vector_datatype(datatype);
     let config = &collections["docs"];
     store.ensure_collection("docs", config.dimension as usize, config.distance)?;
     let codebooks = HashMap::new();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use vecsync_producer::Mutation;
+use vecsync_schemas::config::VectorDatatype;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::quality::{fixture_embeddings, top_k};
 use vecsync_schemas::vector::Encoding;
@@ -27,10 +28,12 @@ pub struct RecallRow {
 }
 
 /// Runs every encoding in turn and measures recall@10 over `queries`
-/// queries (the first fixture vectors, each left out of its own results).
+/// queries (the first fixture vectors, each left out of its own results),
+/// the stores keeping vectors as `vector_datatype`.
 pub async fn recall(
     encodings: &[Encoding],
     queries: usize,
+    vector_datatype: VectorDatatype,
     book: &Arc<Book>,
 ) -> anyhow::Result<Vec<RecallRow>> {
     let originals = fixture_embeddings().map_err(anyhow::Error::msg)?;
@@ -44,6 +47,7 @@ pub async fn recall(
             heartbeat_interval_ms: 20,
             batch_max_events: 1_000,
             flush_interval_ms: 100,
+            vector_datatype,
             mirrored: false,
             clusters: ClusterKind::Mock,
         })

@@ -192,7 +192,8 @@ impl Report {
         let s = &self.scenario;
         let mut out = format!(
             "# vecsync load test\n\n{} regions, {} events/s each for {} s, {}-d {}, \
-             {:.0}% conflicting writes; each region with {} and an embedded store, {}.\n\n",
+             {:.0}% conflicting writes; each region with {} and an embedded store \
+             keeping {} vectors, {}.\n\n",
             s.regions,
             s.rate,
             s.duration_s,
@@ -200,6 +201,7 @@ impl Report {
             s.encoding,
             s.conflict_share * 100.0,
             s.clusters().described(),
+            s.vector_datatype,
             s.links_described()
         );
         out.push_str("| origin → region | handled | missing | again | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n");

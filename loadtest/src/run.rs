@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use vecsync_devkit::proxy::LinkFaults;
 use vecsync_producer::{Mutation, Publisher};
+use vecsync_schemas::config::VectorDatatype;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
 use vecsync_schemas::vector::Encoding;
@@ -53,6 +54,9 @@ pub struct Scenario {
     pub apply_batch_events: usize,
     /// How often the workers flush their stores (and may then commit).
     pub flush_interval_ms: u64,
+    /// How the stores keep vectors (`store.vector_datatype`): float16 by
+    /// default here, where the wire's sq8 carries less than it rounds away.
+    pub vector_datatype: VectorDatatype,
     pub heartbeat_interval_ms: u32,
     /// Longest wait, after the load stops, for every region to apply
     /// everything.
@@ -104,6 +108,7 @@ impl Default for Scenario {
             batch_events: 100,
             apply_batch_events: 1_000,
             flush_interval_ms: 100,
+            vector_datatype: VectorDatatype::Float16,
             heartbeat_interval_ms: 20,
             converge_timeout_s: 120,
             pause_region: 1,
@@ -266,6 +271,7 @@ pub async fn run(
         heartbeat_interval_ms: scenario.heartbeat_interval_ms,
         batch_max_events: scenario.apply_batch_events,
         flush_interval_ms: scenario.flush_interval_ms,
+        vector_datatype: scenario.vector_datatype,
         mirrored: scenario.is_mirrored(),
         clusters: scenario.broker,
     })

@@ -21,6 +21,7 @@ use vecsync_consumer::store::Store;
 use vecsync_loadtest::bed::{Bed, BedSpec, COLLECTION, ClusterKind, Region};
 use vecsync_loadtest::recorder::Book;
 use vecsync_producer::{Mutation, Publisher};
+use vecsync_schemas::config::VectorDatatype;
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::{Hlc, SystemClock, WallClock};
 use vecsync_schemas::vector::{EncodedVector, Encoding};
@@ -64,6 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         heartbeat_interval_ms: 50,
         batch_max_events: 1_000,
         flush_interval_ms: 100,
+        vector_datatype: VectorDatatype::default(),
         mirrored: false,
         clusters: ClusterKind::Mock,
     };

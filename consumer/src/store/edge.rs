@@ -23,14 +23,14 @@ use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
     EdgeVectorParamsBuilder, Filter, PointId as EdgePointId, PointInsertOperations,
     PointOperations, PointStruct, QueryEnum, Record as EdgeRecord, ScrollRequest, SearchRequest,
-    UpdateOperation, VectorInternal, VectorStructInternal, WalOptions, WithPayloadInterface,
-    WithVector,
+    UpdateOperation, VectorInternal, VectorStorageDatatype, VectorStructInternal, WalOptions,
+    WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use vecsync_schemas::config::{Distance as ConfigDistance, StoreConfig};
+use vecsync_schemas::config::{Distance as ConfigDistance, StoreConfig, VectorDatatype};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
 
@@ -289,6 +289,8 @@ pub struct EdgeStore {
     root: PathBuf,
     collections: RwLock<HashMap<String, Arc<Collection>>>,
     wal: WalLimits,
+    /// How the collections it creates keep their vectors.
+    datatype: VectorDatatype,
 }
 
 impl std::fmt::Debug for EdgeStore {
@@ -308,13 +310,30 @@ impl EdgeStore {
             root: root.to_owned(),
             collections: RwLock::new(HashMap::new()),
             wal: WalLimits::default(),
+            datatype: VectorDatatype::default(),
         })
+    }
+
+    /// The store a region's config describes (`store.path`,
+    /// `store.wal_max_mb`, `store.vector_datatype`).
+    pub fn configured(config: &StoreConfig) -> Result<Self, StoreError> {
+        Ok(Self::open(&config.path)?
+            .with_wal_limits(WalLimits::of(config))
+            .with_vector_datatype(config.vector_datatype))
     }
 
     /// The same store, keeping its shards' logs within `limits`.
     #[must_use]
     pub fn with_wal_limits(mut self, limits: WalLimits) -> Self {
         self.wal = limits;
+        self
+    }
+
+    /// The same store, creating collections that keep vectors as
+    /// `datatype` (`store.vector_datatype`).
+    #[must_use]
+    pub fn with_vector_datatype(mut self, datatype: VectorDatatype) -> Self {
+        self.datatype = datatype;
         self
     }
 
@@ -372,13 +391,13 @@ impl Store for EdgeStore {
         let live = open_shard(
             self.root.join(name),
             name,
-            (dimension, edge_distance(distance)),
+            (dimension, edge_distance(distance), self.datatype),
             segment_bytes,
         )?;
         let tombstones = open_shard(
             self.root.join(tombstones_of(name)),
             name,
-            (1, Distance::Dot),
+            (1, Distance::Dot, VectorDatatype::Float32),
             segment_bytes,
         )?;
         self.insert(name, Collection::open(name, live, tombstones)?);
@@ -635,17 +654,14 @@ fn unindexed(
 fn open_shard(
     path: PathBuf,
     collection: &str,
-    (dimension, distance): (usize, Distance),
+    (dimension, distance, datatype): (usize, Distance, VectorDatatype),
     wal_segment_bytes: usize,
 ) -> Result<Shard, StoreError> {
     let err = |e: String| StoreError::engine(collection, format!("{}: {e}", path.display()));
     let engine = if path.join("edge_config.json").exists() {
         let engine = load_engine(&path, collection)?;
-        let found = engine
-            .config()
-            .vectors
-            .get(DEFAULT_VECTOR_NAME)
-            .map(|p| (p.size, p.distance));
+        let params = engine.config().vectors.get(DEFAULT_VECTOR_NAME).cloned();
+        let found = params.as_ref().map(|p| (p.size, p.distance));
         if found != Some((dimension, distance)) {
             return Err(StoreError::Mismatch {
                 collection: collection.to_owned(),
@@ -655,13 +671,23 @@ fn open_shard(
                 ),
             });
         }
+        let kept = params.and_then(|p| p.datatype).unwrap_or_default();
+        if kept != edge_datatype(datatype) {
+            tracing::warn!(
+                collection,
+                kept = ?kept,
+                configured = ?datatype,
+                "the collection keeps the vector datatype it was created with; \
+                 store.vector_datatype applies to collections created from now on"
+            );
+        }
         engine
     } else {
+        let params = EdgeVectorParamsBuilder::new(dimension, distance)
+            .datatype(edge_datatype(datatype))
+            .build();
         let config = EdgeConfigBuilder::new()
-            .vector(
-                DEFAULT_VECTOR_NAME,
-                EdgeVectorParamsBuilder::new(dimension, distance).build(),
-            )
+            .vector(DEFAULT_VECTOR_NAME, params)
             .wal_options(WalOptions {
                 segment_capacity: wal_segment_bytes,
                 ..WalOptions::default()
@@ -671,6 +697,14 @@ fn open_shard(
         EdgeShard::new(&path, config).map_err(|e| err(e.to_string()))?
     };
     Ok(Shard::new(path, engine))
+}
+
+/// qdrant-edge's name for how vectors are kept.
+fn edge_datatype(d: VectorDatatype) -> VectorStorageDatatype {
+    match d {
+        VectorDatatype::Float32 => VectorStorageDatatype::Float32,
+        VectorDatatype::Float16 => VectorStorageDatatype::Float16,
+    }
 }
 
 /// qdrant-edge's name for the metric the collection is kept under.

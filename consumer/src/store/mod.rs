@@ -491,9 +491,7 @@ pub(crate) fn tombstones_of(collection: &str) -> String {
 /// Opens the store a region's config names.
 pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config.backend {
-        StoreBackend::Edge => Arc::new(
-            edge::EdgeStore::open(&config.path)?.with_wal_limits(edge::WalLimits::of(config)),
-        ),
+        StoreBackend::Edge => Arc::new(edge::EdgeStore::configured(config)?),
         StoreBackend::Qdrant => Arc::new(server::ServerStore::connect(config)?),
     })
 }

@@ -27,7 +27,7 @@ use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
 use qdrant_client::qdrant::vectors_output::VectorsOptions;
 use qdrant_client::qdrant::{
     BinaryQuantizationBuilder, CollectionExistsRequest, Condition, CountPointsBuilder,
-    CreateCollectionBuilder, DeletePointsBuilder, Distance as QdrantDistance, Filter,
+    CreateCollectionBuilder, Datatype, DeletePointsBuilder, Distance as QdrantDistance, Filter,
     GetCollectionInfoRequest, GetPointsBuilder, HealthCheckRequest, HnswConfigDiffBuilder,
     PointId as QdrantPointId, PointStruct, PointsIdsList, Range, ReadConsistencyType,
     RetrievedPoint, ScalarQuantizationBuilder, ScrollPointsBuilder, SearchPointsBuilder,
@@ -40,7 +40,9 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use vecsync_schemas::config::{Distance, ServerCollectionConfig, ServerQuantization, StoreConfig};
+use vecsync_schemas::config::{
+    Distance, ServerCollectionConfig, ServerQuantization, StoreConfig, VectorDatatype,
+};
 use vecsync_schemas::event::PointId;
 
 /// A Qdrant server as a region's store.
@@ -49,6 +51,8 @@ pub struct ServerStore {
     url: String,
     /// How missing collections are created, by name.
     settings: BTreeMap<String, ServerCollectionConfig>,
+    /// How the collections it creates keep their vectors.
+    datatype: VectorDatatype,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -160,6 +164,7 @@ impl ServerStore {
             },
             url: config.url.clone(),
             settings: config.collections.clone(),
+            datatype: config.vector_datatype,
             runtime: Some(runtime),
         })
     }
@@ -237,7 +242,8 @@ impl ServerStore {
         if !self.exists(collection, name)? {
             let unset = ServerCollectionConfig::default();
             let settings = self.settings.get(collection).unwrap_or(&unset);
-            let request = create_request(name, dimension, distance, settings, name == collection);
+            let live = (name == collection).then_some(self.datatype);
+            let request = create_request(name, dimension, distance, settings, live);
             let created = self.call(collection, |c| async move {
                 c.collections().create(request.build()).await.map(drop)
             });
@@ -435,14 +441,14 @@ impl Store for ServerStore {
 
 /// The request that creates `name`, one part of `collection`, as `settings`
 /// say: shards and copies for both parts, the vector storage and index
-/// settings for the live part only (`index`), since tombstones hold no
-/// vectors worth searching.
+/// settings for the live part only (`live`, with its vectors' datatype),
+/// since tombstones hold no vectors worth searching.
 fn create_request(
     name: &str,
     dimension: u64,
     distance: QdrantDistance,
     settings: &ServerCollectionConfig,
-    index: bool,
+    live: Option<VectorDatatype>,
 ) -> CreateCollectionBuilder {
     let mut request = CreateCollectionBuilder::new(name);
     let mut vectors = VectorParamsBuilder::new(dimension, distance);
@@ -460,7 +466,11 @@ fn create_request(
     {
         request = request.write_consistency_factor(n);
     }
-    if index {
+    if let Some(datatype) = live {
+        vectors = vectors.datatype(match datatype {
+            VectorDatatype::Float32 => Datatype::Float32,
+            VectorDatatype::Float16 => Datatype::Float16,
+        });
         if let Some(on_disk) = settings.on_disk {
             vectors = vectors.on_disk(on_disk);
         }

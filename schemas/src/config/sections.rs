@@ -680,6 +680,12 @@ pub struct StoreConfig {
     /// 200,000 768-d points).
     #[serde(default = "default_store_wal_max_mb")]
     pub wal_max_mb: u64,
+    /// How the store keeps each vector: `float32` (the default) as decoded,
+    /// or `float16`, half the memory, disk and flush for a rounding of at
+    /// most 1/2048 of each component (well under an `sq8` step). Applies to
+    /// collections vecsync creates; one that exists keeps its own.
+    #[serde(default)]
+    pub vector_datatype: VectorDatatype,
     /// Qdrant server only: how vecsync creates each collection (and its
     /// tombstone collection) when it is missing, by collection name.
     /// A collection that exists is used as it is.
@@ -734,6 +740,7 @@ impl fmt::Debug for StoreConfig {
             .field("ca_file", &self.ca_file)
             .field("timeout_ms", &self.timeout_ms)
             .field("wal_max_mb", &self.wal_max_mb)
+            .field("vector_datatype", &self.vector_datatype)
             .field("collections", &self.collections)
             .finish()
     }
@@ -856,6 +863,26 @@ pub enum StoreBackend {
     Edge,
     /// A Qdrant server, through `qdrant-client`.
     Qdrant,
+}
+
+/// How a store keeps vectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorDatatype {
+    /// Four bytes a component: the vector exactly as decoded.
+    #[default]
+    Float32,
+    /// Two bytes a component (IEEE half precision).
+    Float16,
+}
+
+impl fmt::Display for VectorDatatype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Float32 => "float32",
+            Self::Float16 => "float16",
+        })
+    }
 }
 
 /// How a collection's vectors are compared.

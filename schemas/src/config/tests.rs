@@ -363,6 +363,25 @@ fn the_reference_config_names_every_field() {
 }
 
 #[test]
+fn the_vector_datatype_is_read_and_checked() {
+    assert_eq!(
+        parse(MINIMAL, &[]).unwrap().store.vector_datatype,
+        VectorDatatype::Float32
+    );
+    let half = [("VECSYNC__STORE__VECTOR_DATATYPE", "float16")];
+    assert_eq!(
+        parse(MINIMAL, &half).unwrap().store.vector_datatype,
+        VectorDatatype::Float16
+    );
+    let err = parse(MINIMAL, &[("VECSYNC__STORE__VECTOR_DATATYPE", "float8")]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("VECSYNC__STORE__VECTOR_DATATYPE") && msg.contains("float8"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn server_collection_settings_are_read_and_checked() {
     let text = format!(
         "{MINIMAL}
