@@ -194,7 +194,8 @@ impl Cluster {
         Ok(c)
     }
 
-    /// An admin client of the cluster.
+    /// An admin client of the cluster; an async caller hands it to
+    /// [`drop_off_runtime`] when done.
     fn admin(&self) -> Result<AdminClient<Watch>, ClientError> {
         self.client(&[])?
             .create_with_context(Watch::new(self))
@@ -318,7 +319,7 @@ impl Cluster {
             }
             Ok(())
         };
-        created.await.map_err(|(topic, e): (String, KafkaError)| {
+        let created = created.await.map_err(|(topic, e): (String, KafkaError)| {
             // A refused login shows as a timeout; the client's context has
             // the reason by then.
             match admin.inner().context().fatal.get() {
@@ -326,7 +327,9 @@ impl Cluster {
                 None if topic.is_empty() => self.error("failed to create topics", e),
                 None => self.error(&format!("failed to create topic {topic}"), e),
             }
-        })
+        });
+        drop_off_runtime(admin);
+        created
     }
 
     /// The topic's `retention.ms` as the cluster reports it; `None` when it
@@ -337,8 +340,9 @@ impl Cluster {
         let what = format!("failed to read the config of topic {topic}");
         let answers = admin
             .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
-            .await
-            .map_err(|e| self.error(&what, e))?;
+            .await;
+        drop_off_runtime(admin);
+        let answers = answers.map_err(|e| self.error(&what, e))?;
         let resource = answers
             .into_iter()
             .next()
@@ -499,10 +503,50 @@ impl ProducerContext for Watch {
     fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
+/// Drops a client on the blocking pool when called from the async runtime:
+/// librdkafka's destroy waits for the client's threads to end, and would
+/// hold a runtime thread (and every task queued on it) meanwhile. In the
+/// load test, the retention checks' admin clients, dropped after their
+/// request timed out on a cluster that does not answer it, held every
+/// region's replication up for 100–200 ms.
+fn drop_off_runtime<T: Send + 'static>(client: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(client))),
+        Err(_) => drop(client),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use vecsync_schemas::config::SaslMechanism;
+
+    /// A client whose drop waits for the runtime to run another task: it
+    /// finishes only when dropped off the runtime's one thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_dropped_from_the_runtime_leaves_the_runtime_free() {
+        struct Client {
+            ran: std::sync::mpsc::Receiver<()>,
+            dropped: tokio::sync::oneshot::Sender<bool>,
+        }
+        impl Drop for Client {
+            fn drop(&mut self) {
+                // Bounded, so that a drop on the runtime's thread fails the
+                // test instead of hanging it.
+                let ran = self.ran.recv_timeout(Duration::from_secs(30)).is_ok();
+                let (done, _) = tokio::sync::oneshot::channel();
+                let _ = std::mem::replace(&mut self.dropped, done).send(ran);
+            }
+        }
+        let (run, ran) = std::sync::mpsc::channel();
+        let (dropped, was) = tokio::sync::oneshot::channel();
+        drop_off_runtime(Client { ran, dropped });
+        tokio::spawn(async move { run.send(()) })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(was.await.unwrap(), "the drop held the runtime");
+    }
 
     fn sasl(password_env: Option<&str>, password_file: Option<std::path::PathBuf>) -> Cluster {
         let security = KafkaSecurity {
