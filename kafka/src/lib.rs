@@ -194,11 +194,12 @@ impl Cluster {
         Ok(c)
     }
 
-    /// An admin client of the cluster; an async caller hands it to
-    /// [`drop_off_runtime`] when done.
-    fn admin(&self) -> Result<AdminClient<Watch>, ClientError> {
+    /// An admin client of the cluster, destroyed off the async runtime
+    /// ([`Admin`]).
+    fn admin(&self) -> Result<Admin, ClientError> {
         self.client(&[])?
             .create_with_context(Watch::new(self))
+            .map(|client| Admin(Some(client)))
             .map_err(|e| self.error("failed to create an admin client", e))
     }
 
@@ -319,7 +320,7 @@ impl Cluster {
             }
             Ok(())
         };
-        let created = created.await.map_err(|(topic, e): (String, KafkaError)| {
+        created.await.map_err(|(topic, e): (String, KafkaError)| {
             // A refused login shows as a timeout; the client's context has
             // the reason by then.
             match admin.inner().context().fatal.get() {
@@ -327,9 +328,7 @@ impl Cluster {
                 None if topic.is_empty() => self.error("failed to create topics", e),
                 None => self.error(&format!("failed to create topic {topic}"), e),
             }
-        });
-        drop_off_runtime(admin);
-        created
+        })
     }
 
     /// The topic's `retention.ms` as the cluster reports it; `None` when it
@@ -340,9 +339,8 @@ impl Cluster {
         let what = format!("failed to read the config of topic {topic}");
         let answers = admin
             .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
-            .await;
-        drop_off_runtime(admin);
-        let answers = answers.map_err(|e| self.error(&what, e))?;
+            .await
+            .map_err(|e| self.error(&what, e))?;
         let resource = answers
             .into_iter()
             .next()
@@ -501,6 +499,29 @@ impl ConsumerContext for Watch {}
 impl ProducerContext for Watch {
     type DeliveryOpaque = ();
     fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// An admin client that, dropped, is destroyed by [`drop_off_runtime`].
+struct Admin(Option<AdminClient<Watch>>);
+
+impl std::ops::Deref for Admin {
+    type Target = AdminClient<Watch>;
+
+    // `None` only once `drop` has taken the client: never seen here.
+    #[allow(clippy::expect_used)]
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("an admin client is taken only when dropped")
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop_off_runtime(client);
+        }
+    }
 }
 
 /// Drops a client on the blocking pool when called from the async runtime:
