@@ -5,6 +5,7 @@ mod demo;
 mod inspect;
 mod lag;
 mod loadtest;
+mod memory;
 mod produce;
 mod registry;
 mod snapshot;
@@ -59,6 +60,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    memory::tune();
     let cli = Cli::parse();
     // The demo prints its own progress; its parts only speak of trouble.
     let default_filter = match cli.command {
