@@ -704,6 +704,58 @@ fn edge_a_flush_leaves_a_shard_with_no_new_writes_untouched() {
     assert_ne!(files("docs.tombstones"), tombstones);
 }
 
+/// A `float16` shard is handed each component already rounded, so its
+/// write-ahead log (CBOR, which writes a float in 3 bytes when half
+/// precision holds it exactly, else 5) takes about 3/5 of a `float32`
+/// shard's for the same writes.
+#[test]
+fn edge_a_float16_shard_logs_each_component_in_fewer_bytes() {
+    let closed_segments = |datatype: VectorDatatype| -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EdgeStore::open(dir.path())
+            .unwrap()
+            .with_vector_datatype(datatype)
+            .with_wal_limits(WalLimits {
+                segment_bytes: 1 << 20,
+                reclaim_bytes: u64::MAX,
+            });
+        store.ensure_collection("docs", 256, Distance::Dot).unwrap();
+        for batch in 0..8u64 {
+            let changes = (0..500)
+                .map(|i| {
+                    let id = batch * 500 + i;
+                    // Sevenths: no float16 holds them exactly.
+                    let vector = (0..256).map(|j| (id * 256 + j) as f32 / 7.0).collect();
+                    let change = Change::Upsert {
+                        vector,
+                        payload: None,
+                    };
+                    (PointId::Num(id), h(10 + id), change)
+                })
+                .collect();
+            apply_batch(&store, changes);
+        }
+        store.flush().unwrap();
+        std::fs::read_dir(dir.path().join("docs").join("wal"))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("closed-")
+            })
+            .count()
+    };
+    // 4,000 points of 256 components: about 5 MB of log at 5 bytes each.
+    let (full, half) = (
+        closed_segments(VectorDatatype::Float32),
+        closed_segments(VectorDatatype::Float16),
+    );
+    assert!(full >= 4, "float32 closed {full} segments of 1 MiB");
+    assert!(
+        half * 4 <= full * 3,
+        "float16 closed {half} segments, float32 {full}"
+    );
+}
+
 /// qdrant-edge never trims its write-ahead log; the store lets the log go
 /// after a flush once it passes its limit, and loses nothing doing so.
 #[test]
