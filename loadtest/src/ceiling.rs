@@ -13,13 +13,11 @@ use std::time::{Duration, Instant};
 use vecsync_consumer::applier::Applier;
 use vecsync_consumer::store::Store;
 use vecsync_consumer::store::edge::EdgeStore;
-use vecsync_schemas::config::{CollectionConfig, Distance, VectorDatatype};
+use vecsync_schemas::config::{
+    CollectionConfig, Distance, VectorDatatype, default_flush_interval_behind_ms,
+};
 use vecsync_schemas::event::DeltaEvent;
 use vecsync_schemas::testing::upsert;
-
-/// The flush interval of a worker that is behind
-/// (`consumer.flush_interval_behind_ms`'s default).
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// What the stores applied, alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,10 +93,12 @@ fn apply_all(
     store.ensure_collection("docs", config.dimension as usize, config.distance)?;
     let codebooks = HashMap::new();
     let applier = Applier::new(&store, collections, &codebooks);
+    // As often as a worker that is behind flushes by default.
+    let flush_every = Duration::from_millis(default_flush_interval_behind_ms());
     let mut flushed = Instant::now();
     for chunk in events.chunks(batch) {
         applier.apply_batch(chunk)?;
-        if flushed.elapsed() >= FLUSH_EVERY {
+        if flushed.elapsed() >= flush_every {
             store.flush()?;
             flushed = Instant::now();
         }
