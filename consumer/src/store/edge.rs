@@ -87,12 +87,7 @@ struct Shard {
 
 impl Shard {
     fn new(path: PathBuf, engine: EdgeShard) -> Self {
-        let half = engine
-            .config()
-            .vectors
-            .get(DEFAULT_VECTOR_NAME)
-            .and_then(|p| p.datatype)
-            == Some(VectorStorageDatatype::Float16);
+        let half = kept_datatype(&engine) == VectorStorageDatatype::Float16;
         Self {
             path,
             engine: RwLock::new(Some(engine)),
@@ -467,11 +462,12 @@ impl Store for EdgeStore {
             }
         }
         let shard = shards.part(part);
+        let mut scratch = Vec::new();
         let points = points
             .into_iter()
             .map(|(id, mut vector, payload)| {
                 if shard.half {
-                    round_to_half(&mut vector);
+                    round_to_half(&mut vector, &mut scratch);
                 }
                 PointStruct::new(edge_id(&id), vector, Value::Object(payload)).into()
             })
@@ -674,8 +670,11 @@ fn open_shard(
     let err = |e: String| StoreError::engine(collection, format!("{}: {e}", path.display()));
     let engine = if path.join("edge_config.json").exists() {
         let engine = load_engine(&path, collection)?;
-        let params = engine.config().vectors.get(DEFAULT_VECTOR_NAME).cloned();
-        let found = params.as_ref().map(|p| (p.size, p.distance));
+        let found = engine
+            .config()
+            .vectors
+            .get(DEFAULT_VECTOR_NAME)
+            .map(|p| (p.size, p.distance));
         if found != Some((dimension, distance)) {
             return Err(StoreError::Mismatch {
                 collection: collection.to_owned(),
@@ -685,7 +684,7 @@ fn open_shard(
                 ),
             });
         }
-        let kept = params.and_then(|p| p.datatype).unwrap_or_default();
+        let kept = kept_datatype(&engine);
         if kept != edge_datatype(datatype) {
             tracing::warn!(
                 collection,
@@ -716,11 +715,23 @@ fn open_shard(
 /// Rounds each component to the nearest half-precision value, as a
 /// `float16` shard keeps it (a cosine shard rounds the normalized vector,
 /// which can now land one step away). The engine's log, which holds every
-/// write as CBOR, then takes 3 bytes a component instead of 5.
-fn round_to_half(vector: &mut [f32]) {
-    let mut half = vec![half::f16::ZERO; vector.len()];
-    half.convert_from_f32_slice(vector);
-    half.convert_to_f32_slice(vector);
+/// write as CBOR, then takes 3 bytes a component instead of 5. `scratch`
+/// is reused from one vector to the next.
+fn round_to_half(vector: &mut [f32], scratch: &mut Vec<half::f16>) {
+    scratch.clear();
+    scratch.resize(vector.len(), half::f16::ZERO);
+    scratch.convert_from_f32_slice(vector);
+    scratch.convert_to_f32_slice(vector);
+}
+
+/// How the engine keeps the shard's vectors.
+fn kept_datatype(engine: &EdgeShard) -> VectorStorageDatatype {
+    engine
+        .config()
+        .vectors
+        .get(DEFAULT_VECTOR_NAME)
+        .and_then(|p| p.datatype)
+        .unwrap_or_default()
 }
 
 /// qdrant-edge's name for how vectors are kept.
