@@ -158,6 +158,7 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
         while let Some(e) = self.pop() {
             out.push(e);
         }
+        self.give_back_room();
         out
     }
 
@@ -242,7 +243,22 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
         while self.heap.peek().is_some_and(|Reverse((h, _))| *h <= mark) {
             out.extend(self.pop());
         }
+        self.give_back_room();
         out
+    }
+
+    /// Lets go of the room a larger moment (a catch-up's backlog) left,
+    /// once three quarters of it stand empty, keeping twice what is held:
+    /// a buffer that shrinks only when it has emptied that far rehashes
+    /// rarely, yet keeps no more than a few times what it holds.
+    fn give_back_room(&mut self) {
+        const FLOOR: usize = 1_024;
+        let held = self.items.len();
+        if self.items.capacity() > FLOOR && held < self.items.capacity() / 4 {
+            let room = (held * 2).max(FLOOR);
+            self.items.shrink_to(room);
+            self.heap.shrink_to(room);
+        }
     }
 
     fn pop(&mut self) -> Option<(Hlc, T)> {
@@ -269,6 +285,35 @@ mod tests {
 
     fn h(ms: u64, region: &str) -> Hlc {
         Hlc::new(ms, 0, region)
+    }
+
+    #[test]
+    fn lets_go_of_a_backlogs_room_once_it_has_drained() {
+        let mut b = ReorderBuffer::new(Bounds {
+            max_events: 100_000,
+            ..BOUNDS
+        });
+        b.add_source("us", 0);
+        b.add_source("eu", 0);
+        // eu says nothing: a backlog of us's events waits for it.
+        for ms in 0..20_000 {
+            assert!(b.push("us", h(ms, "us"), ms, 0).is_empty());
+        }
+        assert!(b.items.capacity() >= 20_000 && b.heap.capacity() >= 20_000);
+        let out = b.heartbeat("eu", h(20_000, "eu"), 1);
+        assert_eq!(out.len(), 20_000);
+        assert!(
+            b.items.capacity() < 4_096 && b.heap.capacity() < 4_096,
+            "still holding room for {} and {} events",
+            b.items.capacity(),
+            b.heap.capacity()
+        );
+        // It grows again as it needs.
+        for ms in 20_001..30_000 {
+            assert!(b.push("us", h(ms, "us"), ms, 1).is_empty());
+        }
+        assert_eq!(b.drain().len(), 9_999);
+        assert!(b.items.capacity() < 4_096);
     }
 
     #[test]
