@@ -262,6 +262,8 @@ encoding = "sq8"
             west.brokers()
         ),
     );
+    // eu-west's read of us-east has a cap far above this test's traffic:
+    // the read cap's panel shows the series a capped source starts at zero.
     let west_config = region_config(
         "eu-west",
         &west.brokers(),
@@ -269,7 +271,8 @@ encoding = "sq8"
         &format!(
             "[[lag.mirrors]]\nalias = \"us-east\"\nbrokers = \"{}\"\n\
              [[consumer.sources]]\nregion = \"us-east\"\ntopic = \"us-east.{topic}\"\n\
-             codebook_topic = \"us-east.{codebooks}\"",
+             codebook_topic = \"us-east.{codebooks}\"\n\
+             max_read_bytes_per_sec = 100000000",
             east.brokers()
         ),
     );

@@ -190,8 +190,17 @@ pub(crate) struct ReadThrottled<'a> {
 
 impl ReadThrottled<'_> {
     pub fn emit(&self) {
+        self.counter().increment(1);
+    }
+
+    /// The series exists from the start, at zero, for every capped source:
+    /// a dashboard shows that the cap is there and has held nothing back.
+    pub fn start(&self) {
+        self.counter().increment(0);
+    }
+
+    fn counter(&self) -> metrics::Counter {
         counter!("vecsync_consumer_read_throttled_total", "topic" => self.topic.to_owned())
-            .increment(1);
     }
 }
 

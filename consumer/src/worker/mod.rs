@@ -339,9 +339,13 @@ async fn work(
             assign,
             tx.clone(),
             readiness.clone(),
-            source
-                .max_read_bytes_per_sec
-                .map(|cap| TokenBucket::new(cap, cap)),
+            source.max_read_bytes_per_sec.map(|cap| {
+                ReadThrottled {
+                    topic: &source.topic,
+                }
+                .start();
+                TokenBucket::new(cap, cap)
+            }),
         )));
         let books = codebook_consumer(config, source)?;
         tasks.0.push(tokio::spawn(read_codebooks(
