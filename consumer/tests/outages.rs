@@ -1,21 +1,26 @@
 //! Outages are not dead letters: a registry that is down when the worker
 //! needs a writer schema, or a Qdrant server that goes away mid-stream, makes
-//! the worker wait and retry; once they are back everything is applied.
+//! the worker wait and retry; once they are back everything is applied. An
+//! embedded store that fails a flush (a full disk) stops the worker with an
+//! error instead, committing nothing the flush held: a restart replays it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use vecsync_consumer::store::edge::EdgeStore;
-use vecsync_consumer::store::{self, Store};
-use vecsync_consumer::worker;
+use vecsync_consumer::store::{self, Store, StoreError};
+use vecsync_consumer::worker::{self, WorkerError};
 use vecsync_devkit::qdrant::QdrantEndpoint;
 use vecsync_devkit::registry::DevRegistry;
-use vecsync_devkit::testbed::TestRegion;
+use vecsync_devkit::testbed::{TestRegion, is_heartbeat};
 use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::avro::AvroRecord;
 use vecsync_schemas::config::{Distance, StoreBackend};
-use vecsync_schemas::event::{DeltaEvent, PointId};
+use vecsync_schemas::event::{Body, DeltaEvent, PointId};
 use vecsync_schemas::registry::{RegistryClient, value_subject};
 use vecsync_schemas::testing::{codebook, vector, write_codebook};
 use vecsync_schemas::vector::Encoding;
@@ -292,4 +297,116 @@ async fn events_waiting_for_a_codebook_are_bounded_and_applied_when_it_comes() {
     let stats = running.stop().await.unwrap();
     assert_eq!(stats.dead_letters, 0);
     assert_eq!(waiting(), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_stops_the_worker_and_commits_nothing_it_held() {
+    let Some(mut region) = TestRegion::start(DIM as u32, "f32", "").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    region.config.store.path = dir.path().join("store");
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    let config = region.config.clone();
+    let publisher = Publisher::connect(&config).await.unwrap();
+    publisher.publish("docs", &upserts(0..10)).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&config.store.path).unwrap());
+    let running = worker::spawn(config.clone(), store.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&store).await < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the first events were not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await.unwrap();
+
+    // The live shard's segments go, as files do on a failing disk: the
+    // engine can apply the next events but not flush them.
+    std::fs::remove_dir_all(config.store.path.join("docs/segments")).unwrap();
+    let running = worker::spawn(config.clone(), store.clone());
+    publisher.publish("docs", &upserts(10..20)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !running.is_finished() {
+        assert!(Instant::now() < deadline, "the worker went on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = running.stop().await.unwrap_err();
+    assert!(
+        matches!(&err, WorkerError::Store(StoreError::Lost { collection, .. }) if collection == "docs"),
+        "{err}"
+    );
+
+    // No partition's commit is past an event of the failed flush.
+    let records = region
+        .read(&config.kafka.topic, 20, Duration::from_secs(30), |r| {
+            !is_heartbeat(r)
+        })
+        .await;
+    let events = region.decode(&records).await;
+    let mut first_lost: HashMap<i32, i64> = HashMap::new();
+    let mut lost = 0;
+    for (record, event) in records.iter().zip(&events) {
+        if let Body::Upsert(u) = &event.body
+            && matches!(u.id, PointId::Num(n) if n >= 10)
+        {
+            lost += 1;
+            let first = first_lost.entry(record.partition).or_insert(record.offset);
+            *first = (*first).min(record.offset);
+        }
+    }
+    assert_eq!(lost, 10);
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", config.group_id())
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for p in first_lost.keys() {
+        partitions.add_partition(&config.kafka.topic, *p);
+    }
+    let committed = tokio::task::spawn_blocking(move || {
+        group
+            .committed_offsets(partitions, Duration::from_secs(10))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    for e in committed.elements() {
+        if let Offset::Offset(at) = e.offset() {
+            assert!(
+                at <= first_lost[&e.partition()],
+                "partition {} committed to {at}, past {}, an event the failed flush held",
+                e.partition(),
+                first_lost[&e.partition()]
+            );
+        }
+    }
+
+    // Restarted on a store that can flush, the worker replays them.
+    drop(store);
+    let mut config = config;
+    config.store.path = dir.path().join("again");
+    let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&config.store.path).unwrap());
+    let running = worker::spawn(config, store.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = {
+            let store = store.clone();
+            let ids: Vec<PointId> = (10..20).map(PointId::Num).collect();
+            tokio::task::spawn_blocking(move || store.read("docs", &ids).map(|r| r.len()))
+                .await
+                .unwrap()
+        };
+        if held.is_ok_and(|n| n == 10) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lost events were not replayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await.unwrap();
 }

@@ -93,6 +93,12 @@ fn server_config(url: String) -> StoreConfig {
 
 /// Applies `changes` on top of what the store holds and writes the results,
 /// as a worker does for one batch.
+/// Upserts of points `ids`, each a version of its own.
+fn upserts(ids: std::ops::Range<u64>) -> Vec<(PointId, Hlc, Change)> {
+    ids.map(|i| (PointId::Num(i), h(10 + i), upsert(i)))
+        .collect()
+}
+
 fn apply_batch(store: &dyn Store, changes: Vec<(PointId, Hlc, Change)>) -> Vec<Effect> {
     let ids: Vec<PointId> = changes.iter().map(|(id, _, _)| *id).collect();
     let mut held: HashMap<PointId, Record> = store.read("docs", &ids).unwrap();
@@ -680,10 +686,6 @@ fn edge_a_flush_leaves_a_shard_with_no_new_writes_untouched() {
         found.sort();
         found
     };
-    let upserts = |ids: std::ops::Range<u64>| {
-        ids.map(|i| (PointId::Num(i), h(10 + i), upsert(i)))
-            .collect()
-    };
     apply_batch(&store, upserts(0..10));
     store.flush().unwrap();
 
@@ -883,4 +885,39 @@ fn a_point_left_in_both_parts_is_set_right_by_its_replay(backend: StoreBackend) 
     let held = store.read_held("docs", &[id]).unwrap();
     assert!(held.split.is_empty());
     assert_eq!(held.records[&id].current().0.state, State::Deleted);
+}
+
+/// qdrant-edge panics when its flush meets an I/O error. The store answers
+/// an error instead, and goes on answering it: what the engine held since
+/// its last flush may be gone, and a later flush that succeeded would not
+/// bring it back.
+#[test]
+fn edge_a_failed_flush_is_an_error_every_later_use_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::open(dir.path()).unwrap();
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    apply_batch(&store, upserts(0..10));
+    store.flush().unwrap();
+    apply_batch(&store, upserts(10..20));
+    // The live shard's segments go, as files do on a failing disk.
+    std::fs::remove_dir_all(dir.path().join("docs/segments")).unwrap();
+
+    let lost = |r: Result<(), StoreError>| match r {
+        Err(StoreError::Lost {
+            collection,
+            message,
+        }) => collection == "docs" && message.contains("No such file"),
+        _ => false,
+    };
+    let failed = store.flush();
+    let said = format!("{failed:?}");
+    assert!(lost(failed), "{said}");
+    assert!(lost(store.flush()), "a second flush");
+    let (record, _) = apply(None, h(100), upsert(100));
+    let written = store.write("docs", &[(PointId::Num(100), record.unwrap())]);
+    assert!(lost(written), "a write");
+    let read = store.read("docs", &[PointId::Num(1)]).map(|_| ());
+    assert!(lost(read), "a read");
+    // Its engine was let go of: closing the store does not flush it again.
+    drop(store);
 }

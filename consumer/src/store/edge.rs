@@ -29,8 +29,9 @@ use qdrant_edge::{
 };
 use serde_json::Value;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use vecsync_schemas::config::{Distance as ConfigDistance, StoreConfig, VectorDatatype};
 use vecsync_schemas::event::PointId;
 use vecsync_schemas::hlc::Hlc;
@@ -83,6 +84,12 @@ struct Shard {
     unflushed: Mutex<bool>,
     /// Whether the engine keeps vectors in half precision.
     half: bool,
+    /// Why a flush failed. qdrant-edge panics when a flush meets an I/O
+    /// error (a full disk); what it held since its last flush may then
+    /// be gone, and a later flush that succeeds would not bring it back.
+    /// Every later use of the shard answers [`StoreError::Lost`], so that
+    /// nothing after the last commit is committed: a restart replays it.
+    lost: OnceLock<String>,
 }
 
 impl Shard {
@@ -93,6 +100,7 @@ impl Shard {
             engine: RwLock::new(Some(engine)),
             unflushed: Mutex::new(false),
             half,
+            lost: OnceLock::new(),
         }
     }
 
@@ -116,6 +124,12 @@ impl Shard {
         f: impl FnOnce(&EdgeShard) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         loop {
+            if let Some(why) = self.lost.get() {
+                return Err(StoreError::Lost {
+                    collection: collection.to_owned(),
+                    message: why.clone(),
+                });
+            }
             if let Some(engine) = self
                 .engine
                 .read()
@@ -140,10 +154,12 @@ impl Shard {
         if !*unflushed {
             return Ok(());
         }
-        self.with(collection, |engine| {
-            engine.flush();
-            Ok(())
+        let failed = self.with(collection, |engine| {
+            Ok(std::panic::catch_unwind(AssertUnwindSafe(|| engine.flush())).err())
         })?;
+        if let Some(panic) = failed {
+            return Err(self.lose(collection, panic));
+        }
         *unflushed = false;
         let mut closed = closed_segments(&self.path.join(WAL_DIR));
         let held: u64 = closed.iter().map(|(_, _, len)| len).sum();
@@ -154,7 +170,11 @@ impl Shard {
         let started = std::time::Instant::now();
         // Dropping the engine flushes it again and closes its log (a
         // segment it closes on the way is not in `closed`, so it stays).
-        drop(engine.take());
+        let closing = engine.take();
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(closing))) {
+            drop(engine);
+            return Err(self.lose(collection, panic));
+        }
         // The engine numbers each write after the last one in its log, and
         // skips a write to a point whose number is not higher than the
         // point's: the newest closed segment and the open ones stay, so
@@ -172,6 +192,37 @@ impl Shard {
             "write-ahead log let go"
         );
         Ok(())
+    }
+
+    /// After a flush that panicked: the shard answers why from now on, and
+    /// its engine, if still held, is let go of. Dropping the engine flushes
+    /// it again, which panics again; that panic is caught too.
+    fn lose(&self, collection: &str, panic: Box<dyn std::any::Any + Send>) -> StoreError {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the engine panicked");
+        // The engine's errors print their backtrace in their `Debug`.
+        let why = match why.split_once(", backtrace: ") {
+            Some((head, _)) => format!("{head} }}"),
+            None => why.to_owned(),
+        };
+        let why = self.lost.get_or_init(|| why).clone();
+        tracing::error!(
+            shard = %self.path.display(),
+            "store flush failed, what it held since its last flush may be lost: {why}"
+        );
+        let engine = self
+            .engine
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(engine)));
+        StoreError::Lost {
+            collection: collection.to_owned(),
+            message: why,
+        }
     }
 }
 

@@ -38,6 +38,16 @@ pub enum StoreError {
     /// The stored collection does not match the config.
     #[error("store collection {collection}: {reason}")]
     Mismatch { collection: String, reason: String },
+    /// A flush failed, and what the store applied since its last one may
+    /// be lost: nothing after the last commit may be committed. It stays
+    /// so until the store is opened again (a restart), which replays from
+    /// the last commit.
+    #[error(
+        "store collection {collection}: a flush failed, so what was applied since the last one \
+         may be lost: {message}; restart once the cause is fixed, and the worker replays \
+         everything after its last commit"
+    )]
+    Lost { collection: String, message: String },
     /// A stored point's bookkeeping cannot be read.
     #[error("store collection {collection}, point {id}: unreadable bookkeeping: {reason}")]
     Corrupt {

@@ -71,7 +71,7 @@ impl Replay<'_> {
             let landed = landed(&mut self.applying).await;
             self.applied(landed).await?;
         }
-        self.sink.flush_all(&mut self.tracking).await;
+        self.sink.flush_all(&mut self.tracking).await?;
         commit(
             &self.sink.consumers,
             &mut self.tracking.offsets,
@@ -132,7 +132,8 @@ impl Replay<'_> {
             Err(
                 e @ (StoreError::UnknownCollection(_)
                 | StoreError::Mismatch { .. }
-                | StoreError::Refused { .. }),
+                | StoreError::Refused { .. }
+                | StoreError::Lost { .. }),
             ) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!("store unavailable, retrying in {:?}: {e}", batch.delay);
@@ -213,7 +214,7 @@ impl Replay<'_> {
                 self.tracking.progress.done(&raw.partition, &event.hlc);
             }
         }
-        self.sink.flush_step(&mut self.tracking).await;
+        self.sink.flush_step(&mut self.tracking).await?;
         commit(
             &self.sink.consumers,
             &mut self.tracking.offsets,

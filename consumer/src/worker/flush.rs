@@ -29,14 +29,14 @@ impl Sink {
     /// the next when applied records have waited `flush_interval` (or
     /// `flush_interval_behind`). True when records became durable (a
     /// commit is worth making).
-    pub(super) async fn flush_step(&self, tracking: &mut Tracking) -> bool {
+    pub(super) async fn flush_step(&self, tracking: &mut Tracking) -> Result<bool, WorkerError> {
         let finished = tracking
             .flushing
             .as_ref()
             .is_some_and(|(f, _)| f.is_finished());
         let mut durable = false;
         if finished {
-            durable = self.finish_flush(tracking).await;
+            durable = self.finish_flush(tracking).await?;
         }
         let interval = if tracking.behind {
             self.flush_interval_behind
@@ -49,7 +49,7 @@ impl Sink {
         {
             self.start_flush(tracking);
         }
-        durable
+        Ok(durable)
     }
 
     pub(super) fn start_flush(&self, tracking: &mut Tracking) {
@@ -63,10 +63,12 @@ impl Sink {
     }
 
     /// Waits for the flush under way: its records become done. A failure
-    /// is logged and they wait for the next flush. True when it succeeded.
-    pub(super) async fn finish_flush(&self, tracking: &mut Tracking) -> bool {
+    /// is logged and they wait for the next flush, unless the store lost
+    /// what it held ([`StoreError::Lost`]): the worker stops, committing
+    /// none of them. True when it succeeded.
+    pub(super) async fn finish_flush(&self, tracking: &mut Tracking) -> Result<bool, WorkerError> {
         let Some((flush, records)) = tracking.flushing.take() else {
-            return false;
+            return Ok(false);
         };
         let result = flush
             .await
@@ -77,24 +79,26 @@ impl Sink {
                 for (partition, offset) in records {
                     tracking.offsets.done(&partition, offset);
                 }
-                true
+                Ok(true)
             }
+            Err(e @ StoreError::Lost { .. }) => Err(e.into()),
             Err(e) => {
                 tracing::warn!("store flush failed, will try again: {e}");
                 tracking.unflushed.splice(0..0, records);
-                false
+                Ok(false)
             }
         }
     }
 
     /// Flushes everything applied so far and waits for it, before a
     /// synchronous commit.
-    pub(super) async fn flush_all(&self, tracking: &mut Tracking) {
-        self.finish_flush(tracking).await;
+    pub(super) async fn flush_all(&self, tracking: &mut Tracking) -> Result<(), WorkerError> {
+        self.finish_flush(tracking).await?;
         if !tracking.unflushed.is_empty() {
             self.start_flush(tracking);
-            self.finish_flush(tracking).await;
+            self.finish_flush(tracking).await?;
         }
+        Ok(())
     }
 }
 

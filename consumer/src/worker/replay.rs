@@ -270,7 +270,7 @@ impl<'a> Replay<'a> {
 
     /// Moves the flush, the watermarks and expiry on.
     async fn tick(&mut self) -> Result<(), WorkerError> {
-        if self.sink.flush_step(&mut self.tracking).await {
+        if self.sink.flush_step(&mut self.tracking).await? {
             commit(
                 &self.sink.consumers,
                 &mut self.tracking.offsets,
