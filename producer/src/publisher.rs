@@ -229,6 +229,19 @@ impl Publisher {
         } else {
             None
         };
+        // The local topics get their subjects too, as the registry's
+        // topic-name strategy has every topic's: the same schemas, so the
+        // same ids as the encoders'.
+        for topic in topics.iter().filter(|t| t.name != config.kafka.topic) {
+            registry
+                .register(&value_subject(&topic.name), DeltaEvent::SCHEMA)
+                .await?;
+            if codebook_encoder.is_some() {
+                registry
+                    .register(&value_subject(&topic.codebook), PqCodebook::SCHEMA)
+                    .await?;
+            }
+        }
         let p = &config.producer;
         let rate = p
             .rate_limit_events_per_sec

@@ -10,9 +10,11 @@ use vecsync_devkit::broker::Storage;
 use vecsync_devkit::testbed::{TestRegion, is_heartbeat};
 use vecsync_producer::partition::partition_for;
 use vecsync_producer::{Mutation, ProducerError, Publisher, Run};
-use vecsync_schemas::event::{Body, PointId, VectorData};
+use vecsync_schemas::avro::AvroRecord;
+use vecsync_schemas::config::Residency;
+use vecsync_schemas::event::{Body, DeltaEvent, PointId, VectorData};
 use vecsync_schemas::hlc::Hlc;
-use vecsync_schemas::registry::RegistryClient;
+use vecsync_schemas::registry::{RegistryClient, value_subject};
 use vecsync_schemas::testing::{codebook, vector, write_codebook};
 use vecsync_schemas::vector::{Encoding, PqCodebook};
 use vecsync_schemas::wire::Decoder;
@@ -325,17 +327,23 @@ async fn a_broker_that_goes_away_fails_sends_after_the_timeout() {
     assert_eq!(got, sent);
 }
 
-#[tokio::test]
-async fn pq_collections_publish_their_codebook_first() {
+/// A region whose `docs` collection is `pq`, its codebook written in `dir`.
+async fn pq_region(dir: &std::path::Path) -> Option<(TestRegion, PqCodebook)> {
     let book = codebook("docs", DIM);
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_codebook(&book, dir.path());
-    let Some(mut region) = TestRegion::start(DIM as u32, "sq8", "").await else {
-        return;
-    };
+    let path = write_codebook(&book, dir);
+    let mut region = TestRegion::start(DIM as u32, "sq8", "").await?;
     let docs = region.config.collections.get_mut("docs").unwrap();
     docs.encoding = Encoding::Pq;
     docs.codebook_file = Some(path);
+    Some((region, book))
+}
+
+#[tokio::test]
+async fn pq_collections_publish_their_codebook_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((region, book)) = pq_region(dir.path()).await else {
+        return;
+    };
     let publisher = Publisher::connect(&region.config).await.unwrap();
     publisher.publish("docs", &upserts(0..5)).await.unwrap();
     publisher.publish("docs", &upserts(5..10)).await.unwrap();
@@ -366,6 +374,39 @@ async fn pq_collections_publish_their_codebook_first() {
         assert_eq!(v.codebook_id.as_deref(), Some("docs@1"));
         assert_eq!(v.decode(Some(&on_topic)).unwrap().len(), DIM);
     }
+}
+
+/// Each topic the producer writes has its registry subject, as the topic-name
+/// strategy expects: a local collection's topics as well as the shared ones.
+#[tokio::test]
+async fn every_topic_written_has_its_registry_subject_the_local_ones_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut region, _)) = pq_region(dir.path()).await else {
+        return;
+    };
+    let docs = region.config.collections.get_mut("docs").unwrap();
+    docs.residency = Residency::Local;
+    let publisher = Publisher::connect(&region.config).await.unwrap();
+    publisher.publish("docs", &upserts(0..3)).await.unwrap();
+
+    let registry = RegistryClient::new(&region.registry.url(), Duration::from_secs(5)).unwrap();
+    let subjects = registry.subjects().await.unwrap();
+    let k = &region.config.kafka;
+    let (local, local_codebooks) = k.local_topics();
+    for topic in [&k.topic, &k.codebook_topic, &local, &local_codebooks] {
+        assert!(
+            subjects.contains(&value_subject(topic)),
+            "no subject for {topic}: {subjects:?}"
+        );
+    }
+    // The local topic's records name the schema its subject holds.
+    let records = region.read(&local, 3, LONG, |r| !is_heartbeat(r)).await;
+    let id = u32::from_be_bytes(records[0].value[1..5].try_into().unwrap());
+    let registered = registry
+        .register(&value_subject(&local), DeltaEvent::SCHEMA)
+        .await
+        .unwrap();
+    assert_eq!(id, registered);
 }
 
 #[tokio::test]
