@@ -247,10 +247,10 @@ impl<K: Eq + Hash + Clone, T> ReorderBuffer<K, T> {
         out
     }
 
-    /// Lets go of the room a larger moment (a catch-up's backlog) left,
-    /// once three quarters of it stand empty, keeping twice what is held:
-    /// a buffer that shrinks only when it has emptied that far rehashes
-    /// rarely, yet keeps no more than a few times what it holds.
+    /// Lets go of the room a larger moment (a catch-up's backlog) left:
+    /// once three quarters of it stand empty, it keeps twice what it
+    /// holds. Shrinking that late rehashes rarely, and the room stays
+    /// within four times what is held (above a floor).
     fn give_back_room(&mut self) {
         const FLOOR: usize = 1_024;
         let held = self.items.len();
