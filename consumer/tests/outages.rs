@@ -89,11 +89,10 @@ async fn a_registry_outage_pauses_the_worker_and_loses_nothing() {
         .register(&value_subject(&config.kafka.topic), DeltaEvent::SCHEMA)
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.count("docs").unwrap() < 10 {
-        assert!(Instant::now() < deadline, "the worker did not resume");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the worker did not resume", 30, || async {
+        store.count("docs").unwrap() >= 10
+    })
+    .await;
     let stats = running.stop().await.unwrap();
     assert_eq!(stats.dead_letters, 0, "an outage is not a dead letter");
     assert_eq!(stats.applied, 10);
@@ -107,6 +106,20 @@ fn upserts(range: std::ops::Range<u64>) -> Vec<Mutation> {
             payload: None,
         })
         .collect()
+}
+
+/// Polls `done` until it holds, or panics with `what` after `timeout_s`.
+async fn wait_for<F: Future<Output = bool>>(
+    what: &str,
+    timeout_s: u64,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}");
+        // Poll interval of a wait that ends as soon as `done` holds.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn count(store: &Arc<dyn Store>) -> usize {
@@ -138,14 +151,10 @@ async fn a_qdrant_server_outage_pauses_the_worker_and_loses_nothing() {
     let store = store::open(&region.config.store).unwrap();
     let running = worker::spawn(region.config.clone(), store.clone());
     publisher.publish("docs", &upserts(0..20)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&store).await < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the first events were not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the first events were not applied", 30, || async {
+        count(&store).await >= 20
+    })
+    .await;
 
     // The server goes away while more events arrive.
     endpoint.stop().await;
@@ -156,11 +165,10 @@ async fn a_qdrant_server_outage_pauses_the_worker_and_loses_nothing() {
     let endpoint = QdrantEndpoint::start(dir.path(), &addr, None)
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&store).await < 50 {
-        assert!(Instant::now() < deadline, "the worker did not resume");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for("the worker did not resume", 60, || async {
+        count(&store).await >= 50
+    })
+    .await;
     let stats = running.stop().await.unwrap();
     assert_eq!(stats.dead_letters, 0, "an outage is not a dead letter");
     // A write the server took as it went away or came back, but answered
@@ -195,11 +203,10 @@ async fn a_codebook_topic_created_after_the_worker_started_is_read() {
     let running = worker::spawn(region.config.clone(), store.clone());
     // Its sources assigned: its codebook reader looked for the topic (and
     // did not find it) as it started, before then.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running.readiness().check().is_err() {
-        assert!(Instant::now() < deadline, "the worker never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the worker never became ready", 30, || async {
+        running.readiness().check().is_ok()
+    })
+    .await;
     let publisher = Publisher::connect(&region.config).await.unwrap();
     publisher.publish("docs", &upserts(0..20)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -261,11 +268,10 @@ async fn events_waiting_for_a_codebook_are_bounded_and_applied_when_it_comes() {
             "vecsync_consumer_waiting_for_codebook_events",
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while waiting().unwrap_or(0.0) < 5.0 {
-        assert!(Instant::now() < deadline, "PQ events were never set aside");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("PQ events were never set aside", 30, || async {
+        waiting().unwrap_or(0.0) >= 5.0
+    })
+    .await;
     // Set aside are the events of the batch that reached the bound: no more
     // records are read, so what comes next waits in Kafka.
     publisher.publish("plain", &upserts(0..10)).await.unwrap();
@@ -312,14 +318,10 @@ async fn a_failed_flush_stops_the_worker_and_commits_nothing_it_held() {
     publisher.publish("docs", &upserts(0..10)).await.unwrap();
     let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&config.store.path).unwrap());
     let running = worker::spawn(config.clone(), store.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&store).await < 10 {
-        assert!(
-            Instant::now() < deadline,
-            "the first events were not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the first events were not applied", 30, || async {
+        count(&store).await >= 10
+    })
+    .await;
     running.stop().await.unwrap();
 
     // The live shard's segments go, as files do on a failing disk: the
@@ -327,11 +329,7 @@ async fn a_failed_flush_stops_the_worker_and_commits_nothing_it_held() {
     std::fs::remove_dir_all(config.store.path.join("docs/segments")).unwrap();
     let running = worker::spawn(config.clone(), store.clone());
     publisher.publish("docs", &upserts(10..20)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !running.is_finished() {
-        assert!(Instant::now() < deadline, "the worker went on");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the worker went on", 60, || async { running.is_finished() }).await;
     let err = running.stop().await.unwrap_err();
     assert!(
         matches!(&err, WorkerError::Store(StoreError::Lost { collection, .. }) if collection == "docs"),
@@ -390,23 +388,16 @@ async fn a_failed_flush_stops_the_worker_and_commits_nothing_it_held() {
     config.store.path = dir.path().join("again");
     let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&config.store.path).unwrap());
     let running = worker::spawn(config, store.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let held = {
-            let store = store.clone();
-            let ids: Vec<PointId> = (10..20).map(PointId::Num).collect();
+    wait_for("the lost events were not replayed", 30, || {
+        let store = store.clone();
+        let ids: Vec<PointId> = (10..20).map(PointId::Num).collect();
+        async move {
             tokio::task::spawn_blocking(move || store.read("docs", &ids).map(|r| r.len()))
                 .await
                 .unwrap()
-        };
-        if held.is_ok_and(|n| n == 10) {
-            break;
+                .is_ok_and(|n| n == 10)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the lost events were not replayed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     running.stop().await.unwrap();
 }
