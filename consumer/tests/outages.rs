@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
-use vecsync_consumer::store::edge::EdgeStore;
+use vecsync_consumer::store::edge::{EdgeStore, WalLimits};
 use vecsync_consumer::store::{self, Store, StoreError};
 use vecsync_consumer::worker::{self, WorkerError};
 use vecsync_devkit::qdrant::QdrantEndpoint;
@@ -19,7 +19,7 @@ use vecsync_devkit::registry::DevRegistry;
 use vecsync_devkit::testbed::{TestRegion, is_heartbeat};
 use vecsync_producer::{Mutation, Publisher};
 use vecsync_schemas::avro::AvroRecord;
-use vecsync_schemas::config::{Distance, StoreBackend};
+use vecsync_schemas::config::{Distance, RegionConfig, StoreBackend};
 use vecsync_schemas::event::{Body, DeltaEvent, PointId};
 use vecsync_schemas::registry::{RegistryClient, value_subject};
 use vecsync_schemas::testing::{codebook, vector, write_codebook};
@@ -104,6 +104,154 @@ fn upserts(range: std::ops::Range<u64>) -> Vec<Mutation> {
             id: PointId::Num(i),
             vector: vector(DIM, i),
             payload: None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_stops_the_worker_and_commits_only_what_the_store_kept() {
+    let Some(mut region) = TestRegion::start(DIM as u32, "f32", "").await else {
+        return;
+    };
+    // Small log segments, so that the engine soon needs a new one.
+    let wal = WalLimits {
+        segment_bytes: 64 << 10,
+        reclaim_bytes: u64::MAX,
+    };
+    // The live shard's log goes: the engine's writes fail once it moves
+    // on to its next log segment.
+    const N: u64 = 3_000;
+    let failed = fail_the_store(&mut region, wal, "wal", 10..N).await;
+    let config = &region.config;
+    assert!(
+        matches!(&failed.err, WorkerError::Store(StoreError::Lost { collection, message })
+            if collection == "docs" && message.contains("a write failed")),
+        "{}",
+        failed.err
+    );
+
+    // Loaded again, the store holds every event before each partition's
+    // commit.
+    drop(failed.store);
+    let store = edge(config, wal);
+    store.ensure_collection("docs", DIM, Distance::Dot).unwrap();
+    let ids: Vec<PointId> = (0..N).map(PointId::Num).collect();
+    let kept = store.read("docs", &ids).unwrap();
+    let records = region
+        .read(
+            &config.kafka.topic,
+            N as usize,
+            Duration::from_secs(30),
+            |r| !is_heartbeat(r),
+        )
+        .await;
+    let events = region.decode(&records).await;
+    let committed = committed(config, 0..3).await;
+    for (record, event) in records.iter().zip(&events) {
+        let Body::Upsert(u) = &event.body else {
+            continue;
+        };
+        if committed
+            .get(&record.partition)
+            .is_some_and(|at| record.offset < *at)
+        {
+            assert!(
+                kept.contains_key(&u.id),
+                "partition {} committed past offset {}, point {:?}, which the store lost",
+                record.partition,
+                record.offset,
+                u.id
+            );
+        }
+    }
+
+    // Restarted on it, the worker replays what the store lost.
+    let running = worker::spawn(config.clone(), store.clone());
+    wait_for("the lost events were not replayed", 60, || async {
+        count(&store).await == N as usize
+    })
+    .await;
+    running.stop().await.unwrap();
+}
+
+/// A worker whose embedded store fails.
+struct Failed {
+    store: Arc<dyn Store>,
+    /// What the worker stopped with.
+    err: WorkerError,
+    dir: tempfile::TempDir,
+}
+
+/// Runs a worker on an embedded store (`wal`) until it has applied points
+/// 0..10, takes the live shard's directory `gone` away, as files go on a
+/// failing disk, publishes points `then` and waits for a new worker to
+/// stop on its own.
+async fn fail_the_store(
+    region: &mut TestRegion,
+    wal: WalLimits,
+    gone: &str,
+    then: std::ops::Range<u64>,
+) -> Failed {
+    let dir = tempfile::tempdir().unwrap();
+    region.config.store.path = dir.path().join("store");
+    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    let config = &region.config;
+    let publisher = Publisher::connect(config).await.unwrap();
+    publisher.publish("docs", &upserts(0..10)).await.unwrap();
+    let store = edge(config, wal);
+    let running = worker::spawn(config.clone(), store.clone());
+    wait_for("the first events were not applied", 30, || async {
+        count(&store).await >= 10
+    })
+    .await;
+    running.stop().await.unwrap();
+
+    std::fs::remove_dir_all(config.store.path.join("docs").join(gone)).unwrap();
+    let running = worker::spawn(config.clone(), store.clone());
+    for from in then.clone().step_by(100) {
+        let to = (from + 100).min(then.end);
+        publisher.publish("docs", &upserts(from..to)).await.unwrap();
+    }
+    wait_for("the worker went on", 60, || async { running.is_finished() }).await;
+    let err = running.stop().await.unwrap_err();
+    Failed { store, err, dir }
+}
+
+/// The region's embedded store, keeping its shards' logs within `wal`.
+fn edge(config: &RegionConfig, wal: WalLimits) -> Arc<dyn Store> {
+    Arc::new(
+        EdgeStore::open(&config.store.path)
+            .unwrap()
+            .with_wal_limits(wal),
+    )
+}
+
+/// The group's committed offsets of `partitions` of the region's topic,
+/// where it committed one.
+async fn committed(
+    config: &RegionConfig,
+    partitions: impl Iterator<Item = i32>,
+) -> HashMap<i32, i64> {
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", config.group_id())
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition(&config.kafka.topic, p);
+    }
+    let committed =
+        tokio::task::spawn_blocking(move || group.committed_offsets(list, Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(at) => Some((e.partition(), at)),
+            _ => None,
         })
         .collect()
 }
@@ -310,30 +458,15 @@ async fn a_failed_flush_stops_the_worker_and_commits_nothing_it_held() {
     let Some(mut region) = TestRegion::start(DIM as u32, "f32", "").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    region.config.store.path = dir.path().join("store");
-    region.config.collections.get_mut("docs").unwrap().distance = Distance::Dot;
+    // The live shard's segments go: the engine can apply the next events
+    // but not flush them.
+    let failed = fail_the_store(&mut region, WalLimits::default(), "segments", 10..20).await;
     let config = region.config.clone();
-    let publisher = Publisher::connect(&config).await.unwrap();
-    publisher.publish("docs", &upserts(0..10)).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&config.store.path).unwrap());
-    let running = worker::spawn(config.clone(), store.clone());
-    wait_for("the first events were not applied", 30, || async {
-        count(&store).await >= 10
-    })
-    .await;
-    running.stop().await.unwrap();
-
-    // The live shard's segments go, as files do on a failing disk: the
-    // engine can apply the next events but not flush them.
-    std::fs::remove_dir_all(config.store.path.join("docs/segments")).unwrap();
-    let running = worker::spawn(config.clone(), store.clone());
-    publisher.publish("docs", &upserts(10..20)).await.unwrap();
-    wait_for("the worker went on", 60, || async { running.is_finished() }).await;
-    let err = running.stop().await.unwrap_err();
     assert!(
-        matches!(&err, WorkerError::Store(StoreError::Lost { collection, .. }) if collection == "docs"),
-        "{err}"
+        matches!(&failed.err, WorkerError::Store(StoreError::Lost { collection, message })
+            if collection == "docs" && message.contains("a flush failed")),
+        "{}",
+        failed.err
     );
 
     // No partition's commit is past an event of the failed flush.
@@ -355,37 +488,19 @@ async fn a_failed_flush_stops_the_worker_and_commits_nothing_it_held() {
         }
     }
     assert_eq!(lost, 10);
-    let group: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", config.group_id())
-        .create()
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    for p in first_lost.keys() {
-        partitions.add_partition(&config.kafka.topic, *p);
-    }
-    let committed = tokio::task::spawn_blocking(move || {
-        group
-            .committed_offsets(partitions, Duration::from_secs(10))
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    for e in committed.elements() {
-        if let Offset::Offset(at) = e.offset() {
-            assert!(
-                at <= first_lost[&e.partition()],
-                "partition {} committed to {at}, past {}, an event the failed flush held",
-                e.partition(),
-                first_lost[&e.partition()]
-            );
-        }
+    let committed = committed(&config, first_lost.keys().copied()).await;
+    for (partition, at) in committed {
+        assert!(
+            at <= first_lost[&partition],
+            "partition {partition} committed to {at}, past {}, an event the failed flush held",
+            first_lost[&partition]
+        );
     }
 
     // Restarted on a store that can flush, the worker replays them.
-    drop(store);
+    drop(failed.store);
     let mut config = config;
-    config.store.path = dir.path().join("again");
+    config.store.path = failed.dir.path().join("again");
     let store: Arc<dyn Store> = Arc::new(EdgeStore::open(&config.store.path).unwrap());
     let running = worker::spawn(config, store.clone());
     wait_for("the lost events were not replayed", 30, || {

@@ -91,14 +91,14 @@ fn server_config(url: String) -> StoreConfig {
     }
 }
 
-/// Applies `changes` on top of what the store holds and writes the results,
-/// as a worker does for one batch.
 /// Upserts of points `ids`, each a version of its own.
 fn upserts(ids: std::ops::Range<u64>) -> Vec<(PointId, Hlc, Change)> {
     ids.map(|i| (PointId::Num(i), h(10 + i), upsert(i)))
         .collect()
 }
 
+/// Applies `changes` on top of what the store holds and writes the results,
+/// as a worker does for one batch.
 fn apply_batch(store: &dyn Store, changes: Vec<(PointId, Hlc, Change)>) -> Vec<Effect> {
     let ids: Vec<PointId> = changes.iter().map(|(id, _, _)| *id).collect();
     let mut held: HashMap<PointId, Record> = store.read("docs", &ids).unwrap();
@@ -920,4 +920,51 @@ fn edge_a_failed_flush_is_an_error_every_later_use_answers() {
     assert!(lost(read), "a read");
     // Its engine was let go of: closing the store does not flush it again.
     drop(store);
+}
+
+/// A write that meets an I/O error leaves qdrant-edge refusing every later
+/// write until the shard is loaded again, so the store answers as it does
+/// for a failed flush, from the first such error on.
+#[test]
+fn edge_a_failed_write_is_an_error_every_later_use_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EdgeStore::open(dir.path())
+        .unwrap()
+        .with_wal_limits(WalLimits {
+            segment_bytes: 64 << 10,
+            reclaim_bytes: u64::MAX,
+        });
+    store.ensure_collection("docs", 3, Distance::Dot).unwrap();
+    apply_batch(&store, upserts(0..10));
+    store.flush().unwrap();
+    // The live shard's log goes, as files do on a failing disk: the
+    // engine fails once it moves on to its next log segment.
+    std::fs::remove_dir_all(dir.path().join("docs/wal")).unwrap();
+
+    let lost = |r: Result<(), StoreError>| match r {
+        Err(StoreError::Lost {
+            collection,
+            message,
+        }) => collection == "docs" && message.contains("Can't write WAL"),
+        _ => false,
+    };
+    let mut written = Ok(());
+    for from in (100..100_000).step_by(100) {
+        let writes: Vec<(PointId, Record)> = upserts(from..from + 100)
+            .into_iter()
+            .map(|(id, hlc, change)| (id, apply(None, hlc, change).0.unwrap()))
+            .collect();
+        written = store.write("docs", &writes);
+        if written.is_err() {
+            break;
+        }
+    }
+    let said = format!("{written:?}");
+    assert!(lost(written), "{said}");
+    let (record, _) = apply(None, h(10), upsert(1));
+    let again = store.write("docs", &[(PointId::Num(1), record.unwrap())]);
+    assert!(lost(again), "a second write");
+    assert!(lost(store.flush()), "a flush");
+    let read = store.read("docs", &[PointId::Num(1)]).map(|_| ());
+    assert!(lost(read), "a read");
 }

@@ -22,10 +22,10 @@ use crate::bookkeeping;
 use half::slice::HalfFloatSliceExt;
 use qdrant_edge::{
     CountRequest, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
-    EdgeVectorParamsBuilder, Filter, PointId as EdgePointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, Record as EdgeRecord, ScrollRequest, SearchRequest,
-    UpdateOperation, VectorInternal, VectorStorageDatatype, VectorStructInternal, WalOptions,
-    WithPayloadInterface, WithVector,
+    EdgeVectorParamsBuilder, Filter, OperationError, OperationResult, PointId as EdgePointId,
+    PointInsertOperations, PointOperations, PointStruct, QueryEnum, Record as EdgeRecord,
+    ScrollRequest, SearchRequest, UpdateOperation, VectorInternal, VectorStorageDatatype,
+    VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -84,11 +84,13 @@ struct Shard {
     unflushed: Mutex<bool>,
     /// Whether the engine keeps vectors in half precision.
     half: bool,
-    /// Why a flush failed. qdrant-edge panics when a flush meets an I/O
+    /// Why the engine failed. qdrant-edge panics when a flush meets an I/O
     /// error (a full disk); what it held since its last flush may then
     /// be gone, and a later flush that succeeds would not bring it back.
-    /// Every later use of the shard answers [`StoreError::Lost`], so that
-    /// nothing after the last commit is committed: a restart replays it.
+    /// A write that meets one answers a service error, and the engine
+    /// refuses every later write until it is loaded again. Every later use
+    /// of the shard answers [`StoreError::Lost`], so that nothing after the
+    /// last commit is committed: a restart replays it.
     lost: OnceLock<String>,
 }
 
@@ -104,17 +106,26 @@ impl Shard {
         }
     }
 
-    /// Runs the write `f` on the engine, never during a flush.
+    /// Runs the write `f` on the engine, never during a flush. A service
+    /// error (an I/O error, a segment left failed) loses the shard: the
+    /// engine takes no later write until it is loaded again.
     fn write(
         &self,
         collection: &str,
-        f: impl FnOnce(&EdgeShard) -> Result<(), StoreError>,
+        f: impl FnOnce(&EdgeShard) -> OperationResult<()>,
     ) -> Result<(), StoreError> {
         let mut unflushed = self.unflushed.lock().unwrap_or_else(|e| e.into_inner());
         // Set before the write: one that fails part way may still have
         // changed what the engine holds.
         *unflushed = true;
-        self.with(collection, f)
+        match self.with(collection, |engine| Ok(f(engine)))? {
+            Ok(()) => Ok(()),
+            Err(
+                e @ (OperationError::ServiceError { .. }
+                | OperationError::InconsistentStorage { .. }),
+            ) => Err(self.lose(collection, format!("a write failed: {e}"))),
+            Err(e) => Err(StoreError::engine(collection, e.to_string())),
+        }
     }
 
     /// Runs `f` on the engine.
@@ -158,7 +169,7 @@ impl Shard {
             Ok(std::panic::catch_unwind(AssertUnwindSafe(|| engine.flush())).err())
         })?;
         if let Some(panic) = failed {
-            return Err(self.lose(collection, panic));
+            return Err(self.lose(collection, flush_panic(panic)));
         }
         *unflushed = false;
         let mut closed = closed_segments(&self.path.join(WAL_DIR));
@@ -173,7 +184,7 @@ impl Shard {
         let closing = engine.take();
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(closing))) {
             drop(engine);
-            return Err(self.lose(collection, panic));
+            return Err(self.lose(collection, flush_panic(panic)));
         }
         // The engine numbers each write after the last one in its log, and
         // skips a write to a point whose number is not higher than the
@@ -194,24 +205,14 @@ impl Shard {
         Ok(())
     }
 
-    /// After a flush that panicked: the shard answers why from now on, and
-    /// its engine, if still held, is let go of. Dropping the engine flushes
-    /// it again, which panics again; that panic is caught too.
-    fn lose(&self, collection: &str, panic: Box<dyn std::any::Any + Send>) -> StoreError {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("the engine panicked");
-        // The engine's errors print their backtrace in their `Debug`.
-        let why = match why.split_once(", backtrace: ") {
-            Some((head, _)) => format!("{head} }}"),
-            None => why.to_owned(),
-        };
+    /// After the engine failed (`why`): the shard answers why from now on,
+    /// and its engine, if still held, is let go of. Dropping the engine
+    /// flushes it again, which may panic; that panic is caught too.
+    fn lose(&self, collection: &str, why: String) -> StoreError {
         let why = self.lost.get_or_init(|| why).clone();
         tracing::error!(
             shard = %self.path.display(),
-            "store flush failed, what it held since its last flush may be lost: {why}"
+            "the store failed, what it held since its last flush may be lost: {why}"
         );
         let engine = self
             .engine
@@ -223,6 +224,20 @@ impl Shard {
             collection: collection.to_owned(),
             message: why,
         }
+    }
+}
+
+/// Why a flush panicked, from the panic's message.
+fn flush_panic(panic: Box<dyn std::any::Any + Send>) -> String {
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("the engine panicked");
+    // The engine's errors print their backtrace in their `Debug`.
+    match why.split_once(", backtrace: ") {
+        Some((head, _)) => format!("a flush failed: {head} }}"),
+        None => format!("a flush failed: {why}"),
     }
 }
 
@@ -523,12 +538,13 @@ impl Store for EdgeStore {
                 PointStruct::new(edge_id(&id), vector, Value::Object(payload)).into()
             })
             .collect();
-        shard.write(collection, |s| {
-            s.update(UpdateOperation::PointOperation(
-                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
-            ))
-            .map_err(|e| unindexed(&mut index, collection, e.to_string()))
-        })
+        shard
+            .write(collection, |s| {
+                s.update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+                ))
+            })
+            .map_err(|e| unindexed(&mut index, collection, e))
     }
 
     fn delete(&self, collection: &str, part: Part, ids: &[PointId]) -> Result<(), StoreError> {
@@ -547,12 +563,14 @@ impl Store for EdgeStore {
         if ids.is_empty() {
             return Ok(());
         }
-        shards.part(part).write(collection, |s| {
-            s.update(UpdateOperation::PointOperation(
-                PointOperations::DeletePoints { ids },
-            ))
-            .map_err(|e| unindexed(&mut index, collection, e.to_string()))
-        })
+        shards
+            .part(part)
+            .write(collection, |s| {
+                s.update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePoints { ids },
+                ))
+            })
+            .map_err(|e| unindexed(&mut index, collection, e))
     }
 
     fn known(&self, collection: &str, ids: &[PointId]) -> Option<Vec<Known>> {
@@ -701,7 +719,7 @@ fn index_delete(entries: &mut HashMap<PointId, Entry>, id: &PointId, part: Part)
 fn unindexed(
     index: &mut Option<HashMap<PointId, Entry>>,
     collection: &str,
-    message: String,
+    error: StoreError,
 ) -> StoreError {
     if index.take().is_some() {
         tracing::warn!(
@@ -709,7 +727,7 @@ fn unindexed(
             "a write failed; the version index is dropped, points are read from now on"
         );
     }
-    StoreError::engine(collection, message)
+    error
 }
 
 fn open_shard(

@@ -38,14 +38,15 @@ pub enum StoreError {
     /// The stored collection does not match the config.
     #[error("store collection {collection}: {reason}")]
     Mismatch { collection: String, reason: String },
-    /// A flush failed, and what the store applied since its last one may
+    /// A flush or a write failed in the engine (an I/O error: a full or
+    /// failing disk), and what the store applied since its last flush may
     /// be lost: nothing after the last commit may be committed. It stays
     /// so until the store is opened again (a restart), which replays from
     /// the last commit.
     #[error(
-        "store collection {collection}: a flush failed, so what was applied since the last one \
-         may be lost: {message}; restart once the cause is fixed, and the worker replays \
-         everything after its last commit"
+        "store collection {collection}: {message}, so what was applied since the last flush \
+         may be lost; restart once the cause is fixed, and the worker replays everything after \
+         its last commit"
     )]
     Lost { collection: String, message: String },
     /// A stored point's bookkeeping cannot be read.
