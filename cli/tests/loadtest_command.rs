@@ -100,6 +100,43 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
     }
 }
 
+#[test]
+fn a_warm_up_is_applied_first_and_left_out_of_the_report() {
+    let scenario = "dimension = 16\nwarmup_s = 2\nceiling_events = 0\n";
+    let (json, report, stderr) = load_test(scenario, &["--duration", "2", "--rate", "100"]);
+    assert!(stderr.contains("warming up"), "{stderr}");
+    assert_eq!(json["converged"], true);
+    // Only the measured load counts: 100 events/s for 2 s a region, each
+    // handled once in each region, and no more lags than that.
+    let produced = json["produced"].as_object().unwrap();
+    assert!(produced.values().all(|n| n == 200), "{produced:?}");
+    for p in json["pairs"].as_array().unwrap() {
+        assert_eq!(p["handled"], 200, "{p}");
+        if p["origin"] != p["region"] {
+            let count = p["latency_ms"]["count"].as_u64().unwrap();
+            assert!((1..=200).contains(&count), "{p}");
+        }
+    }
+    let markdown = std::fs::read_to_string(report.path().join("report.md")).unwrap();
+    assert!(markdown.contains("after a warm-up of 2 s"), "{markdown}");
+
+    // The naive pipeline has none, and says so rather than compare unlike.
+    let config = report.path().join("warm.toml");
+    std::fs::write(&config, scenario).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vecsync"))
+        .args(["loadtest", "--naive", "--config"])
+        .arg(&config)
+        .arg("--report")
+        .arg(report.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("warmup_s"),
+        "{stderr}"
+    );
+}
+
 /// Runs `vecsync loadtest` on the scenario with the flags, requires it to
 /// succeed, and returns its JSON report, the report's directory (kept until
 /// the test ends) and its stderr.

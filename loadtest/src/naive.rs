@@ -109,6 +109,10 @@ impl NaiveReport {
 /// the scenario's mix, encoding and faults do not apply. Waits up to
 /// `converge_timeout_s` after the load for every point to land.
 pub async fn run(scenario: &Scenario, progress: impl Fn(&str)) -> anyhow::Result<NaiveReport> {
+    anyhow::ensure!(
+        scenario.warmup_s == 0,
+        "warmup_s: the naive pipeline has no warm-up; set it to 0 to compare the two alike"
+    );
     let (regions, rate, duration_s, dimension) = (
         scenario.regions,
         scenario.rate,

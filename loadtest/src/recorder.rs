@@ -57,6 +57,22 @@ impl Book {
         self.handled.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
+    /// Forgets the lags, stages and events handled recorded so far (a
+    /// warm-up's); the producers' running counts stay.
+    pub fn forget(&self) {
+        for map in [&self.lags, &self.window] {
+            map.lock().map(|mut m| m.clear()).unwrap_or_default();
+        }
+        self.stages
+            .lock()
+            .map(|mut s| s.clear())
+            .unwrap_or_default();
+        self.handled
+            .lock()
+            .map(|mut h| h.clear())
+            .unwrap_or_default();
+    }
+
     /// Installs a recorder filling a new book as the process's recorder.
     pub fn install() -> anyhow::Result<Arc<Self>> {
         let book = Arc::new(Self::default());

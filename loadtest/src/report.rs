@@ -204,6 +204,13 @@ impl Report {
             s.vector_datatype,
             s.links_described()
         );
+        if s.warmup_s > 0 {
+            let _ = writeln!(
+                out,
+                "Measured after a warm-up of {} s of the same load, applied everywhere first.\n",
+                s.warmup_s
+            );
+        }
         out.push_str("| origin → region | handled | missing | again | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n");
         out.push_str("|---|---|---|---|---|---|---|---|---|\n");
         for p in self.pairs.iter().filter(|p| p.origin != p.region) {

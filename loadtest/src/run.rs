@@ -86,6 +86,11 @@ pub struct Scenario {
     /// seconds (0: never), and the catch-up is measured.
     pub cut_at_s: u64,
     pub cut_for_s: u64,
+    /// Seconds of the same load before the measured one, applied and then
+    /// forgotten (0: none): brokers that have run for a while have
+    /// compiled their hot code (the JVM's JIT), which a bed started for
+    /// the run has not.
+    pub warmup_s: u64,
     /// After the load, each region's store applies this many upserts on
     /// its own, all at once: the store's apply ceiling ([`crate::ceiling`]).
     /// 0: not measured.
@@ -120,6 +125,7 @@ impl Default for Scenario {
             link_bytes_per_s: 0,
             cut_at_s: 0,
             cut_for_s: 0,
+            warmup_s: 0,
             ceiling_events: 30_000,
         }
     }
@@ -282,7 +288,11 @@ pub async fn run(
     // that start-up (producer ids, partition assignment) is not measured.
     // MirrorMaker 2 takes a while to start its connectors.
     bed.wait_ready(Duration::from_secs(120)).await?;
-    let result = measure(scenario, &mut bed, book, &progress).await;
+    let result = async {
+        warm_up(scenario, &mut bed, book, &progress).await?;
+        measure(scenario, &mut bed, book, &progress).await
+    }
+    .await;
     bed.stop().await?;
     let mut report = result?;
     if scenario.ceiling_events > 0 {
@@ -292,6 +302,37 @@ pub async fn run(
             Some(tokio::task::spawn_blocking(move || crate::ceiling::measure(&scenario)).await??);
     }
     Ok(report)
+}
+
+/// Runs `scenario.warmup_s` seconds of the load, without faults, until
+/// every region has applied it, and forgets what the book recorded of it.
+async fn warm_up(
+    scenario: &Scenario,
+    bed: &mut Bed,
+    book: &Arc<Book>,
+    progress: &impl Fn(&str),
+) -> anyhow::Result<()> {
+    if scenario.warmup_s == 0 {
+        return Ok(());
+    }
+    let warm = Scenario {
+        duration_s: scenario.warmup_s,
+        pause_for_s: 0,
+        cut_for_s: 0,
+        ..scenario.clone()
+    };
+    let report = measure(&warm, bed, book, |line| {
+        progress(&format!("warming up: {line}"))
+    })
+    .await?;
+    if !report.converged {
+        bail!(
+            "the warm-up was not applied everywhere within {} s (converge_timeout_s)",
+            scenario.converge_timeout_s
+        );
+    }
+    book.forget();
+    Ok(())
 }
 
 async fn measure(
