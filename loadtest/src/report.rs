@@ -255,7 +255,7 @@ impl Report {
                 out,
                 "\nAll stores applied {:.0} events/s end to end, each region's own included: \
                  {:.0}% of the {:.0} events/s the {} stores apply on their own \
-                 ({} new {}-d points each, in batches of {}, after the load).",
+                 ({} {}-d events of the load's mix each, in batches of {}, after the load).",
                 self.applied_per_s,
                 100.0 * self.applied_per_s / c.applied_per_s.max(1.0),
                 c.applied_per_s,

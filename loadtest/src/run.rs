@@ -91,8 +91,9 @@ pub struct Scenario {
     /// compiled their hot code (the JVM's JIT), which a bed started for
     /// the run has not.
     pub warmup_s: u64,
-    /// After the load, each region's store applies this many upserts on
-    /// its own, all at once: the store's apply ceiling ([`crate::ceiling`]).
+    /// After the load, each region's store applies this many events of
+    /// the load's mix on its own, all at once: the store's apply ceiling
+    /// ([`crate::ceiling`]).
     /// 0: not measured.
     pub ceiling_events: usize,
 }
@@ -598,6 +599,64 @@ struct Generated {
     behind_max: Duration,
 }
 
+/// The mutations one region writes, mixed as the scenario says: upserts,
+/// deletes and payload patches, to ids of the region's own or to ids every
+/// region writes.
+pub(crate) struct Mix<'a> {
+    scenario: &'a Scenario,
+    rng: StdRng,
+    private_base: u64,
+    private_next: u64,
+}
+
+impl<'a> Mix<'a> {
+    /// Region `index`'s mix, the same in every run.
+    pub(crate) fn new(index: usize, scenario: &'a Scenario) -> Self {
+        Self {
+            scenario,
+            rng: StdRng::seed_from_u64(index as u64 + 1),
+            private_base: 1_000_000_000 * (index as u64 + 1),
+            private_next: 0,
+        }
+    }
+
+    /// The next mutation. A patch builds on the version its point was
+    /// last written at, in `versions`; a point not written yet is deleted
+    /// instead.
+    pub(crate) fn next(&mut self, versions: &HashMap<u64, Hlc>) -> Mutation {
+        let s = self.scenario;
+        let rng = &mut self.rng;
+        let id = if rng.random::<f64>() < s.conflict_share {
+            rng.random_range(0..s.shared_ids)
+        } else {
+            self.private_next += 1;
+            self.private_base + rng.random_range(0..self.private_next.min(100_000))
+        };
+        let roll = rng.random::<f64>() * (s.upsert_share + s.delete_share + s.patch_share);
+        let id_of = PointId::Num(id);
+        if roll < s.upsert_share {
+            return Mutation::Upsert {
+                id: id_of,
+                vector: (0..s.dimension)
+                    .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+                    .collect(),
+                payload: None,
+            };
+        }
+        match versions.get(&id) {
+            Some(base) if roll >= s.upsert_share + s.delete_share => Mutation::PatchPayload {
+                id: id_of,
+                base_version: base.clone(),
+                payload: serde_json::Map::from_iter([(
+                    "reviewed".to_owned(),
+                    serde_json::Value::Bool(true),
+                )]),
+            },
+            _ => Mutation::Delete { id: id_of },
+        }
+    }
+}
+
 /// One region's open-loop load: event n is due at `n / rate` seconds; each
 /// tick publishes what is due in batches, without waiting for earlier
 /// batches to be acknowledged.
@@ -609,15 +668,7 @@ async fn generate(
     load: Duration,
     acked: &AtomicU64,
 ) -> anyhow::Result<Generated> {
-    let mut rng = StdRng::seed_from_u64(index as u64 + 1);
-    let shares = [
-        scenario.upsert_share,
-        scenario.delete_share,
-        scenario.patch_share,
-    ];
-    let total_share: f64 = shares.iter().sum();
-    let private_base = 1_000_000_000 * (index as u64 + 1);
-    let mut private_next = 0u64;
+    let mut mix = Mix::new(index, scenario);
     let mut versions: HashMap<u64, Hlc> = HashMap::new();
     let mut scheduled = 0u64;
     let mut in_flight: JoinSet<Written> = JoinSet::new();
@@ -651,41 +702,7 @@ async fn generate(
                 started + Duration::from_secs_f64(scheduled as f64 / f64::from(scenario.rate));
             let mut batch = Vec::with_capacity(n as usize);
             for _ in 0..n {
-                let id = if rng.random::<f64>() < scenario.conflict_share {
-                    rng.random_range(0..scenario.shared_ids)
-                } else {
-                    private_next += 1;
-                    private_base + rng.random_range(0..private_next.min(100_000))
-                };
-                let roll = rng.random::<f64>() * total_share;
-                let m = if roll < shares[0] {
-                    Mutation::Upsert {
-                        id: PointId::Num(id),
-                        vector: (0..scenario.dimension)
-                            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-                            .collect(),
-                        payload: None,
-                    }
-                } else if roll < shares[0] + shares[1] {
-                    Mutation::Delete {
-                        id: PointId::Num(id),
-                    }
-                } else {
-                    match versions.get(&id) {
-                        Some(base) => Mutation::PatchPayload {
-                            id: PointId::Num(id),
-                            base_version: base.clone(),
-                            payload: serde_json::Map::from_iter([(
-                                "reviewed".to_owned(),
-                                serde_json::Value::Bool(true),
-                            )]),
-                        },
-                        None => Mutation::Delete {
-                            id: PointId::Num(id),
-                        },
-                    }
-                };
-                batch.push(m);
+                batch.push(mix.next(&versions));
             }
             scheduled += n;
             let publisher = publisher.clone();
