@@ -633,10 +633,10 @@ impl<'a> Mix<'a> {
             self.private_base + rng.random_range(0..self.private_next.min(100_000))
         };
         let roll = rng.random::<f64>() * (s.upsert_share + s.delete_share + s.patch_share);
-        let id_of = PointId::Num(id);
+        let point = PointId::Num(id);
         if roll < s.upsert_share {
             return Mutation::Upsert {
-                id: id_of,
+                id: point,
                 vector: (0..s.dimension)
                     .map(|_| rng.random::<f32>() * 2.0 - 1.0)
                     .collect(),
@@ -645,14 +645,14 @@ impl<'a> Mix<'a> {
         }
         match versions.get(&id) {
             Some(base) if roll >= s.upsert_share + s.delete_share => Mutation::PatchPayload {
-                id: id_of,
+                id: point,
                 base_version: base.clone(),
                 payload: serde_json::Map::from_iter([(
                     "reviewed".to_owned(),
                     serde_json::Value::Bool(true),
                 )]),
             },
-            _ => Mutation::Delete { id: id_of },
+            _ => Mutation::Delete { id: point },
         }
     }
 }
