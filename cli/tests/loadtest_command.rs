@@ -121,15 +121,7 @@ fn a_warm_up_is_applied_first_and_left_out_of_the_report() {
     assert!(markdown.contains("after a warm-up of 2 s"), "{markdown}");
 
     // The naive pipeline has none, and says so rather than compare unlike.
-    let config = report.path().join("warm.toml");
-    std::fs::write(&config, scenario).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vecsync"))
-        .args(["loadtest", "--naive", "--config"])
-        .arg(&config)
-        .arg("--report")
-        .arg(report.path())
-        .output()
-        .unwrap();
+    let out = load_test_in(report.path(), scenario, &["--naive"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("warmup_s"),
@@ -150,21 +142,27 @@ fn load_test(scenario: &str, flags: &[&str]) -> (Value, tempfile::TempDir, Strin
 /// directory and stderr.
 fn run_load_test(scenario: &str, flags: &[&str]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("scenario.toml");
+    let out = load_test_in(dir.path(), scenario, flags);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (dir, stderr)
+}
+
+/// Runs `vecsync loadtest` with the flags on the scenario, written into
+/// `dir`, which also takes the report.
+fn load_test_in(dir: &std::path::Path, scenario: &str, flags: &[&str]) -> std::process::Output {
+    let config = dir.join("scenario.toml");
     std::fs::write(&config, scenario).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vecsync"))
+    Command::new(env!("CARGO_BIN_EXE_vecsync"))
         .arg("loadtest")
         .args(flags)
         .arg("--config")
         .arg(&config)
         .arg("--report")
-        .arg(dir.path())
+        .arg(dir)
         .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    (dir, stderr)
+        .unwrap()
 }
 
 #[test]

@@ -887,6 +887,12 @@ fn a_point_left_in_both_parts_is_set_right_by_its_replay(backend: StoreBackend) 
     assert_eq!(held.records[&id].current().0.state, State::Deleted);
 }
 
+/// Whether `r` says the store lost collection `docs`, for `cause`.
+fn lost_for(r: Result<(), StoreError>, cause: &str) -> bool {
+    matches!(r, Err(StoreError::Lost { collection, message })
+        if collection == "docs" && message.contains(cause))
+}
+
 /// qdrant-edge panics when its flush meets an I/O error. The store answers
 /// an error instead, and goes on answering it: what the engine held since
 /// its last flush may be gone, and a later flush that succeeded would not
@@ -902,13 +908,7 @@ fn edge_a_failed_flush_is_an_error_every_later_use_answers() {
     // The live shard's segments go, as files do on a failing disk.
     std::fs::remove_dir_all(dir.path().join("docs/segments")).unwrap();
 
-    let lost = |r: Result<(), StoreError>| match r {
-        Err(StoreError::Lost {
-            collection,
-            message,
-        }) => collection == "docs" && message.contains("No such file"),
-        _ => false,
-    };
+    let lost = |r| lost_for(r, "No such file");
     let failed = store.flush();
     let said = format!("{failed:?}");
     assert!(lost(failed), "{said}");
@@ -941,13 +941,7 @@ fn edge_a_failed_write_is_an_error_every_later_use_answers() {
     // engine fails once it moves on to its next log segment.
     std::fs::remove_dir_all(dir.path().join("docs/wal")).unwrap();
 
-    let lost = |r: Result<(), StoreError>| match r {
-        Err(StoreError::Lost {
-            collection,
-            message,
-        }) => collection == "docs" && message.contains("Can't write WAL"),
-        _ => false,
-    };
+    let lost = |r| lost_for(r, "Can't write WAL");
     let mut written = Ok(());
     for from in (100..100_000).step_by(100) {
         let writes: Vec<(PointId, Record)> = upserts(from..from + 100)
