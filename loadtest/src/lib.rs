@@ -12,12 +12,15 @@
 //! - [`ceiling`]: the embedded store's own apply rate, to set the
 //!   pipeline's against;
 //! - [`memory`]: where the process's resident memory is, by region;
+//! - [`cores`]: how the machine's cores spent the run (user, kernel, disk,
+//!   the host's steal, idle);
 //! - [`naive`]: the pipeline a user would write from common examples, to
 //!   compare against.
 
 pub mod bed;
 pub mod ceiling;
 pub mod charts;
+pub mod cores;
 pub mod memory;
 pub mod naive;
 pub mod outage;

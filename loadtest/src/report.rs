@@ -159,6 +159,10 @@ pub struct Report {
     /// sample (every second until everything was applied).
     #[serde(default)]
     pub memory: Option<crate::memory::MemoryAtPeak>,
+    /// How the machine's cores spent the run, from the load's start until
+    /// everything was applied.
+    #[serde(default)]
+    pub cores: Option<crate::cores::CoreShares>,
     /// The catch-up after the fault, when one was asked for and the
     /// backlog was handled before the end.
     pub catch_up: Option<CatchUp>,
@@ -250,6 +254,14 @@ impl Report {
             self.digests_equal,
             self.peak_rss_mb
         );
+        if let Some(c) = &self.cores {
+            let _ = writeln!(
+                out,
+                "| the machine's {} cores, load and drain | {:.0}% user, {:.0}% kernel, \
+                 {:.0}% waiting for the disk, {:.0}% taken by the host (steal), {:.0}% idle |",
+                c.cores, c.user_pct, c.kernel_pct, c.iowait_pct, c.steal_pct, c.idle_pct
+            );
+        }
         if let Some(c) = &self.ceiling {
             let _ = writeln!(
                 out,

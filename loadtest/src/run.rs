@@ -350,6 +350,7 @@ async fn measure(
             .map(|r| (r.name.clone(), r.store_path().to_owned()))
             .collect(),
     );
+    let cpu_before = crate::cores::CpuTimes::now();
     let started = Instant::now();
     let load = Duration::from_secs(scenario.duration_s);
     let mut writers = JoinSet::new();
@@ -435,6 +436,9 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let done = Instant::now();
+    let cores = crate::cores::CpuTimes::now()
+        .zip(cpu_before)
+        .and_then(|(now, before)| now.since(&before));
     let digests = bed.digests()?;
     let digests_equal = digests.windows(2).all(|w| w[0].1 == w[1].1);
 
@@ -480,6 +484,7 @@ async fn measure(
         digests_equal,
         peak_rss_mb: peak_rss_mb("self"),
         memory: sampler.finish(),
+        cores,
         processes: processes(bed),
         faults: outage.iter().map(Outage::window).collect(),
         catch_up: outage.and_then(|o| o.result),
