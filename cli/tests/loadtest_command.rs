@@ -88,8 +88,27 @@ fn a_short_load_test_reports_every_pair_and_loses_nothing() {
         (parts - memory["total_mb"].as_f64().unwrap()).abs() < 0.01,
         "{memory}"
     );
+    // How the machine's cores spent the run: all of them (this process
+    // may be let use fewer), and shares that add up to the whole.
+    let cores = &json["cores"];
+    let usable = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(cores["cores"].as_u64().unwrap() >= usable, "{json}");
+    let shares = [
+        "user_pct",
+        "kernel_pct",
+        "iowait_pct",
+        "steal_pct",
+        "idle_pct",
+    ]
+    .map(|k| cores[k].as_f64().unwrap());
+    assert!((shares.iter().sum::<f64>() - 100.0).abs() < 1e-6, "{cores}");
+    assert!(shares[0] > 0.0, "{cores}");
     let markdown = std::fs::read_to_string(report.path().join("report.md")).unwrap();
     assert!(markdown.contains("| us-east → eu-west |"), "{markdown}");
+    assert!(
+        markdown.contains("| the machine's ") && markdown.contains("taken by the host (steal)"),
+        "{markdown}"
+    );
     assert!(
         markdown.contains("the 3 stores apply on their own"),
         "{markdown}"
